@@ -1,0 +1,56 @@
+/**
+ * `arch`: one program, three roles, chosen by the first argument.
+ *
+ * - `arch runc-wrapper <runc argv...>`: stands in for runc (the `arch-runc` shim that
+ *   engines are pointed at supplies this first argument).
+ * - `arch <verb> ...`: the operator CLI (`arch --help`).
+ * - `arch` alone prints the machine architecture, like coreutils `arch`, which it shadows.
+ *
+ * Role dispatch only; no npm module is statically reachable from here (a test checks), and
+ * only this file exits the process.
+ */
+
+import { failOpen, runWrapper } from "./src/runc/wrapper.ts";
+import { DEFAULT_CONFIG_PATH } from "./src/config/host.ts";
+
+/** Real paths that are ARCH itself, which the configured runc must not be. */
+function selfPaths(): string[] {
+  const paths = [Deno.execPath()];
+  const launcher = Deno.env.get("ARCH_LAUNCHER_SELF");
+  try {
+    if (launcher !== undefined) paths.push(Deno.realPathSync(launcher));
+  } catch {
+    // a launcher that vanished is not a runc candidate either
+  }
+  return paths;
+}
+
+async function main(args: readonly string[]): Promise<number> {
+  const [role, ...rest] = args;
+  if (role === "runc-wrapper") {
+    try {
+      return await runWrapper(rest, Deno.env.get("ARCH_CONFIG") ?? DEFAULT_CONFIG_PATH, selfPaths());
+    } catch {
+      return failOpen(rest, selfPaths());
+    }
+  }
+  if (role === undefined) {
+    // uname(2)'s machine field, which coreutils `arch` prints: x86_64, aarch64, ...
+    await Deno.stdout.write(new TextEncoder().encode(Deno.build.arch + "\n"));
+    return 0;
+  }
+  const { runCli } = await import("./src/cli/main.ts");
+  return await runCli([...args]);
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch {
+    // The wrapper handles its own errors; nothing may reach stderr from it. The CLI reports
+    // its errors itself; this is the last guard.
+    code = 70;
+  }
+  Deno.exit(code);
+}

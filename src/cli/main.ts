@@ -1,0 +1,58 @@
+/**
+ * The operator CLI. The only place that writes to a terminal: results on stdout, errors on
+ * stderr as `arch: <sentence>`, no colours. Each command lives in its own file and is loaded
+ * only when invoked.
+ */
+
+import { Command, CommanderError } from "commander";
+import { UsageError } from "../util/errors.ts";
+
+const VERSION = "0.1.0";
+
+function printError(msg: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(`arch: ${msg}\n`));
+}
+
+/** Builds the command tree (exported for help snapshot tests). */
+export function buildProgram(onResult: (code: number) => void): Command {
+  const program = new Command("arch")
+    .description("Checkpoint/restore for containers on spot instances (ARCH)")
+    .version(VERSION, "--version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .exitOverride()
+    .configureOutput({ outputError: (str) => printError(str.replace(/^error: /, "").trimEnd()) });
+
+  program.command("ls")
+    .description("list the ARCH-enabled containers known on this node")
+    .option("--json", "print JSON instead of a table")
+    .action(async (opts: { json?: boolean }) => {
+      const { ls } = await import("./ls.ts");
+      onResult(await ls(opts));
+    });
+
+  program.command("doctor")
+    .description("check this node: host configuration, runc, CRIU, kernel")
+    .action(async () => {
+      const { doctor } = await import("./doctor.ts");
+      onResult(await doctor());
+    });
+  return program;
+}
+
+/** Runs the CLI and returns the exit status. */
+export async function runCli(argv: string[]): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    if (error instanceof UsageError) {
+      printError(error.message);
+      return 2;
+    }
+    printError(error instanceof Error ? error.message : String(error));
+    return 1;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * What a container asks of ARCH, read from its OCI bundle (`config.json`): the `ARCH_*`
+ * environment variables and the checkpoint identity (key).
+ *
+ * Guarantees: pure functions over the parsed spec except {@link readBundleSpec}; a key is
+ * always a single safe path element (see `util/paths.ts`) or an error sentence naming the
+ * variable, the value and the fix. Only `ARCH_ENABLE=1` enables ARCH; any other value (or
+ * none) means plain runc.
+ */
+
+import { isSafeSegment } from "../util/paths.ts";
+
+/** The parts of an OCI runtime spec ARCH reads. */
+export interface BundleSpec {
+  readonly process?: { readonly env?: readonly string[]; readonly terminal?: boolean; readonly cwd?: string };
+  readonly root?: { readonly path?: string; readonly readonly?: boolean };
+  readonly annotations?: { readonly [k: string]: string };
+  readonly [k: string]: unknown;
+}
+
+/** Reads and parses `<bundle>/config.json`. Throws on a missing or malformed file. */
+export function readBundleSpec(bundle: string): BundleSpec {
+  return JSON.parse(Deno.readTextFileSync(`${bundle}/config.json`)) as BundleSpec;
+}
+
+/** The container's environment as a map (last definition wins, as in execve). */
+export function envOf(spec: BundleSpec): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const entry of spec.process?.env ?? []) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  return env;
+}
+
+/** Whether the container opted in (`ARCH_ENABLE=1`, nothing else). */
+export function isArchEnabled(env: ReadonlyMap<string, string>): boolean {
+  return env.get("ARCH_ENABLE") === "1";
+}
+
+/** Where a key came from, for logs and `arch inspect`. */
+export type KeySource = "ARCH_CHECKPOINT_ID" | "AWS_BATCH_JOB_ID" | "kubernetes" | "container-id";
+
+export type KeyResult = { ok: true; key: string; source: KeySource } | { ok: false; error: string };
+
+const K8S_ANNOTATIONS = [
+  ["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name", "io.kubernetes.cri.container-name"],
+  ["io.kubernetes.pod.namespace", "io.kubernetes.pod.name", "io.kubernetes.container.name"],
+] as const;
+
+/**
+ * Resolves the checkpoint key: `ARCH_CHECKPOINT_ID`, else the AWS Batch job (and array
+ * index), else the Kubernetes pod namespace/name and container name, else the container id.
+ *
+ * @example
+ * ```ts
+ * import { resolveKey } from "./container.ts";
+ * const r = resolveKey(new Map([["AWS_BATCH_JOB_ID", "4f2c:3"], ["AWS_BATCH_JOB_ARRAY_INDEX", "3"]]), {}, "c1");
+ * if (!r.ok || r.key !== "aws-batch_4f2c_3") throw new Error();
+ * ```
+ */
+export function resolveKey(
+  env: ReadonlyMap<string, string>,
+  annotations: { readonly [k: string]: string },
+  containerId: string,
+): KeyResult {
+  const explicit = env.get("ARCH_CHECKPOINT_ID");
+  if (explicit !== undefined) {
+    if (!isSafeSegment(explicit)) {
+      return {
+        ok: false,
+        error: `ARCH_CHECKPOINT_ID="${explicit}" is not a valid checkpoint id: use 1-255 characters from ` +
+          `letters, digits, "_", "+", "-" and "." (not "." or "..")`,
+      };
+    }
+    return { ok: true, key: explicit, source: "ARCH_CHECKPOINT_ID" };
+  }
+  const job = env.get("AWS_BATCH_JOB_ID");
+  if (job !== undefined && job !== "") {
+    const base = job.split(":")[0]!;
+    const index = env.get("AWS_BATCH_JOB_ARRAY_INDEX");
+    const key = index !== undefined && index !== "" ? `aws-batch_${base}_${index}` : `aws-batch_${base}`;
+    if (isSafeSegment(key)) return { ok: true, key, source: "AWS_BATCH_JOB_ID" };
+    return { ok: false, error: `AWS_BATCH_JOB_ID="${job}" cannot be used as a checkpoint id: set ARCH_CHECKPOINT_ID` };
+  }
+  for (const [nsKey, podKey, ctrKey] of K8S_ANNOTATIONS) {
+    const ns = annotations[nsKey], pod = annotations[podKey], ctr = annotations[ctrKey];
+    if (ns !== undefined && pod !== undefined && ctr !== undefined) {
+      const key = `k8s_${ns}_${pod}_${ctr}`;
+      if (isSafeSegment(key)) return { ok: true, key, source: "kubernetes" };
+    }
+  }
+  return { ok: true, key: containerId, source: "container-id" };
+}

@@ -1,0 +1,90 @@
+/**
+ * The node's record of ARCH-enabled containers: one small JSON file per container at
+ * `<stateDir>/registry/<namespace>/<id>.json` (the state dir is on tmpfs, `/run/arch` by
+ * default, so the record lives as long as the containers it describes: until reboot).
+ *
+ * Guarantees: records are written atomically (temp file + rename), directories are 0700 and
+ * files 0600, and a namespace or id that is not a safe path element is refused. Lookups are
+ * one `stat`/`read` so that the runc wrapper can afford them on every call.
+ */
+
+import { isSafeSegment } from "../util/paths.ts";
+
+/** What ARCH knows about one enabled container. */
+export interface ContainerRecord {
+  readonly namespace: string;
+  readonly id: string;
+  /** runc's `--root` for this container. */
+  readonly root: string;
+  readonly bundle: string;
+  /** Checkpoint identity (see DESIGN.md key rules). */
+  readonly key: string;
+  readonly createdAt: string;
+  /** Whether `create` restored this container from a checkpoint (then `start` is a no-op). */
+  readonly restored?: boolean;
+  /** Other ARCH state later stages attach (checkpoint status...). */
+  readonly [extra: string]: unknown;
+}
+
+export class Registry {
+  constructor(readonly stateDir: string) {}
+
+  /** Path of the record of `namespace/id`; throws on an unsafe segment. */
+  path(namespace: string, id: string): string {
+    if (!isSafeSegment(namespace)) throw new Error(`unsafe namespace "${namespace}"`);
+    if (!isSafeSegment(id)) throw new Error(`unsafe container id "${id}"`);
+    return `${this.stateDir}/registry/${namespace}/${id}.json`;
+  }
+
+  /** Reads a record, or `undefined` when the container is not an ARCH container. */
+  get(namespace: string, id: string): ContainerRecord | undefined {
+    try {
+      return JSON.parse(Deno.readTextFileSync(this.path(namespace, id))) as ContainerRecord;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
+    }
+  }
+
+  /** Writes (or replaces) a record atomically. */
+  put(record: ContainerRecord): void {
+    const path = this.path(record.namespace, record.id);
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${path}.${Deno.pid}.tmp`;
+    Deno.writeTextFileSync(tmp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
+    Deno.renameSync(tmp, path);
+  }
+
+  /** Removes a record; absent is fine. */
+  remove(namespace: string, id: string): void {
+    try {
+      Deno.removeSync(this.path(namespace, id));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+
+  /** Every record on the node, optionally of one namespace. Unreadable records are skipped. */
+  list(namespace?: string): ContainerRecord[] {
+    const base = `${this.stateDir}/registry`;
+    const namespaces = namespace !== undefined ? [namespace] : readDirNames(base, (e) => e.isDirectory);
+    const out: ContainerRecord[] = [];
+    for (const ns of namespaces) {
+      for (const name of readDirNames(`${base}/${ns}`, (e) => e.isFile && e.name.endsWith(".json"))) {
+        const record = this.get(ns, name.slice(0, -".json".length));
+        if (record !== undefined) out.push(record);
+      }
+    }
+    return out.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.id.localeCompare(b.id));
+  }
+}
+
+function readDirNames(dir: string, keep: (e: Deno.DirEntry) => boolean): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].filter(keep).map((e) => e.name).sort();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The runc wrapper role: what runs each time an engine calls "runc".
+ *
+ * Guarantees:
+ * - Pass-through is the default: unless the call concerns an ARCH-enabled container, the
+ *   process is replaced by the real runc with the very same argv (see `handoff.ts`).
+ * - Fail-open: an internal error while deciding (unreadable bundle, bug) is logged and the
+ *   call goes to runc untouched. Only an ARCH-enabled container can be refused, and then
+ *   with one sentence in runc's `--log` file, where `docker`/`ctr` read it.
+ * - Never writes to stdout or stderr: they belong to the container or to the engine's
+ *   parser of runc's JSON output.
+ * - Loads nothing heavy: the ARCH-enabled paths are a dynamic `import()`.
+ */
+
+import { parseRuncArgv, type RuncCall, stringOption } from "./argv.ts";
+import { execRunc } from "./handoff.ts";
+import { type HostBasics, readHostBasics, RUNC_CANDIDATES, unusableRunc } from "../config/host.ts";
+import { envOf, isArchEnabled, readBundleSpec } from "../config/container.ts";
+import { Logger, writeRuncLogError } from "../log/log.ts";
+import { Registry } from "../registry/registry.ts";
+import { isSafeSegment, lastElement } from "../util/paths.ts";
+
+/** runc's default `--root`. */
+export const RUNC_DEFAULT_ROOT = "/run/runc";
+
+/** Everything an intercepted call needs. */
+export interface WrapperContext {
+  readonly argv: readonly string[];
+  readonly call: RuncCall;
+  readonly host: HostBasics;
+  readonly runc: string;
+  readonly log: Logger;
+  readonly registry: Registry;
+  readonly namespace: string;
+  readonly id: string;
+  /** Reports an error to the engine (runc's log file) and to ARCH's log. */
+  readonly fail: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/**
+ * Decides what to do with one runc call and does it. Returns an exit status only when
+ * ARCH handled the call itself; otherwise it never returns (runc replaced the process).
+ */
+export async function runWrapper(
+  argv: readonly string[],
+  configPath: string,
+  self: readonly string[],
+): Promise<number> {
+  const host = readHostBasics(configPath, self);
+  const log = new Logger(host.logFile, { component: "runc-wrapper" });
+  for (const problem of host.problems) log.warn(problem, { config: configPath });
+  const parsed = parseRuncArgv(argv);
+  const logPath = parsed.ok ? stringOption(parsed.call.global, "log") : undefined;
+  const logFormat = parsed.ok ? stringOption(parsed.call.global, "log-format") : undefined;
+  if (host.runc === undefined) {
+    const msg = `arch: no usable runc binary: set "runc" in ${configPath} (${
+      host.problems.join("; ") || "none found"
+    })`;
+    log.error(msg);
+    writeRuncLogError(logPath, logFormat, msg);
+    return 127;
+  }
+  if (parsed.ok) {
+    try {
+      const handled = await intercept(argv, parsed.call, host, host.runc, log);
+      if (handled !== undefined) return handled;
+    } catch (error) {
+      log.error("internal error, passing the call to runc unchanged", { argv, error: String(error) });
+    }
+  }
+  const errno = execRunc(host.runc, "runc", argv);
+  const msg = `arch: cannot execute runc "${host.runc}" (errno ${errno})`;
+  log.error(msg);
+  writeRuncLogError(logPath, logFormat, msg);
+  return 127;
+}
+
+/** Commands ARCH may act on for an enabled container. */
+const INTERCEPTED = new Set(["create", "start", "delete"]);
+
+async function intercept(
+  argv: readonly string[],
+  call: RuncCall,
+  host: HostBasics,
+  runc: string,
+  log: Logger,
+): Promise<number | undefined> {
+  if (call.command === undefined || !INTERCEPTED.has(call.command) || call.options.help === true) return undefined;
+  const id = call.args[0];
+  const root = stringOption(call.global, "root") ?? RUNC_DEFAULT_ROOT;
+  const namespace = lastElement(root);
+  if (id === undefined || !isSafeSegment(id) || !isSafeSegment(namespace)) return undefined;
+  const registry = new Registry(host.stateDir);
+  if (call.command === "create") {
+    const bundle = stringOption(call.options, "bundle") ?? Deno.cwd();
+    if (!isArchEnabled(envOf(readBundleSpec(bundle)))) return undefined;
+  } else if (registry.get(namespace, id) === undefined) {
+    return undefined;
+  }
+  const ctxLog = log.with({ namespace, id, command: call.command });
+  const logPath = stringOption(call.global, "log");
+  const logFormat = stringOption(call.global, "log-format");
+  const ctx: WrapperContext = {
+    argv,
+    call,
+    host,
+    runc,
+    log: ctxLog,
+    registry,
+    namespace,
+    id,
+    fail: (msg, fields) => {
+      ctxLog.error(msg, fields);
+      writeRuncLogError(logPath, logFormat, `arch: ${msg}`);
+    },
+  };
+  const enabled = await import("./enabled.ts");
+  return await enabled.handle(ctx);
+}
+
+/**
+ * Last resort when the wrapper itself failed unexpectedly: hand the call to the first
+ * usable runc of the default locations. Returns only if that is impossible.
+ */
+export function failOpen(argv: readonly string[], self: readonly string[]): number {
+  const runc = RUNC_CANDIDATES.find((candidate) => unusableRunc(candidate, self) === undefined);
+  if (runc !== undefined) execRunc(runc, "runc", argv);
+  return 127;
+}
