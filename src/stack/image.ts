@@ -1,0 +1,142 @@
+/**
+ * Builds the ARCH test image offline: busybox-static plus the stateful test workload
+ * (`tests/fixtures/workload.c`, compiled static), as an OCI image-layout tar that both
+ * `ctr images import` and `docker load` accept.
+ *
+ * Guarantees: deterministic layer (sorted names, mtime 0, root ownership); the result is
+ * cached by the sha256 of its inputs, so a second build is a hash and a copy. Requires
+ * gcc, GNU tar and /usr/bin/busybox (Debian busybox-static).
+ */
+
+import { mustRun } from "../process/exec.ts";
+
+export const TEST_IMAGE = "docker.io/library/arch-test:latest";
+
+async function sha256Hex(data: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", data);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+
+/** Creates the rootfs tree: busybox applets, the workload, /etc/passwd, /tmp. */
+async function makeRootfs(dir: string, workloadSource: string): Promise<void> {
+  for (const d of ["bin", "usr/local/bin", "etc", "tmp", "proc", "sys", "dev", "root", "data"]) {
+    Deno.mkdirSync(`${dir}/${d}`, { recursive: true });
+  }
+  Deno.chmodSync(`${dir}/tmp`, 0o1777);
+  Deno.copyFileSync("/usr/bin/busybox", `${dir}/bin/busybox`);
+  const { stdout } = await mustRun({ cmd: "/usr/bin/busybox", args: ["--list"] });
+  for (const applet of stdout.split("\n").map((s) => s.trim()).filter((s) => s && s !== "busybox")) {
+    Deno.symlinkSync("busybox", `${dir}/bin/${applet}`);
+  }
+  await mustRun({ cmd: "gcc", args: ["-static", "-O2", "-o", `${dir}/usr/local/bin/workload`, workloadSource] });
+  Deno.writeTextFileSync(`${dir}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n");
+  Deno.writeTextFileSync(`${dir}/etc/group`, "root:x:0:\nnogroup:x:65534:\n");
+  Deno.writeTextFileSync(`${dir}/etc/image-file`, "shipped with the image\n");
+}
+
+/**
+ * Builds (or reuses) the OCI archive at `<cacheDir>/arch-test.oci.tar` and returns its path.
+ */
+export async function buildTestImage(cacheDir: string, workloadSource: string): Promise<string> {
+  Deno.mkdirSync(cacheDir, { recursive: true });
+  const inputs = new Uint8Array([
+    ...Deno.readFileSync(workloadSource),
+    ...Deno.readFileSync("/usr/bin/busybox"),
+    ...new TextEncoder().encode("v2"),
+  ]);
+  const stamp = await sha256Hex(inputs);
+  const out = `${cacheDir}/arch-test.oci.tar`;
+  try {
+    if (Deno.readTextFileSync(`${out}.inputs`) === stamp) return out;
+  } catch { /* not built yet */ }
+
+  const work = Deno.makeTempDirSync({ dir: cacheDir, prefix: "image-" });
+  try {
+    const rootfs = `${work}/rootfs`;
+    await makeRootfs(rootfs, workloadSource);
+    const layerPath = `${work}/layer.tar`;
+    await mustRun({
+      cmd: "tar",
+      args: [
+        "--sort=name",
+        "--mtime=@0",
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "-C",
+        rootfs,
+        "-cf",
+        layerPath,
+        ".",
+      ],
+    });
+    const layer = Deno.readFileSync(layerPath);
+    const layerDigest = await sha256Hex(layer);
+    const config = json({
+      architecture: Deno.build.arch === "x86_64" ? "amd64" : "arm64",
+      os: "linux",
+      config: {
+        Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        Cmd: ["/usr/local/bin/workload"],
+        WorkingDir: "/",
+      },
+      rootfs: { type: "layers", diff_ids: [`sha256:${layerDigest}`] },
+      history: [{ created_by: "arch test image (src/stack/image.ts)" }],
+    });
+    const configDigest = await sha256Hex(config);
+    const manifest = json({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: {
+        mediaType: "application/vnd.oci.image.config.v1+json",
+        digest: `sha256:${configDigest}`,
+        size: config.length,
+      },
+      layers: [{
+        mediaType: "application/vnd.oci.image.layer.v1.tar",
+        digest: `sha256:${layerDigest}`,
+        size: layer.length,
+      }],
+    });
+    const manifestDigest = await sha256Hex(manifest);
+    const layout = `${work}/layout`;
+    Deno.mkdirSync(`${layout}/blobs/sha256`, { recursive: true });
+    Deno.writeFileSync(`${layout}/blobs/sha256/${layerDigest}`, layer);
+    Deno.writeFileSync(`${layout}/blobs/sha256/${configDigest}`, config);
+    Deno.writeFileSync(`${layout}/blobs/sha256/${manifestDigest}`, manifest);
+    // docker load (Docker 26) reads the legacy manifest.json; ctr reads index.json.
+    Deno.writeFileSync(
+      `${layout}/manifest.json`,
+      json([{
+        Config: `blobs/sha256/${configDigest}`,
+        RepoTags: ["arch-test:latest"],
+        Layers: [`blobs/sha256/${layerDigest}`],
+      }]),
+    );
+    Deno.writeFileSync(`${layout}/oci-layout`, json({ imageLayoutVersion: "1.0.0" }));
+    Deno.writeFileSync(
+      `${layout}/index.json`,
+      json({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.index.v1+json",
+        manifests: [{
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          digest: `sha256:${manifestDigest}`,
+          size: manifest.length,
+          annotations: { "io.containerd.image.name": TEST_IMAGE, "org.opencontainers.image.ref.name": "latest" },
+        }],
+      }),
+    );
+    await mustRun({
+      cmd: "tar",
+      args: ["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C", layout, "-cf", `${out}.tmp`, "."],
+    });
+    Deno.renameSync(`${out}.tmp`, out);
+    Deno.writeTextFileSync(`${out}.inputs`, stamp);
+    return out;
+  } finally {
+    Deno.removeSync(work, { recursive: true });
+  }
+}
