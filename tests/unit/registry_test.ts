@@ -1,0 +1,27 @@
+import { deepEqual as assertEquals, throws } from "node:assert/strict";
+import { Registry } from "../../src/registry/registry.ts";
+
+Deno.test("Registry puts, lists and removes records with private permissions", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const registry = new Registry(dir);
+    const record = { namespace: "moby", id: "abc", root: "/r/moby", bundle: "/b", key: "k", createdAt: "t" };
+    registry.put(record);
+    registry.put({ ...record, namespace: "default", id: "c1" });
+    assertEquals(registry.get("moby", "abc"), record);
+    assertEquals(registry.list().map((r) => `${r.namespace}/${r.id}`), ["default/c1", "moby/abc"]);
+    assertEquals(Deno.statSync(registry.path("moby", "abc")).mode! & 0o777, 0o600);
+    assertEquals(Deno.statSync(`${dir}/registry/moby`).mode! & 0o777, 0o700);
+    registry.remove("moby", "abc");
+    registry.remove("moby", "abc");
+    assertEquals(registry.get("moby", "abc"), undefined);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("Registry refuses ids and namespaces that would escape", () => {
+  const registry = new Registry("/tmp/none");
+  throws(() => registry.path("..", "x"));
+  throws(() => registry.path("moby", "../../etc/passwd"));
+});
