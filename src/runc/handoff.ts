@@ -12,7 +12,13 @@
  */
 
 /** Environment variables the launcher sets for Deno itself; runc must not see them. */
-export const LAUNCHER_ENV = ["ARCH_LAUNCHER_NOFILE", "DENO_DIR", "DENO_NO_UPDATE_CHECK", "DENO_NO_PROMPT"] as const;
+export const LAUNCHER_ENV = [
+  "ARCH_LAUNCHER_NOFILE",
+  "ARCH_LAUNCHER_SELF",
+  "DENO_DIR",
+  "DENO_NO_UPDATE_CHECK",
+  "DENO_NO_PROMPT",
+] as const;
 
 const RLIMIT_NOFILE = 7;
 const SIGPIPE = 13;

@@ -20,6 +20,14 @@ import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
 import { isSafeSegment, lastElement } from "../util/paths.ts";
 
+/**
+ * argv[0] for runc: the path the engine invoked the wrapper by (runc prints it in usage
+ * errors), as the launcher recorded it; "runc" when unknown.
+ */
+function invokedAs(): string {
+  return Deno.env.get("ARCH_LAUNCHER_SELF") ?? "runc";
+}
+
 /** runc's default `--root`. */
 export const RUNC_DEFAULT_ROOT = "/run/runc";
 
@@ -68,7 +76,7 @@ export async function runWrapper(
       log.error("internal error, passing the call to runc unchanged", { argv, error: String(error) });
     }
   }
-  const errno = execRunc(host.runc, "runc", argv);
+  const errno = execRunc(host.runc, invokedAs(), argv);
   const msg = `arch: cannot execute runc "${host.runc}" (errno ${errno})`;
   log.error(msg);
   writeRuncLogError(logPath, logFormat, msg);
@@ -124,6 +132,6 @@ async function intercept(
  */
 export function failOpen(argv: readonly string[], self: readonly string[]): number {
   const runc = RUNC_CANDIDATES.find((candidate) => unusableRunc(candidate, self) === undefined);
-  if (runc !== undefined) execRunc(runc, "runc", argv);
+  if (runc !== undefined) execRunc(runc, invokedAs(), argv);
   return 127;
 }

@@ -1,0 +1,28 @@
+/**
+ * `deno task test`: unit and integration tests in one `deno test` run, then one summary
+ * line `tests: N passed, M failed` (counted from the JUnit report) for CI logs.
+ * Integration tests need root and the engines; with CI=true they fail instead of skipping.
+ */
+
+const root = new URL("..", import.meta.url).pathname;
+const junit = `${root}.cache/junit.xml`;
+Deno.mkdirSync(`${root}.cache`, { recursive: true });
+const filters = Deno.args.length > 0 ? Deno.args : ["tests/unit", "tests/integration"];
+const status = await new Deno.Command(Deno.execPath(), {
+  args: ["test", "--allow-all", `--junit-path=${junit}`, ...filters],
+  cwd: root,
+  stdout: "inherit",
+  stderr: "inherit",
+}).spawn().status;
+
+let summary = "tests: no report";
+try {
+  const xml = Deno.readTextFileSync(junit);
+  const cases = [...xml.matchAll(/<testcase\b[^>]*?(\/>|>([\s\S]*?)<\/testcase>)/g)];
+  const failed = cases.filter((c) => (c[2] ?? "").includes("<failure")).length;
+  const skipped = cases.filter((c) => (c[2] ?? "").includes("<skipped")).length;
+  summary = `tests: ${cases.length - failed - skipped} passed, ${failed} failed` +
+    (skipped ? `, ${skipped} skipped` : "");
+} catch { /* no report: deno test failed before running */ }
+console.log(summary);
+Deno.exit(status.code);

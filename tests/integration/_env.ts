@@ -1,0 +1,66 @@
+/**
+ * Shared setup of the integration tests: they need root, the built `dist/arch`, runc and
+ * the engines. Outside CI a missing prerequisite skips them (with the reason printed);
+ * with CI=true it fails the run, so they never silently skip there.
+ */
+
+import { EmbeddedStack } from "../../src/stack/stack.ts";
+
+export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+export const ARCH = `${ROOT}/dist/arch`;
+export const ARCH_RUNC = `${ROOT}/dist/arch-runc`;
+export const RUNC = "/usr/sbin/runc";
+
+function missing(): string | undefined {
+  if (Deno.uid() !== 0) return "not root";
+  for (const path of [ARCH, ARCH_RUNC, RUNC, "/usr/bin/containerd", "/usr/sbin/dockerd", "/usr/sbin/criu"]) {
+    try {
+      Deno.statSync(path);
+    } catch {
+      return `${path} is missing (run scripts/run test)`;
+    }
+  }
+  return undefined;
+}
+
+const why = missing();
+if (why !== undefined && Deno.env.get("CI") === "true") {
+  throw new Error(`integration tests cannot run in CI: ${why}`);
+}
+if (why !== undefined) console.error(`skipping integration tests: ${why}`);
+
+/** `true` when the integration tests must be skipped (never in CI). */
+export const SKIP = why !== undefined;
+
+/** Starts a private stack for one test file. */
+export function startStack(): Promise<EmbeddedStack> {
+  return EmbeddedStack.start({
+    archRunc: ARCH_RUNC,
+    workloadSource: `${ROOT}/tests/fixtures/workload.c`,
+    imageCache: `${ROOT}/.cache/image`,
+    keep: Deno.env.get("ARCH_KEEP_STACK") === "1",
+  });
+}
+
+/** A name unique to this run, for containers. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Runs `dist/arch` (the CLI) against a stack's configuration. */
+export async function archCli(stack: EmbeddedStack, args: string[]) {
+  const out = await new Deno.Command(ARCH, { args, env: { ARCH_CONFIG: stack.archConfig } }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Polls until `probe` returns a value, or throws after `timeoutMs`. */
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
