@@ -195,6 +195,11 @@ export class EmbeddedStack implements AsyncDisposable {
     return this.#run({ ...opts, cmd: DOCKER_CLI, args: ["--host", `unix://${this.dockerSock}`, ...args] }, opts.check);
   }
 
+  /** Runs any command with the engines' environment (e.g. `script` around a `ctr -t`). */
+  run(spec: CommandSpec, check = true): Promise<CommandResult> {
+    return this.#run(spec, check);
+  }
+
   async #run(spec: CommandSpec, check = true): Promise<CommandResult> {
     const result = await runCommand({ ...spec, env: { ...this.engineEnv, ...(spec.env ?? {}) } });
     if (check && result.code !== 0) throw new CommandError(spec, result);
