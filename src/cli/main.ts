@@ -30,6 +30,25 @@ export function buildProgram(onResult: (code: number) => void): Command {
       onResult(await ls(opts));
     });
 
+  program.command("checkpoint")
+    .description("checkpoint ARCH containers (id, id prefix or namespace/id) and stop them")
+    .argument("<container...>")
+    .option("--leave-running", "keep the container running after the checkpoint")
+    .action(async (ids: string[], opts: { leaveRunning?: boolean }) => {
+      const { checkpoint } = await import("./checkpoint.ts");
+      onResult(await checkpoint(ids, opts));
+    });
+
+  program.command("finalize")
+    .description("checkpoint and stop every running ARCH container on this node (spot notice), then drain it")
+    .option("--concurrency <n>", "containers checkpointed at once (host config finalizeConcurrency)")
+    .option("--deadline <seconds>", "start no checkpoint after this (host config finalizeDeadlineSeconds)")
+    .option("--undo", "lift the drain: let ARCH containers start and restore here again")
+    .action(async (opts: { concurrency?: string; deadline?: string; undo?: boolean }) => {
+      const { finalize } = await import("./checkpoint.ts");
+      onResult(await finalize(opts));
+    });
+
   program.command("doctor")
     .description("check this node: host configuration, runc, CRIU, kernel")
     .action(async () => {

@@ -19,6 +19,17 @@ export const HostConfigSchema = z.object({
   stateDir: absolute.default(DEFAULT_STATE_DIR),
   /** ARCH's JSON-lines log. */
   logFile: absolute.default(DEFAULT_LOG_FILE),
+  /** Host roots under which containers may keep checkpoints (ARCH_CHECKPOINT_HOST_PATH). */
+  checkpointRoots: z.array(absolute).default(["/var/lib/arch", "/mnt"]),
+  /** Checkpoint root for enabled containers that do not set ARCH_CHECKPOINT_HOST_PATH. */
+  defaultCheckpointRoot: absolute.default("/var/lib/arch/checkpoints"),
+  /** On a failed restore: start the container fresh (default) or refuse to start it. */
+  onRestoreFailure: z.enum(["fresh", "fail"]).default("fresh"),
+  /** Restore a checkpoint that was already restored once (default: no). */
+  restoreConsumed: z.boolean().default(false),
+  /** arch finalize: containers checkpointed at once, and the overall deadline. */
+  finalizeConcurrency: z.number().int().min(1).max(64).default(4),
+  finalizeDeadlineSeconds: z.number().positive().default(100),
 }).strict();
 
 export type HostConfig = z.infer<typeof HostConfigSchema> & { readonly configPath: string; readonly runcPath: string };

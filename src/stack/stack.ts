@@ -62,6 +62,8 @@ export class EmbeddedStack implements AsyncDisposable {
   readonly archStateDir: string;
   readonly archLog: string;
   readonly archRunc: string;
+  /** The only checkpoint root this stack's ARCH configuration allows. */
+  readonly checkpointRoot: string;
   #containerd: Deno.ChildProcess | undefined;
   #dockerd: Deno.ChildProcess | undefined;
 
@@ -72,6 +74,7 @@ export class EmbeddedStack implements AsyncDisposable {
     this.archStateDir = `${scratch}/arch/run`;
     this.archLog = `${scratch}/arch/arch.log`;
     this.archRunc = options.archRunc;
+    this.checkpointRoot = `${scratch}/checkpoints`;
   }
 
   /** Starts containerd and dockerd in a new scratch directory and imports the test image. */
@@ -95,9 +98,20 @@ export class EmbeddedStack implements AsyncDisposable {
   async #start(): Promise<void> {
     const s = this.scratch;
     Deno.mkdirSync(`${s}/arch`, { mode: 0o700 });
+    Deno.mkdirSync(this.checkpointRoot, { mode: 0o700 });
     Deno.writeTextFileSync(
       this.archConfig,
-      JSON.stringify({ runc: REAL_RUNC, stateDir: this.archStateDir, logFile: this.archLog }, null, 2) + "\n",
+      JSON.stringify(
+        {
+          runc: REAL_RUNC,
+          stateDir: this.archStateDir,
+          logFile: this.archLog,
+          checkpointRoots: [this.checkpointRoot],
+          defaultCheckpointRoot: this.checkpointRoot,
+        },
+        null,
+        2,
+      ) + "\n",
       { mode: 0o644 },
     );
     Deno.writeTextFileSync(

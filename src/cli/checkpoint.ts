@@ -1,0 +1,105 @@
+/**
+ * `arch checkpoint <container>...` and `arch finalize`: checkpoint ARCH containers and stop
+ * them. One summary line per container; exit status 1 if any failed. A failed checkpoint
+ * leaves its container running.
+ *
+ * `finalize` takes every running ARCH container on the node, in parallel (bounded by
+ * `--concurrency`), within `--deadline` seconds: no checkpoint starts after the deadline,
+ * and those under way finish (a paused container is never abandoned). It first marks the
+ * node draining, so restart policies do not restore checkpoints here.
+ */
+
+import { loadHostConfig } from "../config/host_schema.ts";
+import { type ContainerRecord, Registry } from "../registry/registry.ts";
+import { checkpointContainer, type CheckpointResult } from "../engine/checkpoint.ts";
+import { runcStatus } from "../engine/runc.ts";
+import { clearDraining, setDraining } from "../engine/drain.ts";
+import { UsageError } from "../util/errors.ts";
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+
+function summary(record: ContainerRecord, outcome: CheckpointResult | Error): string {
+  const name = `${record.namespace}/${record.id}`;
+  if (outcome instanceof Error) return `FAIL  ${name} key=${record.key}: ${outcome.message}`;
+  return `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${(outcome.timings.total! / 1000).toFixed(2)} s -> ${outcome.dir}`;
+}
+
+/** Finds records by full id, unique id prefix, or `namespace/id`. */
+function select(registry: Registry, wanted: readonly string[]): ContainerRecord[] {
+  const all = registry.list();
+  return wanted.map((w) => {
+    const matches = all.filter((r) => r.id === w || `${r.namespace}/${r.id}` === w || r.id.startsWith(w));
+    if (matches.length !== 1) {
+      throw new UsageError(
+        matches.length === 0
+          ? `no ARCH container "${w}" on this node: see "arch ls"`
+          : `"${w}" matches ${matches.length} containers: give more of the id`,
+      );
+    }
+    return matches[0]!;
+  });
+}
+
+async function runAll(
+  records: ContainerRecord[],
+  runc: string,
+  registry: Registry,
+  concurrency: number,
+  deadline: number,
+  leaveRunning: boolean,
+): Promise<number> {
+  let failed = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < records.length) {
+      const record = records[next++]!;
+      let outcome: CheckpointResult | Error;
+      if (Date.now() > deadline) outcome = new Error("not started: finalize deadline passed");
+      else {
+        try {
+          outcome = await checkpointContainer(record, runc, registry, { leaveRunning });
+        } catch (error) {
+          outcome = error as Error;
+        }
+      }
+      if (outcome instanceof Error) failed++;
+      console.log(summary(record, outcome));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, records.length) }, worker));
+  return failed === 0 ? 0 : 1;
+}
+
+export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }): Promise<number> {
+  const host = loadHostConfig();
+  const registry = new Registry(host.stateDir);
+  const records = select(registry, ids);
+  return await runAll(records, host.runcPath, registry, host.finalizeConcurrency, Infinity, opts.leaveRunning ?? false);
+}
+
+export async function finalize(opts: { concurrency?: string; deadline?: string; undo?: boolean }): Promise<number> {
+  const host = loadHostConfig();
+  if (opts.undo) {
+    clearDraining(host.stateDir);
+    console.log("drain lifted: ARCH containers may start and restore on this node again");
+    return 0;
+  }
+  const concurrency = opts.concurrency !== undefined ? Number(opts.concurrency) : host.finalizeConcurrency;
+  const deadlineS = opts.deadline !== undefined ? Number(opts.deadline) : host.finalizeDeadlineSeconds;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new UsageError(`--concurrency "${opts.concurrency}" is not a positive integer`);
+  }
+  if (!(deadlineS > 0)) throw new UsageError(`--deadline "${opts.deadline}" is not a positive number of seconds`);
+  setDraining(host.stateDir);
+  const registry = new Registry(host.stateDir);
+  const running: ContainerRecord[] = [];
+  for (const record of registry.list()) {
+    const status = await runcStatus({ runc: host.runcPath, root: record.root, id: record.id });
+    if (status === "running") running.push(record);
+  }
+  if (running.length === 0) {
+    console.log("no running ARCH container on this node");
+    return 0;
+  }
+  return await runAll(running, host.runcPath, registry, concurrency, Date.now() + deadlineS * 1000, false);
+}

@@ -1,0 +1,89 @@
+/**
+ * Restores a committed checkpoint into a container being created.
+ *
+ *     verify manifest + sha256 + compatibility → apply the writable layer to the new,
+ *     mounted rootfs → runc restore --detach with the create's options, stdio untouched
+ *
+ * Guarantees: nothing is changed before the checkpoint is verified; a checkpoint that fails
+ * verification or restore is moved aside (quarantine) so it is never tried again, and the
+ * caller decides between a fresh start and a refusal. The restored process keeps the
+ * engine's stdio: runc inherits this process's stdin/stdout/stderr. Requires root, runc
+ * and CRIU.
+ */
+
+import { type RuncCall, formatOptions, stringOption } from "../runc/argv.ts";
+import { KeyStore } from "../store/store.ts";
+import { verifyCheckpoint } from "../store/manifest.ts";
+import { applyToRootfs } from "../rootfs/diff.ts";
+import { incompatibility, toolVersions } from "./versions.ts";
+import { bundleRootfs } from "./checkpoint.ts";
+import { runCommand } from "../process/exec.ts";
+
+/** Options of `runc create` that `runc restore` takes too; the others are dropped. */
+const CARRIED = ["bundle", "console-socket", "pid-file", "no-pivot"] as const;
+
+/**
+ * The `runc restore` argv for a `runc create` call (pure).
+ *
+ * @example
+ * ```ts
+ * import { restoreArgv } from "./restore.ts";
+ * const argv = restoreArgv(
+ *   { global: { root: "/r" }, command: "create", options: { bundle: "/b", "no-new-keyring": true }, args: ["c1"] },
+ *   "/img",
+ *   "/work",
+ * );
+ * if (argv.join(" ") !== "--root /r restore --detach --bundle /b --image-path /img --work-path /work c1") throw new Error();
+ * ```
+ */
+export function restoreArgv(create: RuncCall, imagePath: string, workPath: string): string[] {
+  const options: Record<string, string | boolean> = { detach: true };
+  for (const name of CARRIED) {
+    const value = create.options[name];
+    if (typeof value === "string" || value === true) options[name] = value;
+  }
+  options["image-path"] = imagePath;
+  options["work-path"] = workPath;
+  return [...formatOptions(create.global), "restore", ...formatOptions(options), create.args[0]!];
+}
+
+export type RestoreOutcome =
+  | { kind: "restored"; from: string }
+  | { kind: "failed"; reason: string; quarantined: string | undefined };
+
+/** Restores `store`'s current checkpoint for the container `create` describes. */
+export async function restoreContainer(
+  create: RuncCall,
+  store: KeyStore,
+  runcPath: string,
+): Promise<RestoreOutcome> {
+  const dir = store.currentPath()!;
+  const bundle = stringOption(create.options, "bundle") ?? Deno.cwd();
+  const fail = (reason: string): RestoreOutcome => ({ kind: "failed", reason, quarantined: store.quarantine() });
+  let manifest;
+  try {
+    manifest = await verifyCheckpoint(dir);
+    const why = incompatibility(manifest, await toolVersions(runcPath));
+    if (why !== undefined) return fail(`checkpoint ${dir} cannot be restored here: ${why}`);
+  } catch (error) {
+    return fail(`checkpoint ${dir} failed verification: ${(error as Error).message}`);
+  }
+  try {
+    if (manifest.rootfs.archive !== null) {
+      await applyToRootfs(`${dir}/${manifest.rootfs.archive}`, bundleRootfs(bundle), bundle);
+    }
+  } catch (error) {
+    return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
+  }
+  const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });
+  const result = await runCommand({ cmd: runcPath, args: restoreArgv(create, `${dir}/criu`, work), stdio: "inherit" });
+  if (result.code !== 0) {
+    let log = "";
+    try {
+      log = Deno.readTextFileSync(`${work}/restore.log`).trim().split("\n").filter((l) => l.includes("Error")).slice(-1)[0] ??
+        "";
+    } catch { /* no log */ }
+    return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${work}/restore.log)`);
+  }
+  return { kind: "restored", from: dir };
+}

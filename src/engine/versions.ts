@@ -1,0 +1,37 @@
+/** Versions recorded in a manifest and compared on restore. */
+
+import { runCommand } from "../process/exec.ts";
+
+export const ARCH_VERSION = "0.1.0";
+
+export interface ToolVersions {
+  readonly arch: { readonly version: string };
+  readonly runc: { readonly version: string };
+  readonly criu: { readonly version: string };
+  readonly kernel: string;
+  readonly cpuArch: string;
+}
+
+export async function toolVersions(runcPath: string): Promise<ToolVersions> {
+  const [runc, criu] = await Promise.all([
+    runCommand({ cmd: runcPath, args: ["--version"] }),
+    runCommand({ cmd: "criu", args: ["--version"] }),
+  ]);
+  return {
+    arch: { version: ARCH_VERSION },
+    runc: { version: /runc version (\S+)/.exec(runc.stdout)?.[1] ?? "unknown" },
+    criu: { version: /Version: (\S+)/.exec(criu.stdout)?.[1] ?? "unknown" },
+    kernel: Deno.osRelease(),
+    cpuArch: Deno.build.arch,
+  };
+}
+
+/** Why a checkpoint made with `saved` cannot be restored here, or `undefined`. */
+export function incompatibility(saved: ToolVersions, here: ToolVersions): string | undefined {
+  if (saved.cpuArch !== here.cpuArch) return `it was made on ${saved.cpuArch}, this node is ${here.cpuArch}`;
+  const major = (v: string) => Number(v.split(".")[0]);
+  if (major(saved.criu.version) > major(here.criu.version)) {
+    return `it was made with CRIU ${saved.criu.version}, this node has ${here.criu.version}`;
+  }
+  return undefined;
+}
