@@ -21,7 +21,9 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 function summary(record: ContainerRecord, outcome: CheckpointResult | Error): string {
   const name = `${record.namespace}/${record.id}`;
   if (outcome instanceof Error) return `FAIL  ${name} key=${record.key}: ${outcome.message}`;
-  return `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${(outcome.timings.total! / 1000).toFixed(2)} s -> ${outcome.dir}`;
+  return `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${
+    (outcome.timings.total! / 1000).toFixed(2)
+  } s -> ${outcome.dir}`;
 }
 
 /** Finds records by full id, unique id prefix, or `namespace/id`. */

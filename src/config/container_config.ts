@@ -15,6 +15,8 @@ export interface ContainerConfig {
   readonly checkpointRoot: string;
   readonly key: string;
   readonly keySource: string;
+  /** `ARCH_RESTORE_CONSUMED=1`: restore even a checkpoint that was restored before. */
+  readonly restoreConsumed: boolean;
 }
 
 export type ContainerConfigResult = { ok: true; config: ContainerConfig } | { ok: false; error: string };
@@ -63,5 +65,13 @@ export function containerConfig(spec: BundleSpec, containerId: string, host: Hos
   const root = given ?? host.defaultCheckpointRoot;
   const problem = checkRoot(root, variable, host.checkpointRoots);
   if (problem !== undefined) return { ok: false, error: problem };
-  return { ok: true, config: { checkpointRoot: Deno.realPathSync(root), key: key.key, keySource: key.source } };
+  return {
+    ok: true,
+    config: {
+      checkpointRoot: Deno.realPathSync(root),
+      key: key.key,
+      keySource: key.source,
+      restoreConsumed: env.get("ARCH_RESTORE_CONSUMED") === "1",
+    },
+  };
 }

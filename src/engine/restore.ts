@@ -11,7 +11,7 @@
  * and CRIU.
  */
 
-import { type RuncCall, formatOptions, stringOption } from "../runc/argv.ts";
+import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
 import { KeyStore } from "../store/store.ts";
 import { verifyCheckpoint } from "../store/manifest.ts";
 import { applyToRootfs } from "../rootfs/diff.ts";
@@ -80,7 +80,9 @@ export async function restoreContainer(
   if (result.code !== 0) {
     let log = "";
     try {
-      log = Deno.readTextFileSync(`${work}/restore.log`).trim().split("\n").filter((l) => l.includes("Error")).slice(-1)[0] ??
+      log = Deno.readTextFileSync(`${work}/restore.log`).trim().split("\n").filter((l) =>
+        l.includes("Error")
+      ).slice(-1)[0] ??
         "";
     } catch { /* no log */ }
     return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${work}/restore.log)`);

@@ -73,7 +73,7 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
 
   const store = new KeyStore(checkpointRoot, ctx.namespace, key);
   if (store.currentPath() === undefined) return undefined;
-  if (store.isConsumed() && !host.restoreConsumed) {
+  if (store.isConsumed() && !host.restoreConsumed && !resolved.config.restoreConsumed) {
     ctx.log.info("checkpoint already restored once, starting fresh", { checkpoint: store.currentPath() });
     return undefined;
   }

@@ -34,6 +34,9 @@ async function makeRootfs(dir: string, workloadSource: string): Promise<void> {
   Deno.writeTextFileSync(`${dir}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n");
   Deno.writeTextFileSync(`${dir}/etc/group`, "root:x:0:\nnogroup:x:65534:\n");
   Deno.writeTextFileSync(`${dir}/etc/image-file`, "shipped with the image\n");
+  Deno.mkdirSync(`${dir}/opt/lower`, { recursive: true });
+  Deno.writeTextFileSync(`${dir}/opt/lower/a`, "a\n");
+  Deno.writeTextFileSync(`${dir}/opt/lower/b`, "b\n");
 }
 
 /**
@@ -44,7 +47,7 @@ export async function buildTestImage(cacheDir: string, workloadSource: string): 
   const inputs = new Uint8Array([
     ...Deno.readFileSync(workloadSource),
     ...Deno.readFileSync("/usr/bin/busybox"),
-    ...new TextEncoder().encode("v2"),
+    ...new TextEncoder().encode("v3"),
   ]);
   const stamp = await sha256Hex(inputs);
   const out = `${cacheDir}/arch-test.oci.tar`;

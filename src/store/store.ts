@@ -31,6 +31,7 @@ export class KeyStore {
   /** Creates the key directory (0700) and a fresh temporary checkpoint directory in it. */
   beginCheckpoint(): string {
     Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    Deno.chmodSync(`${this.root}/${this.namespace}`, 0o700);
     Deno.chmodSync(this.dir, 0o700);
     const tmp = `${this.dir}/.tmp-${stamp()}`;
     Deno.mkdirSync(tmp, { mode: 0o700 });
@@ -43,6 +44,7 @@ export class KeyStore {
    * the checkpoint it replaced. Returns the committed directory.
    */
   commit(tmp: string): string {
+    privateTree(tmp);
     fsyncTree(tmp);
     const name = `ckpt-${stamp()}`;
     const final = `${this.dir}/${name}`;
@@ -111,6 +113,16 @@ export class KeyStore {
 let counter = 0;
 function stamp(): string {
   return `${new Date().toISOString().replace(/[-:.]/g, "")}-${Deno.pid}-${counter++}`;
+}
+
+/** Makes every directory below `dir` 0700 and every file 0600 (CRIU and tar honour the umask). */
+function privateTree(dir: string): void {
+  Deno.chmodSync(dir, 0o700);
+  for (const entry of Deno.readDirSync(dir)) {
+    const path = `${dir}/${entry.name}`;
+    if (entry.isDirectory) privateTree(path);
+    else if (entry.isFile) Deno.chmodSync(path, 0o600);
+  }
 }
 
 /** fsyncs every regular file and directory below `dir`, then `dir` itself. */

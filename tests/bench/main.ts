@@ -23,7 +23,16 @@ function median(xs: number[]): number {
 const round = (x: number) => Math.round(x * 100) / 100;
 
 export function emit(name: string, value: number, unit: string, baseline: number, extra: Record<string, unknown> = {}) {
-  console.log(JSON.stringify({ name, value: round(value), unit, baseline: round(baseline), ratio: round(value / baseline), ...extra }));
+  console.log(
+    JSON.stringify({
+      name,
+      value: round(value),
+      unit,
+      baseline: round(baseline),
+      ratio: round(value / baseline),
+      ...extra,
+    }),
+  );
 }
 
 async function timeIt(fn: () => Promise<void>): Promise<number> {
@@ -52,7 +61,9 @@ if (import.meta.main) {
     wrapped.push(await timeIt(() => must(ARCH_RUNC, stateArgs, env)));
   }
   emit("runc state per call", median(wrapped), "ms", median(bare), { rounds });
-  emit("runc state overhead per call", median(wrapped) - median(bare), "ms", 25, { note: "baseline is the 25 ms target" });
+  emit("runc state overhead per call", median(wrapped) - median(bare), "ms", 25, {
+    note: "baseline is the 25 ms target",
+  });
   await stack.ctr(["tasks", "kill", "--signal", "SIGKILL", id]);
   await new Promise((r) => setTimeout(r, 300));
   await stack.ctr(["tasks", "delete", "--force", id], { check: false });
@@ -72,6 +83,8 @@ if (import.meta.main) {
     arch.push(await cycle(["--runc-binary", ARCH_RUNC]));
     enabled.push(await cycle(["--runc-binary", ARCH_RUNC, "--env", "ARCH_ENABLE=1"]));
   }
-  emit("ctr run --rm cycle (create/start/delete), plain container", median(arch), "ms", median(plain), { rounds: cycles });
+  emit("ctr run --rm cycle (create/start/delete), plain container", median(arch), "ms", median(plain), {
+    rounds: cycles,
+  });
   emit("ctr run --rm cycle, ARCH_ENABLE=1 container", median(enabled), "ms", median(plain), { rounds: cycles });
 }

@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
-import { archCli, ARCH_RUNC, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH_RUNC, archCli, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
 const CTR_IMAGE = "docker.io/library/arch-test:latest";
@@ -89,3 +89,184 @@ Deno.test({ name: "checkpoint and restore", ignore: SKIP, sanitizeResources: fal
     await stack.docker(["rm", "-f", name]);
   });
 });
+
+const ctrLog = async (path: string) => progress(await Deno.readTextFile(path).catch(() => ""));
+
+Deno.test({
+  name: "restore into a new container with the same key",
+  ignore: SKIP,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async (t) => {
+  await using stack = await startStack();
+
+  await t.step("docker run: a new container resumes the workload, files included", async () => {
+    const key = uniqueName("files");
+    const first = uniqueName("first");
+    const setup = "echo hello > /data/new.txt && rm /etc/image-file && rm -rf /opt/lower && mkdir /opt/lower && " +
+      "echo c > /opt/lower/c && ln /data/new.txt /data/hardlink && exec workload --interval-ms 50 --verify-every 10";
+    await stack.docker(dockerRunArgs(first, key, [], ["sh", "-c", setup]));
+    await waitTicks(stack, first, 10);
+    const r = await archCheckpoint(stack, await fullId(stack, first));
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    const before = await dockerLogs(stack, first);
+
+    const second = uniqueName("second");
+    await stack.docker(dockerRunArgs(second, key));
+    const after = await waitTicks(stack, second, before.lastTick + 10);
+    assertEquals(after.starts, 0, "no fresh start in the new container");
+    assertEquals(after.ticks[0], before.lastTick + 1);
+    assertEquals(after.verifyFailures, 0);
+    const sh = async (cmd: string) => (await stack.docker(["exec", second, "sh", "-c", cmd], { check: false })).stdout;
+    assertEquals(await sh("cat /data/new.txt"), "hello\n");
+    assertEquals(await sh("test -e /etc/image-file || echo deleted"), "deleted\n");
+    assertEquals(await sh("ls /opt/lower"), "c\n");
+    assertEquals(await sh("stat -c %h /data/hardlink"), "2\n");
+    await stack.docker(["rm", "-f", first, second]);
+  });
+
+  await t.step("ctr run: a new container resumes the workload", async () => {
+    const key = uniqueName("ctr");
+    const run = async (id: string) => {
+      const log = `${stack.scratch}/${id}.log`;
+      await stack.ctr([
+        "run",
+        "-d",
+        "--runc-binary",
+        ARCH_RUNC,
+        "--log-uri",
+        `file://${log}`,
+        "--env",
+        "ARCH_ENABLE=1",
+        "--env",
+        `ARCH_CHECKPOINT_ID=${key}`,
+        CTR_IMAGE,
+        id,
+        "workload",
+        "--interval-ms",
+        "50",
+        "--verify-every",
+        "10",
+      ]);
+      return log;
+    };
+    const first = uniqueName("c1");
+    const firstLog = await run(first);
+    await eventually("ticks", async () => ((await ctrLog(firstLog)).lastTick >= 10 ? true : undefined));
+    const r = await archCheckpoint(stack, first);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    await eventually("stopped", async () => {
+      const ls = (await stack.ctr(["tasks", "ls"])).stdout;
+      return ls.split("\n").find((l) => l.startsWith(first))?.includes("STOPPED") ? true : undefined;
+    });
+    const before = await ctrLog(firstLog);
+    const second = uniqueName("c2");
+    const secondLog = await run(second);
+    const after = await eventually("resumed", async () => {
+      const p = await ctrLog(secondLog);
+      return p.lastTick >= before.lastTick + 10 ? p : undefined;
+    });
+    assertEquals([after.starts, after.ticks[0], after.verifyFailures], [0, before.lastTick + 1, 0]);
+  });
+
+  await t.step("a checkpoint is restored once; ARCH_RESTORE_CONSUMED=1 allows again", async () => {
+    const key = uniqueName("once");
+    const a = uniqueName("a");
+    await stack.docker(dockerRunArgs(a, key));
+    await waitTicks(stack, a, 5);
+    assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+    const b = uniqueName("b");
+    await stack.docker(dockerRunArgs(b, key));
+    await waitTicks(stack, b, 1);
+    assertEquals((await dockerLogs(stack, b)).starts, 0);
+    const c = uniqueName("c");
+    await stack.docker(dockerRunArgs(c, key));
+    await waitTicks(stack, c, 1);
+    assertEquals((await dockerLogs(stack, c)).starts, 1, "consumed checkpoint not restored again");
+    const d = uniqueName("d");
+    await stack.docker(dockerRunArgs(d, key, ["--env", "ARCH_RESTORE_CONSUMED=1"]));
+    await waitTicks(stack, d, 1);
+    assertEquals((await dockerLogs(stack, d)).starts, 0, "restored again on request");
+    await stack.docker(["rm", "-f", a, b, c, d]);
+  });
+});
+
+Deno.test(
+  { name: "failures never lose a container", ignore: SKIP, sanitizeResources: false, sanitizeOps: false },
+  async (t) => {
+    await using stack = await startStack();
+
+    await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
+      // The checkpoint root is a 2 MiB tmpfs and the workload holds 16 MiB: CRIU runs out of
+      // space in the middle of the dump, after the container was paused.
+      const small = `${stack.checkpointRoot}/small`;
+      Deno.mkdirSync(small);
+      await stack.run({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
+      const name = uniqueName("full");
+      const key = uniqueName("k");
+      await stack.docker(dockerRunArgs(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
+      await waitTicks(stack, name, 5);
+      const r = await archCheckpoint(stack, await fullId(stack, name));
+      assertEquals(r.code, 1, r.stdout);
+      ok(r.stdout.startsWith("FAIL "), r.stdout);
+      ok(r.stdout.includes("CRIU log"), r.stdout);
+      const at = (await dockerLogs(stack, name)).lastTick;
+      const later = await waitTicks(stack, name, at + 5);
+      assertEquals([later.starts, later.verifyFailures], [1, 0]);
+      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim(), "running");
+      const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name);
+      assertEquals(left, [], "no temporary or committed checkpoint left");
+      await stack.docker(["rm", "-f", name]);
+      await stack.run({ cmd: "umount", args: [small] });
+    });
+
+    await t.step("a corrupted checkpoint is quarantined and the container starts fresh", async () => {
+      const key = uniqueName("corrupt");
+      const a = uniqueName("a");
+      await stack.docker(dockerRunArgs(a, key));
+      await waitTicks(stack, a, 5);
+      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+      const current = `${keyDir}/${Deno.readLinkSync(`${keyDir}/current`)}`;
+      const pages = [...Deno.readDirSync(`${current}/criu`)].find((e) => e.name.startsWith("pages-"))!.name;
+      const file = await Deno.open(`${current}/criu/${pages}`, { write: true });
+      await file.write(new TextEncoder().encode("corrupt"));
+      file.close();
+
+      const b = uniqueName("b");
+      await stack.docker(dockerRunArgs(b, key));
+      const fresh = await waitTicks(stack, b, 3);
+      assertEquals([fresh.starts, fresh.ticks[0]], [1, 1]);
+      const names = [...Deno.readDirSync(keyDir)].map((e) => e.name);
+      ok(names.some((n) => n.startsWith("quarantine-")), names.join(" "));
+      ok(!names.includes("current"), names.join(" "));
+      ok(Deno.readTextFileSync(stack.archLog).includes("does not match its manifest checksum"));
+      await stack.docker(["rm", "-f", a, b]);
+    });
+
+    await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
+      const key = uniqueName("perm");
+      const a = uniqueName("a");
+      await stack.docker(dockerRunArgs(a, key));
+      await waitTicks(stack, a, 2);
+      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+      const walk = (dir: string): [string, number][] =>
+        [...Deno.readDirSync(dir)].flatMap((e) => {
+          const p = `${dir}/${e.name}`;
+          const mode = Deno.lstatSync(p).mode! & 0o777;
+          return e.isDirectory
+            ? [[p, mode] as [string, number], ...walk(p)]
+            : e.isFile
+            ? [[p, mode] as [string, number]]
+            : [];
+        });
+      const modes = walk(keyDir);
+      ok(modes.length > 5);
+      for (const [path, mode] of modes) {
+        assertEquals(mode, Deno.statSync(path).isDirectory ? 0o700 : 0o600, path);
+      }
+      await stack.docker(["rm", "-f", a]);
+    });
+  },
+);
