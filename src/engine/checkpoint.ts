@@ -12,7 +12,7 @@
  */
 
 import { ArchError } from "../util/errors.ts";
-import { type ContainerRecord, Registry } from "../registry/registry.ts";
+import type { ContainerRecord, Registry } from "../registry/registry.ts";
 import { KeyStore } from "../store/store.ts";
 import { hashFiles, listFiles, type Manifest, MANIFEST_VERSION } from "../store/manifest.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";

@@ -12,7 +12,7 @@
  */
 
 import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
-import { KeyStore } from "../store/store.ts";
+import type { KeyStore } from "../store/store.ts";
 import { verifyCheckpoint } from "../store/manifest.ts";
 import { applyToRootfs } from "../rootfs/diff.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
