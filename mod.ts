@@ -3,6 +3,7 @@
  *
  * - `arch runc-wrapper <runc argv...>`: stands in for runc (the `arch-runc` shim that
  *   engines are pointed at supplies this first argument).
+ * - `arch exit-watcher ...`: internal, started by the wrapper to learn a container's exit status.
  * - `arch <verb> ...`: the operator CLI (`arch --help`).
  * - `arch` alone prints the machine architecture, like coreutils `arch`, which it shadows.
  *
@@ -33,6 +34,10 @@ async function main(args: readonly string[]): Promise<number> {
     } catch {
       return failOpen(rest, selfPaths());
     }
+  }
+  if (role === "exit-watcher") {
+    const { runExitWatcher } = await import("./src/engine/exit_watcher.ts");
+    return await runExitWatcher(rest);
   }
   if (role === undefined) {
     // uname(2)'s machine field, which coreutils `arch` prints: x86_64, aarch64, ...

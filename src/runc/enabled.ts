@@ -7,8 +7,11 @@
  *   and if its key has a committed, unconsumed checkpoint, restore it instead of creating
  *   (`runc restore --detach`); on a failed restore the checkpoint is quarantined and the
  *   container starts fresh (or is refused, per host configuration).
- * - `start`: a no-op for a restored container (it is already running), else runc's own.
- * - `delete`: runc's own `delete`; once runc succeeded, the registry record goes.
+ * - `start`: a no-op for a restored container (it is already running), else runc's own;
+ *   either way an exit watcher is started to learn how the container ends.
+ * - `delete`: runc's own `delete`; then the registry record goes, and the key's checkpoint
+ *   data too if the container ended by itself with exit code 0 (its job is done). Data is
+ *   kept when ARCH checkpointed the container, after a failure, or if the status is unknown.
  *
  * Returns an exit status when it handled the call, `undefined` to let the wrapper hand the
  * call to runc unchanged.
@@ -22,13 +25,14 @@ import { stringOption } from "./argv.ts";
 import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
 import { isDraining } from "../engine/drain.ts";
+import type { ContainerRecord } from "../registry/registry.ts";
 
 export async function handle(ctx: WrapperContext): Promise<number | undefined> {
   switch (ctx.call.command) {
     case "create":
       return await onCreate(ctx);
     case "start":
-      return ctx.registry.get(ctx.namespace, ctx.id)?.restored === true ? 0 : undefined;
+      return await onStart(ctx);
     case "delete":
       return await onDelete(ctx);
     default:
@@ -66,6 +70,7 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     key,
     keySource,
     checkpointRoot,
+    pidFile: stringOption(ctx.call.options, "pid-file"),
     createdAt: new Date().toISOString(),
   };
   ctx.registry.put(record);
@@ -81,8 +86,10 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
   const outcome = await restoreContainer(ctx.call, store, ctx.runc);
   if (outcome.kind === "restored") {
     store.markConsumed();
-    ctx.registry.put({ ...record, restored: true, restoredFrom: outcome.from });
+    const restored = { ...record, restored: true, restoredFrom: outcome.from };
+    ctx.registry.put(restored);
     ctx.log.info("restored from checkpoint", { checkpoint: outcome.from });
+    await watchExit(ctx, restored);
     return 0;
   }
   ctx.log.error("restore failed, checkpoint quarantined", { reason: outcome.reason, quarantined: outcome.quarantined });
@@ -93,11 +100,64 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
   return undefined;
 }
 
+/** Starts the exit watcher for the container's init process (pid from its pid file). */
+async function watchExit(ctx: WrapperContext, record: ContainerRecord): Promise<void> {
+  try {
+    const pidFile = typeof record.pidFile === "string" ? record.pidFile : undefined;
+    const pid = pidFile !== undefined ? Number(Deno.readTextFileSync(pidFile).trim()) : NaN;
+    if (!(pid > 0)) throw new Error(`no pid file for the container`);
+    const { spawnExitWatcher } = await import("../engine/exit_watcher.ts");
+    if (!await spawnExitWatcher(ctx.host.stateDir, ctx.namespace, ctx.id, record.createdAt, pid)) {
+      throw new Error(`process ${pid} already gone`);
+    }
+  } catch (error) {
+    ctx.log.warn("cannot watch the container's exit: its checkpoint data will be kept", { error: String(error) });
+  }
+}
+
+async function onStart(ctx: WrapperContext): Promise<number | undefined> {
+  const record = ctx.registry.get(ctx.namespace, ctx.id);
+  if (record === undefined) return undefined;
+  if (record.restored === true) return 0;
+  await watchExit(ctx, record);
+  return undefined;
+}
+
+/** Waits briefly for the exit watcher's verdict (it writes just after the process is reaped). */
+async function exitOf(ctx: WrapperContext): Promise<ContainerRecord | undefined> {
+  for (let i = 0; i < 40; i++) {
+    const record = ctx.registry.get(ctx.namespace, ctx.id);
+    if (record === undefined || record.exit !== undefined) return record;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return ctx.registry.get(ctx.namespace, ctx.id);
+}
+
 async function onDelete(ctx: WrapperContext): Promise<number> {
   const result = await runCommand({ cmd: ctx.runc, args: ctx.argv, stdio: "inherit" });
-  if (result.code === 0) {
-    ctx.registry.remove(ctx.namespace, ctx.id);
-    ctx.log.info("container deleted, record removed");
+  if (result.code !== 0) return result.code;
+  const record = await exitOf(ctx);
+  ctx.registry.remove(ctx.namespace, ctx.id);
+  if (record === undefined) return 0;
+  const exit = record.exit as { code?: number } | undefined;
+  const keep = record.checkpointedAt !== undefined
+    ? "checkpointed by ARCH"
+    : exit?.code === undefined
+    ? "exit status unknown"
+    : exit.code !== 0
+    ? `exit code ${exit.code}`
+    : undefined;
+  if (keep !== undefined || typeof record.checkpointRoot !== "string") {
+    ctx.log.info("container deleted, checkpoint data kept", { reason: keep, key: record.key });
+    return 0;
   }
-  return result.code;
+  try {
+    new KeyStore(record.checkpointRoot, record.namespace, record.key).removeAll();
+    ctx.log.info("container completed with exit code 0, checkpoint data removed", { key: record.key });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      ctx.log.error("cannot remove checkpoint data", { key: record.key, error: String(error) });
+    }
+  }
+  return 0;
 }

@@ -270,3 +270,88 @@ Deno.test(
     });
   },
 );
+
+Deno.test({
+  name: "checkpoint data after the container ends",
+  ignore: SKIP,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async (t) => {
+  await using stack = await startStack();
+  const keyDir = (key: string) => `${stack.checkpointRoot}/moby/${key}`;
+  const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
+
+  /** Runs a workload that exits with `code` after tick 30, checkpoints it at tick 5+, restores it in a new container. */
+  async function restoredRun(code: number) {
+    const key = uniqueName("end");
+    const a = uniqueName("a");
+    const cmd = ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)];
+    await stack.docker(dockerRunArgs(a, key, [], cmd));
+    await waitTicks(stack, a, 5);
+    assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+    ok(await exists(`${keyDir(key)}/current`), "kept after ARCH's checkpoint stopped it");
+    const b = uniqueName("b");
+    await stack.docker(dockerRunArgs(b, key, [], cmd));
+    const exit = (await stack.docker(["wait", b])).stdout.trim();
+    const logs = await dockerLogs(stack, b);
+    assertEquals([logs.starts, logs.lastTick], [0, 30]);
+    await stack.docker(["rm", a, b]);
+    return { key, exit };
+  }
+
+  await t.step("docker: exit code 0 after a restore removes the key's data", async () => {
+    const { key, exit } = await restoredRun(0);
+    assertEquals(exit, "0");
+    await eventually("data removed", async () => (await exists(keyDir(key))) ? undefined : true, 5000);
+  });
+
+  await t.step("docker: a failing exit keeps the data for inspection", async () => {
+    const { key, exit } = await restoredRun(3);
+    assertEquals(exit, "3");
+    await new Promise((r) => setTimeout(r, 500));
+    ok(await exists(`${keyDir(key)}/current`));
+  });
+
+  await t.step("ctr: exit code 0 removes the data, a failure keeps it", async () => {
+    for (const code of [0, 4]) {
+      const key = uniqueName("ctrend");
+      const dir = `${stack.checkpointRoot}/default/${key}`;
+      const run = async (id: string) =>
+        await stack.ctr([
+          "run",
+          "-d",
+          "--runc-binary",
+          ARCH_RUNC,
+          "--env",
+          "ARCH_ENABLE=1",
+          "--env",
+          `ARCH_CHECKPOINT_ID=${key}`,
+          CTR_IMAGE,
+          id,
+          "workload",
+          "--interval-ms",
+          "50",
+          "--exit-after",
+          "30",
+          "--exit-code",
+          String(code),
+        ]);
+      const status = async (id: string) =>
+        (await stack.ctr(["tasks", "ls"])).stdout.split("\n").find((l) => l.startsWith(id))?.split(/\s+/)[2];
+      const first = uniqueName("c1");
+      await run(first);
+      await new Promise((r) => setTimeout(r, 500));
+      assertEquals((await archCheckpoint(stack, first)).code, 0);
+      const second = uniqueName("c2");
+      await run(second);
+      await eventually("exited", async () => ((await status(second)) === "STOPPED" ? true : undefined), 10_000);
+      await stack.ctr(["tasks", "delete", second]);
+      await stack.ctr(["tasks", "delete", first], { check: false });
+      if (code === 0) {
+        await eventually("data removed", async () => (await exists(dir)) ? undefined : true, 5000);
+      } else {
+        ok(await exists(`${dir}/current`), `kept after exit code ${code}`);
+      }
+    }
+  });
+});

@@ -105,7 +105,8 @@ const dockerScenarios: Record<string, Scenario> = {
     return { code: r.code, stdout: r.stdout };
   },
   "signal dispositions and limits of the container": async (stack, mode) => {
-    const probe = "grep -E '^Sig(Ign|Blk)' /proc/1/status; grep 'open files' /proc/1/limits";
+    // pid 1 reads its own status: a shell in between would block signals while it forks.
+    const probe = "exec grep -E '^Sig(Ign|Blk)|open files' /proc/self/status /proc/self/limits";
     const r = await stack.docker(["run", "--rm", "--network", "none", ...mode.docker, IMAGE, "sh", "-c", probe]);
     return r.stdout;
   },
