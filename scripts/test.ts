@@ -7,7 +7,8 @@
 const root = new URL("..", import.meta.url).pathname;
 const junit = `${root}.cache/junit.xml`;
 Deno.mkdirSync(`${root}.cache`, { recursive: true });
-const filters = Deno.args.length > 0 ? Deno.args : ["tests/unit", "tests/integration"];
+// `--doc src` runs the @example blocks of the modules too.
+const filters = Deno.args.length > 0 ? Deno.args : ["--doc", "src", "tests/unit", "tests/integration"];
 const status = await new Deno.Command(Deno.execPath(), {
   args: ["test", "--allow-all", `--junit-path=${junit}`, ...filters],
   cwd: root,

@@ -1,0 +1,148 @@
+import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { restoreArgv } from "../../src/engine/restore.ts";
+import { decodeWaitStatus } from "../../src/engine/exit_watch.ts";
+import { incompatibility, type ToolVersions } from "../../src/engine/versions.ts";
+import { checkRoot } from "../../src/config/container_config.ts";
+import { parseRuncArgv } from "../../src/runc/argv.ts";
+import { HostConfigSchema } from "../../src/config/host_schema.ts";
+
+Deno.test("restoreArgv translates a containerd/Docker create into runc restore", async (t) => {
+  const cases: [string, string[], string[]][] = [
+    [
+      "containerd create",
+      [
+        "--root",
+        "/run/containerd/runc/default",
+        "--log",
+        "/b/log.json",
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        "/b",
+        "--pid-file",
+        "/b/init.pid",
+        "c1",
+      ],
+      [
+        "--root",
+        "/run/containerd/runc/default",
+        "--log",
+        "/b/log.json",
+        "--log-format",
+        "json",
+        "restore",
+        "--detach",
+        "--bundle",
+        "/b",
+        "--pid-file",
+        "/b/init.pid",
+        "--image-path",
+        "/i",
+        "--work-path",
+        "/w",
+        "c1",
+      ],
+    ],
+    [
+      "tty, no-pivot kept; no-new-keyring and preserve-fds dropped",
+      [
+        "--systemd-cgroup",
+        "create",
+        "--console-socket",
+        "/s.sock",
+        "--no-pivot",
+        "--no-new-keyring",
+        "--preserve-fds",
+        "1",
+        "-b",
+        "/b",
+        "c1",
+      ],
+      [
+        "--systemd-cgroup",
+        "restore",
+        "--detach",
+        "--bundle",
+        "/b",
+        "--console-socket",
+        "/s.sock",
+        "--no-pivot",
+        "--image-path",
+        "/i",
+        "--work-path",
+        "/w",
+        "c1",
+      ],
+    ],
+  ];
+  for (const [name, argv, expected] of cases) {
+    await t.step(name, () => {
+      const parsed = parseRuncArgv(argv);
+      if (!parsed.ok) throw new Error(parsed.reason);
+      assertEquals(restoreArgv(parsed.call, "/i", "/w"), expected);
+    });
+  }
+});
+
+Deno.test("decodeWaitStatus", () => {
+  assertEquals(decodeWaitStatus(0), { code: 0 });
+  assertEquals(decodeWaitStatus(3 << 8), { code: 3 });
+  assertEquals(decodeWaitStatus(9), { code: 137, signal: 9 });
+  assertEquals(decodeWaitStatus(15 | 0x80), { code: 143, signal: 15 }); // core dump flag
+});
+
+Deno.test("incompatibility", () => {
+  const v = (criu: string, cpuArch = "x86_64"): ToolVersions => ({
+    arch: { version: "0.1.0" },
+    runc: { version: "1.1.15" },
+    criu: { version: criu },
+    kernel: "6.18",
+    cpuArch,
+  });
+  assertEquals(incompatibility(v("4.1.1"), v("4.1.1")), undefined);
+  assertEquals(incompatibility(v("4.0"), v("4.1.1")), undefined);
+  ok(incompatibility(v("5.0"), v("4.1.1"))?.includes("CRIU 5.0"));
+  ok(incompatibility(v("4.1", "aarch64"), v("4.1"))?.includes("aarch64"));
+});
+
+Deno.test("checkRoot: one sentence naming the variable, the value and the fix", async (t) => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.mkdirSync(`${dir}/allowed/ok`, { recursive: true });
+    Deno.mkdirSync(`${dir}/other`);
+    Deno.symlinkSync(`${dir}/other`, `${dir}/allowed/escape`);
+    const allowed = [`${dir}/allowed`];
+    const V = "ARCH_CHECKPOINT_HOST_PATH";
+    await t.step("inside", () => assertEquals(checkRoot(`${dir}/allowed/ok`, V, allowed), undefined));
+    const refused: [string, string][] = [
+      ["relative", "is not an absolute path"],
+      [`${dir}/allowed/../other`, 'contains ".."'],
+      [`${dir}/allowed/missing`, "does not exist"],
+      [`${dir}/other`, "is outside the allowed checkpoint roots"],
+      [`${dir}/allowed/escape`, "is outside the allowed checkpoint roots"],
+    ];
+    for (const [value, why] of refused) {
+      await t.step(value, () => {
+        const msg = checkRoot(value, V, allowed) ?? "";
+        ok(msg.startsWith(`${V}="${value}" ${why}`), msg);
+        ok(msg.includes(`use an existing directory under "${dir}/allowed"`), msg);
+      });
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("HostConfigSchema defaults and refusals", () => {
+  const d = HostConfigSchema.parse({});
+  assertEquals([d.stateDir, d.checkpointRoots, d.onRestoreFailure, d.restoreConsumed], [
+    "/run/arch",
+    ["/var/lib/arch", "/mnt"],
+    "fresh",
+    false,
+  ]);
+  assertEquals(HostConfigSchema.safeParse({ stateDir: "relative" }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ checkpointRoots: ["/a/../b"] }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ unknownField: 1 }).success, false);
+});
