@@ -355,3 +355,107 @@ Deno.test({
     }
   });
 });
+
+Deno.test(
+  { name: "arch finalize and the drain", ignore: SKIP, sanitizeResources: false, sanitizeOps: false },
+  async (t) => {
+    await using stack = await startStack();
+
+    await t.step("finalize checkpoints every running ARCH container at once, then drains the node", async () => {
+      const keys = [uniqueName("f1"), uniqueName("f2")];
+      const names = keys.map((k) => `${k}-c`);
+      for (const [i, name] of names.entries()) await stack.docker(dockerRunArgs(name, keys[i]!));
+      const ctrKey = uniqueName("f3");
+      const ctrId = uniqueName("fc");
+      const ctrLogPath = `${stack.scratch}/${ctrId}.log`;
+      const ctrRun = (id: string, log: string) =>
+        stack.ctr([
+          "run",
+          "-d",
+          "--runc-binary",
+          ARCH_RUNC,
+          "--log-uri",
+          `file://${log}`,
+          "--env",
+          "ARCH_ENABLE=1",
+          "--env",
+          `ARCH_CHECKPOINT_ID=${ctrKey}`,
+          CTR_IMAGE,
+          id,
+          "workload",
+          "--interval-ms",
+          "50",
+        ]);
+      await ctrRun(ctrId, ctrLogPath);
+      // a plain container through arch is not touched
+      const plain = uniqueName("plain");
+      await stack.docker(["run", "-d", "--name", plain, "--network", "none", "--runtime", "arch", IMAGE, "workload"]);
+      for (const name of names) await waitTicks(stack, name, 5);
+
+      const r = await archCli(stack, ["finalize", "--concurrency", "3"]);
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+      const lines = r.stdout.trim().split("\n");
+      assertEquals(lines.length, 3, r.stdout);
+      ok(lines.every((l) => l.startsWith("ok ")), r.stdout);
+      for (const name of names) {
+        assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", name])).stdout.trim(), "false");
+      }
+      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", plain])).stdout.trim(), "true");
+      const stopped = (await ctrLog(ctrLogPath)).lastTick;
+
+      // draining: a restart would restore (and consume) a checkpoint here; it is refused
+      const refused = await stack.docker(["start", names[0]!], { check: false });
+      assertEquals(refused.code, 1, refused.stderr);
+      ok(refused.stderr.includes('node is draining after "arch finalize"'), refused.stderr);
+      ok(refused.stderr.includes("arch finalize --undo"), refused.stderr);
+      const c = await stack.ctr(["tasks", "start", ctrId], { check: false });
+      assertEquals(c.code !== 0, true);
+
+      // the operator lifts the drain (or the node reboots): containers resume
+      assertEquals((await archCli(stack, ["finalize", "--undo"])).code, 0);
+      const before = await dockerLogs(stack, names[1]!);
+      await stack.docker(["start", names[1]!]);
+      const after = await waitTicks(stack, names[1]!, before.lastTick + 5);
+      assertEquals([after.starts, after.verifyFailures], [1, 0]);
+      ok(after.ticks.includes(before.lastTick + 1));
+      const ctrNew = uniqueName("fc2");
+      const newLog = `${stack.scratch}/${ctrNew}.log`;
+      await stack.ctr(["tasks", "delete", ctrId], { check: false });
+      await ctrRun(ctrNew, newLog);
+      const resumed = await eventually("ctr resumed", async () => {
+        const p = await ctrLog(newLog);
+        return p.lastTick > stopped + 3 ? p : undefined;
+      });
+      assertEquals([resumed.starts, resumed.ticks[0]], [0, stopped + 1]);
+      await stack.docker(["rm", "-f", ...names, plain]);
+    });
+
+    await t.step("bad ARCH_* values are refused with one sentence in docker's output", async () => {
+      const cases: [string[], string][] = [
+        [
+          ["--env", "ARCH_CHECKPOINT_HOST_PATH=relative/dir"],
+          'ARCH_CHECKPOINT_HOST_PATH="relative/dir" is not an absolute path',
+        ],
+        [
+          ["--env", "ARCH_CHECKPOINT_HOST_PATH=/etc"],
+          'ARCH_CHECKPOINT_HOST_PATH="/etc" is outside the allowed checkpoint roots',
+        ],
+        [
+          ["--env", `ARCH_CHECKPOINT_HOST_PATH=${stack.checkpointRoot}/missing`],
+          `ARCH_CHECKPOINT_HOST_PATH="${stack.checkpointRoot}/missing" does not exist`,
+        ],
+        [["--env", "ARCH_CHECKPOINT_ID=a b"], 'ARCH_CHECKPOINT_ID="a b" is not a valid checkpoint id'],
+      ];
+      for (const [env, message] of cases) {
+        const name = uniqueName("bad");
+        const r = await stack.docker(dockerRunArgs(name, "k", env, ["true"]).filter((a) => a !== "-d"), {
+          check: false,
+        });
+        await stack.docker(["rm", "-f", name], { check: false });
+        assertEquals(r.code, 125, r.stderr);
+        ok(r.stderr.includes(message), r.stderr);
+      }
+      ok(!(await Deno.stat(`${stack.checkpointRoot}/missing`).then(() => true, () => false)), "nothing created");
+    });
+  },
+);
