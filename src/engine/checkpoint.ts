@@ -13,13 +13,14 @@
 
 import { ArchError } from "../util/errors.ts";
 import type { ContainerRecord, Registry } from "../registry/registry.ts";
-import { KeyStore } from "../store/store.ts";
+import { flushWhile, KeyStore, makeDurable } from "../store/store.ts";
 import { hashFiles, listFiles, type Manifest, MANIFEST_VERSION } from "../store/manifest.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir } from "../rootfs/diff.ts";
 import { runc, runcArgs, type RuncTarget } from "./runc.ts";
 import { toolVersions } from "./versions.ts";
 import { readBundleSpec } from "../config/container.ts";
+import { fsyncPath } from "../util/fsync.ts";
 
 export class CheckpointError extends ArchError {
   constructor(message: string, readonly step: string, readonly criuLog?: string) {
@@ -55,6 +56,7 @@ export async function checkpointContainer(
   const t0 = performance.now();
   const lap = (name: string, since: number) => (timings[name] = Math.round(performance.now() - since));
 
+  const versionsP = toolVersions(runcPath);
   const pause = await runc(target, runcArgs.pause(target));
   if (pause.code !== 0) throw new CheckpointError(`cannot pause "${record.id}": ${pause.stderr.trim()}`, "pause");
   lap("pause", t0);
@@ -67,7 +69,10 @@ export async function checkpointContainer(
     lap("rootfs", t);
 
     t = performance.now();
-    const dump = await runc(target, runcArgs.checkpoint(target, `${tmp}/criu`, `${tmp}/work`));
+    const dumping = runc(target, runcArgs.checkpoint(target, `${tmp}/criu`, `${tmp}/work`));
+    const flushing = flushWhile(tmp, dumping);
+    const dump = await dumping;
+    await flushing;
     lap("dump", t);
     if (dump.code !== 0) {
       const criuLog = `${record.bundle}/arch-dump.log`;
@@ -82,8 +87,9 @@ export async function checkpointContainer(
     }
 
     t = performance.now();
-    const files = await hashFiles(tmp, listFiles(tmp, new Set(["work"])));
-    const versions = await toolVersions(runcPath);
+    const [files] = await Promise.all([hashFiles(tmp, listFiles(tmp, new Set(["work"]))), makeDurable(tmp)]);
+    lap("hash+fsync", t);
+    const versions = await versionsP;
     const manifest: Manifest = {
       version: MANIFEST_VERSION,
       containerId: record.id,
@@ -96,7 +102,7 @@ export async function checkpointContainer(
       files,
     };
     Deno.writeTextFileSync(`${tmp}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n", { mode: 0o600 });
-    lap("manifest", t);
+    fsyncPath(`${tmp}/manifest.json`);
     t = performance.now();
     committed = store.commit(tmp);
     lap("commit", t);

@@ -48,7 +48,7 @@ export function restoreArgv(create: RuncCall, imagePath: string, workPath: strin
 }
 
 export type RestoreOutcome =
-  | { kind: "restored"; from: string }
+  | { kind: "restored"; from: string; timings: Record<string, number> }
   | { kind: "failed"; reason: string; quarantined: string | undefined };
 
 /** Restores `store`'s current checkpoint for the container `create` describes. */
@@ -60,10 +60,19 @@ export async function restoreContainer(
   const dir = store.currentPath()!;
   const bundle = stringOption(create.options, "bundle") ?? Deno.cwd();
   const fail = (reason: string): RestoreOutcome => ({ kind: "failed", reason, quarantined: store.quarantine() });
+  const timings: Record<string, number> = {};
+  let t = performance.now();
+  const lap = (name: string) => {
+    const now = performance.now();
+    timings[name] = Math.round(now - t);
+    t = now;
+  };
   let manifest;
   try {
+    const here = toolVersions(runcPath);
     manifest = await verifyCheckpoint(dir);
-    const why = incompatibility(manifest, await toolVersions(runcPath));
+    lap("verify");
+    const why = incompatibility(manifest, await here);
     if (why !== undefined) return fail(`checkpoint ${dir} cannot be restored here: ${why}`);
   } catch (error) {
     return fail(`checkpoint ${dir} failed verification: ${(error as Error).message}`);
@@ -75,6 +84,7 @@ export async function restoreContainer(
   } catch (error) {
     return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
   }
+  lap("rootfs");
   const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });
   const result = await runCommand({ cmd: runcPath, args: restoreArgv(create, `${dir}/criu`, work), stdio: "inherit" });
   if (result.code !== 0) {
@@ -87,5 +97,6 @@ export async function restoreContainer(
     } catch { /* no log */ }
     return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${work}/restore.log)`);
   }
-  return { kind: "restored", from: dir };
+  lap("restore");
+  return { kind: "restored", from: dir, timings };
 }

@@ -88,7 +88,7 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     store.markConsumed();
     const restored = { ...record, restored: true, restoredFrom: outcome.from };
     ctx.registry.put(restored);
-    ctx.log.info("restored from checkpoint", { checkpoint: outcome.from });
+    ctx.log.info("restored from checkpoint", { checkpoint: outcome.from, timings: outcome.timings });
     await watchExit(ctx, restored);
     return 0;
   }

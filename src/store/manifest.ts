@@ -5,7 +5,7 @@
  */
 
 import { z } from "zod";
-import { mustRun } from "../process/exec.ts";
+import { createHash } from "node:crypto";
 
 export const MANIFEST_VERSION = 1;
 
@@ -39,12 +39,28 @@ export function listFiles(dir: string, skip: ReadonlySet<string>, rel = ""): str
   return out.sort();
 }
 
-/** sha256 and size of each file (one `sha256sum` process for all of them). */
+/** Streams one file through sha256 (in-process, SHA extensions when the CPU has them). */
+export async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
+  const hash = createHash("sha256");
+  const file = await Deno.open(path);
+  const buf = new Uint8Array(4 << 20);
+  let size = 0;
+  try {
+    for (let n = await file.read(buf); n !== null; n = await file.read(buf)) {
+      hash.update(buf.subarray(0, n));
+      size += n;
+    }
+  } finally {
+    file.close();
+  }
+  return { size, sha256: hash.digest("hex") };
+}
+
+/** sha256 and size of each file. */
 export async function hashFiles(dir: string, files: readonly string[]): Promise<Manifest["files"]> {
-  if (files.length === 0) return [];
-  const { stdout } = await mustRun({ cmd: "sha256sum", args: ["--", ...files], cwd: dir });
-  const sums = new Map(stdout.trim().split("\n").map((l) => [l.slice(66), l.slice(0, 64)] as const));
-  return files.map((path) => ({ path, size: Deno.statSync(`${dir}/${path}`).size, sha256: sums.get(path) ?? "" }));
+  const out: Manifest["files"] = [];
+  for (const path of files) out.push({ path, ...(await sha256File(`${dir}/${path}`)) });
+  return out;
 }
 
 /** Reads and validates `<dir>/manifest.json`, then checks every file's size and sha256. */

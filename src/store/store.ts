@@ -39,13 +39,14 @@ export class KeyStore {
   }
 
   /**
-   * Makes `tmp` the committed checkpoint: fsync every file and directory in it, rename it to
-   * `ckpt-<stamp>`, point `current` at it atomically, fsync the key directory, then remove
-   * the checkpoint it replaced. Returns the committed directory.
+   * Makes `tmp` the committed checkpoint: every file and directory in it must already be
+   * durable ({@link makeDurable}); rename it to `ckpt-<stamp>`, point `current` at it
+   * atomically, fsync the key directory, then remove the checkpoint it replaced. Returns the
+   * committed directory.
    */
   commit(tmp: string): string {
     privateTree(tmp);
-    fsyncTree(tmp);
+    fsyncPath(tmp);
     const name = `ckpt-${stamp()}`;
     const final = `${this.dir}/${name}`;
     Deno.renameSync(tmp, final);
@@ -125,12 +126,44 @@ function privateTree(dir: string): void {
   }
 }
 
-/** fsyncs every regular file and directory below `dir`, then `dir` itself. */
-function fsyncTree(dir: string): void {
+/**
+ * fsyncs every regular file and directory below `dir`, then `dir` itself. Async: the syncs
+ * run on Deno's blocking pool, so hashing can go on at the same time.
+ */
+export async function makeDurable(dir: string): Promise<void> {
+  const syncs: Promise<void>[] = [];
   for (const entry of Deno.readDirSync(dir)) {
     const path = `${dir}/${entry.name}`;
-    if (entry.isDirectory) fsyncTree(path);
-    else if (entry.isFile) fsyncPath(path);
+    if (entry.isDirectory) syncs.push(makeDurable(path));
+    else if (entry.isFile) syncs.push(syncFile(path));
   }
-  fsyncPath(dir);
+  await Promise.all(syncs);
+  await syncFile(dir);
+}
+
+async function syncFile(path: string): Promise<void> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    await file.sync();
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Starts writing back the dirty pages of the files below `dir` every `intervalMs` until
+ * `until` settles, so that the final {@link makeDurable} has little left to flush (CRIU
+ * writes faster than the kernel's lazy writeback would start on its own).
+ */
+export async function flushWhile(dir: string, until: Promise<unknown>, intervalMs = 250): Promise<void> {
+  let done = false;
+  until.finally(() => (done = true)).catch(() => {});
+  while (!done) {
+    await new Promise((r) => setTimeout(r, intervalMs));
+    try {
+      await makeDurable(dir);
+    } catch {
+      // files come and go while CRIU writes; the final makeDurable is the one that counts
+    }
+  }
 }

@@ -1,16 +1,28 @@
 /**
  * `deno task bench`: what ARCH costs, measured against bare runc in the same run.
  * Prints one JSON object per figure: {"name","value","unit","baseline","ratio"}, where
- * baseline is bare runc's value for the same operation. Never asserts times.
+ * baseline is bare runc's value for the same operation (or the stated target). Never
+ * asserts times. Runs are interleaved (runc, arch, runc, arch...) so that machine noise
+ * hits both alike; medians are reported.
  *
- * Figures: per-call cost of `runc state` on a running container, and a full
- * create/start/delete cycle (`ctr run --rm`) through containerd. Runs are interleaved
- * (runc, arch, runc, arch...) so that machine noise hits both alike; medians are reported.
+ * Figures: per-call cost of `runc state`; a create/start/delete cycle through containerd;
+ * checkpoint and restore of 64 and 512 MiB workloads; `arch finalize` of N containers in
+ * parallel versus one at a time. ARCH_BENCH_ROUNDS scales the repetitions.
  * Requires root and the built dist/ (scripts/run bench does both).
  */
 
-import { startStack } from "../integration/_env.ts";
-import { ARCH_RUNC, RUNC } from "../integration/_env.ts";
+import { ARCH, ARCH_RUNC, RUNC, startStack } from "../integration/_env.ts";
+import {
+  archRound,
+  makeBundle,
+  makeLab,
+  rawRound,
+  removeContainer,
+  startWorkload,
+  timed,
+  unmountBundle,
+} from "./checkpoint.ts";
+import { mustRun } from "../../src/process/exec.ts";
 
 const CTR_IMAGE = "docker.io/library/arch-test:latest";
 
@@ -20,7 +32,7 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-const round = (x: number) => Math.round(x * 100) / 100;
+const round = (x: number) => Math.round(x * 1000) / 1000;
 
 export function emit(name: string, value: number, unit: string, baseline: number, extra: Record<string, unknown> = {}) {
   console.log(
@@ -35,7 +47,7 @@ export function emit(name: string, value: number, unit: string, baseline: number
   );
 }
 
-async function timeIt(fn: () => Promise<void>): Promise<number> {
+async function timeMs(fn: () => Promise<void>): Promise<number> {
   const t0 = performance.now();
   await fn();
   return performance.now() - t0;
@@ -46,33 +58,26 @@ async function must(cmd: string, args: string[], env: Record<string, string> = {
   if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
 }
 
-if (import.meta.main) {
-  const rounds = Number(Deno.env.get("ARCH_BENCH_ROUNDS") ?? "30");
+async function wrapperOverhead(rounds: number): Promise<void> {
   await using stack = await startStack();
   const env = { ARCH_CONFIG: stack.archConfig };
-
-  // runc state on a running container
   const id = `bench-${crypto.randomUUID().slice(0, 8)}`;
   await stack.ctr(["run", "-d", CTR_IMAGE, id, "workload"]);
   const stateArgs = ["--root", "/run/containerd/runc/default", "state", id];
   const bare: number[] = [], wrapped: number[] = [];
   for (let i = 0; i < rounds; i++) {
-    bare.push(await timeIt(() => must(RUNC, stateArgs)));
-    wrapped.push(await timeIt(() => must(ARCH_RUNC, stateArgs, env)));
+    bare.push(await timeMs(() => must(RUNC, stateArgs)));
+    wrapped.push(await timeMs(() => must(ARCH_RUNC, stateArgs, env)));
   }
   emit("runc state per call", median(wrapped), "ms", median(bare), { rounds });
   emit("runc state overhead per call", median(wrapped) - median(bare), "ms", 25, {
     note: "baseline is the 25 ms target",
   });
   await stack.ctr(["tasks", "kill", "--signal", "SIGKILL", id]);
-  await new Promise((r) => setTimeout(r, 300));
-  await stack.ctr(["tasks", "delete", "--force", id], { check: false });
-  await stack.ctr(["containers", "delete", id], { check: false });
 
-  // create/start/delete cycle through containerd, for a plain and an ARCH-enabled container
   const cycle = async (extra: string[]) => {
     const cid = `cyc-${crypto.randomUUID().slice(0, 8)}`;
-    return await timeIt(async () => {
+    return await timeMs(async () => {
       await stack.ctr(["run", "--rm", ...extra, CTR_IMAGE, cid, "true"]);
     });
   };
@@ -87,4 +92,67 @@ if (import.meta.main) {
     rounds: cycles,
   });
   emit("ctr run --rm cycle, ARCH_ENABLE=1 container", median(enabled), "ms", median(plain), { rounds: cycles });
+}
+
+async function checkpointRestore(rounds: number): Promise<void> {
+  const lab = await makeLab();
+  try {
+    for (const mib of [64, 512]) {
+      const raw = { checkpoint: [] as number[], restore: [] as number[] };
+      const arch = { checkpoint: [] as number[], restore: [] as number[] };
+      for (let n = 0; n < rounds; n++) {
+        const r = await rawRound(lab, mib, n);
+        const a = await archRound(lab, mib, n);
+        raw.checkpoint.push(r.checkpoint), raw.restore.push(r.restore);
+        arch.checkpoint.push(a.checkpoint), arch.restore.push(a.restore);
+      }
+      emit(
+        `checkpoint ${mib} MiB (arch checkpoint vs runc checkpoint)`,
+        median(arch.checkpoint),
+        "s",
+        median(raw.checkpoint),
+        {
+          rounds,
+        },
+      );
+      emit(`restore ${mib} MiB (create through ARCH vs runc restore)`, median(arch.restore), "s", median(raw.restore), {
+        rounds,
+      });
+    }
+
+    // finalize of N containers: all at once versus one at a time
+    const n = 4, mib = 256;
+    const results: Record<string, number> = {};
+    for (const concurrency of [1, n]) {
+      const bundles: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const id = `fin-${concurrency}-${i}`;
+        const bundle = await makeBundle(lab, id, mib, id);
+        await startWorkload(lab, ARCH_RUNC, bundle, id);
+        bundles.push(bundle);
+      }
+      results[concurrency] = await timed(() =>
+        mustRun({ cmd: ARCH, args: ["finalize", "--concurrency", String(concurrency)], env: lab.env })
+      );
+      await mustRun({ cmd: ARCH, args: ["finalize", "--undo"], env: lab.env });
+      for (let i = 0; i < n; i++) {
+        await removeContainer(lab, `fin-${concurrency}-${i}`);
+        await unmountBundle(bundles[i]!);
+      }
+    }
+    emit(`finalize ${n} x ${mib} MiB, parallel vs serial`, results[n]!, "s", results[1]!, { concurrency: n });
+  } finally {
+    await new Deno.Command("sh", {
+      args: ["-c", `grep -o '${lab.dir}[^ ]*' /proc/self/mountinfo | xargs -r -n1 umount -l`],
+    })
+      .output();
+    if (Deno.env.get("ARCH_BENCH_KEEP") !== "1") await Deno.remove(lab.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  const rounds = Number(Deno.env.get("ARCH_BENCH_ROUNDS") ?? "3");
+  const only = Deno.args[0];
+  if (only === undefined || only === "overhead") await wrapperOverhead(rounds * 10);
+  if (only === undefined || only === "checkpoint") await checkpointRestore(rounds);
 }
