@@ -157,9 +157,12 @@ async function syncFile(path: string): Promise<void> {
  */
 export async function flushWhile(dir: string, until: Promise<unknown>, intervalMs = 250): Promise<void> {
   let done = false;
-  until.finally(() => (done = true)).catch(() => {});
+  const finished = until.then(() => (done = true), () => (done = true));
   while (!done) {
-    await new Promise((r) => setTimeout(r, intervalMs));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([finished, new Promise((r) => (timer = setTimeout(r, intervalMs)))]);
+    clearTimeout(timer);
+    if (done) return;
     try {
       await makeDurable(dir);
     } catch {

@@ -64,3 +64,33 @@ export async function eventually<T>(what: string, probe: () => Promise<T | undef
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * `docker run` arguments for an ARCH-enabled container of the test image with checkpoint
+ * key `key`; `detach: false` for a foreground run. The default command is the workload.
+ */
+export function archDockerRun(
+  name: string,
+  key: string,
+  extra: string[] = [],
+  cmd: string[] = [],
+  detach = true,
+): string[] {
+  return [
+    "run",
+    ...(detach ? ["-d"] : []),
+    "--name",
+    name,
+    "--network",
+    "none",
+    "--runtime",
+    "arch",
+    "--env",
+    "ARCH_ENABLE=1",
+    "--env",
+    `ARCH_CHECKPOINT_ID=${key}`,
+    ...extra,
+    "arch-test",
+    ...(cmd.length ? cmd : ["workload", "--interval-ms", "50", "--verify-every", "10"]),
+  ];
+}

@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
-import { ARCH_RUNC, archCli, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH_RUNC, archCli, archDockerRun, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
 const CTR_IMAGE = "docker.io/library/arch-test:latest";
@@ -38,26 +38,6 @@ async function waitTicks(stack: EmbeddedStack, name: string, atLeast: number): P
   });
 }
 
-function dockerRunArgs(name: string, key: string, extra: string[] = [], cmd: string[] = []): string[] {
-  return [
-    "run",
-    "-d",
-    "--name",
-    name,
-    "--network",
-    "none",
-    "--runtime",
-    "arch",
-    "--env",
-    "ARCH_ENABLE=1",
-    "--env",
-    `ARCH_CHECKPOINT_ID=${key}`,
-    ...extra,
-    IMAGE,
-    ...(cmd.length ? cmd : ["workload", "--interval-ms", "50", "--verify-every", "10"]),
-  ];
-}
-
 async function fullId(stack: EmbeddedStack, name: string): Promise<string> {
   return (await stack.docker(["inspect", "-f", "{{.Id}}", name])).stdout.trim();
 }
@@ -72,7 +52,7 @@ Deno.test({ name: "checkpoint and restore", ignore: SKIP, sanitizeResources: fal
 
   await t.step("docker: checkpoint, then docker start resumes the same container", async () => {
     const name = uniqueName("same");
-    await stack.docker(dockerRunArgs(name, uniqueName("k")));
+    await stack.docker(archDockerRun(name, uniqueName("k")));
     await waitTicks(stack, name, 15);
     const id = await fullId(stack, name);
     const r = await archCheckpoint(stack, id);
@@ -105,14 +85,14 @@ Deno.test({
     const first = uniqueName("first");
     const setup = "echo hello > /data/new.txt && rm /etc/image-file && rm -rf /opt/lower && mkdir /opt/lower && " +
       "echo c > /opt/lower/c && ln /data/new.txt /data/hardlink && exec workload --interval-ms 50 --verify-every 10";
-    await stack.docker(dockerRunArgs(first, key, [], ["sh", "-c", setup]));
+    await stack.docker(archDockerRun(first, key, [], ["sh", "-c", setup]));
     await waitTicks(stack, first, 10);
     const r = await archCheckpoint(stack, await fullId(stack, first));
     assertEquals(r.code, 0, r.stdout + r.stderr);
     const before = await dockerLogs(stack, first);
 
     const second = uniqueName("second");
-    await stack.docker(dockerRunArgs(second, key));
+    await stack.docker(archDockerRun(second, key));
     const after = await waitTicks(stack, second, before.lastTick + 10);
     assertEquals(after.starts, 0, "no fresh start in the new container");
     assertEquals(after.ticks[0], before.lastTick + 1);
@@ -172,19 +152,19 @@ Deno.test({
   await t.step("a checkpoint is restored once; ARCH_RESTORE_CONSUMED=1 allows again", async () => {
     const key = uniqueName("once");
     const a = uniqueName("a");
-    await stack.docker(dockerRunArgs(a, key));
+    await stack.docker(archDockerRun(a, key));
     await waitTicks(stack, a, 5);
     assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
     const b = uniqueName("b");
-    await stack.docker(dockerRunArgs(b, key));
+    await stack.docker(archDockerRun(b, key));
     await waitTicks(stack, b, 1);
     assertEquals((await dockerLogs(stack, b)).starts, 0);
     const c = uniqueName("c");
-    await stack.docker(dockerRunArgs(c, key));
+    await stack.docker(archDockerRun(c, key));
     await waitTicks(stack, c, 1);
     assertEquals((await dockerLogs(stack, c)).starts, 1, "consumed checkpoint not restored again");
     const d = uniqueName("d");
-    await stack.docker(dockerRunArgs(d, key, ["--env", "ARCH_RESTORE_CONSUMED=1"]));
+    await stack.docker(archDockerRun(d, key, ["--env", "ARCH_RESTORE_CONSUMED=1"]));
     await waitTicks(stack, d, 1);
     assertEquals((await dockerLogs(stack, d)).starts, 0, "restored again on request");
     await stack.docker(["rm", "-f", a, b, c, d]);
@@ -204,7 +184,7 @@ Deno.test(
       await stack.run({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
       const name = uniqueName("full");
       const key = uniqueName("k");
-      await stack.docker(dockerRunArgs(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
+      await stack.docker(archDockerRun(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
       await waitTicks(stack, name, 5);
       const r = await archCheckpoint(stack, await fullId(stack, name));
       assertEquals(r.code, 1, r.stdout);
@@ -223,7 +203,7 @@ Deno.test(
     await t.step("a corrupted checkpoint is quarantined and the container starts fresh", async () => {
       const key = uniqueName("corrupt");
       const a = uniqueName("a");
-      await stack.docker(dockerRunArgs(a, key));
+      await stack.docker(archDockerRun(a, key));
       await waitTicks(stack, a, 5);
       assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
       const keyDir = `${stack.checkpointRoot}/moby/${key}`;
@@ -234,7 +214,7 @@ Deno.test(
       file.close();
 
       const b = uniqueName("b");
-      await stack.docker(dockerRunArgs(b, key));
+      await stack.docker(archDockerRun(b, key));
       const fresh = await waitTicks(stack, b, 3);
       assertEquals([fresh.starts, fresh.ticks[0]], [1, 1]);
       const names = [...Deno.readDirSync(keyDir)].map((e) => e.name);
@@ -247,7 +227,7 @@ Deno.test(
     await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
       const key = uniqueName("perm");
       const a = uniqueName("a");
-      await stack.docker(dockerRunArgs(a, key));
+      await stack.docker(archDockerRun(a, key));
       await waitTicks(stack, a, 2);
       assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
       const keyDir = `${stack.checkpointRoot}/moby/${key}`;
@@ -286,12 +266,12 @@ Deno.test({
     const key = uniqueName("end");
     const a = uniqueName("a");
     const cmd = ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)];
-    await stack.docker(dockerRunArgs(a, key, [], cmd));
+    await stack.docker(archDockerRun(a, key, [], cmd));
     await waitTicks(stack, a, 5);
     assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
     ok(await exists(`${keyDir(key)}/current`), "kept after ARCH's checkpoint stopped it");
     const b = uniqueName("b");
-    await stack.docker(dockerRunArgs(b, key, [], cmd));
+    await stack.docker(archDockerRun(b, key, [], cmd));
     const exit = (await stack.docker(["wait", b])).stdout.trim();
     const logs = await dockerLogs(stack, b);
     assertEquals([logs.starts, logs.lastTick], [0, 30]);
@@ -364,7 +344,7 @@ Deno.test(
     await t.step("finalize checkpoints every running ARCH container at once, then drains the node", async () => {
       const keys = [uniqueName("f1"), uniqueName("f2")];
       const names = keys.map((k) => `${k}-c`);
-      for (const [i, name] of names.entries()) await stack.docker(dockerRunArgs(name, keys[i]!));
+      for (const [i, name] of names.entries()) await stack.docker(archDockerRun(name, keys[i]!));
       const ctrKey = uniqueName("f3");
       const ctrId = uniqueName("fc");
       const ctrLogPath = `${stack.scratch}/${ctrId}.log`;
@@ -448,7 +428,7 @@ Deno.test(
       ];
       for (const [env, message] of cases) {
         const name = uniqueName("bad");
-        const r = await stack.docker(dockerRunArgs(name, "k", env, ["true"]).filter((a) => a !== "-d"), {
+        const r = await stack.docker(archDockerRun(name, "k", env, ["true"], false), {
           check: false,
         });
         await stack.docker(["rm", "-f", name], { check: false });

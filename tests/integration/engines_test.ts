@@ -7,7 +7,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
-import { ARCH_RUNC, archCli, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH_RUNC, archCli, archDockerRun, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
 
 interface Mode {
   readonly name: string;
@@ -217,21 +217,7 @@ Deno.test({
 
   await t.step("a bad ARCH_* value is refused with one sentence in docker's and ctr's output", async () => {
     const name = uniqueName("bad");
-    const r = await stack.docker([
-      "run",
-      "--name",
-      name,
-      "--network",
-      "none",
-      "--runtime",
-      "arch",
-      "--env",
-      "ARCH_ENABLE=1",
-      "--env",
-      "ARCH_CHECKPOINT_ID=../../etc",
-      IMAGE,
-      "true",
-    ], { check: false });
+    const r = await stack.docker(archDockerRun(name, "../../etc", [], ["true"], false), { check: false });
     await stack.docker(["rm", "-f", name], { check: false });
     assertEquals(r.code, 127 - 2); // docker run: 125 when the runtime refuses the container
     ok(r.stderr.includes('ARCH_CHECKPOINT_ID="../../etc" is not a valid checkpoint id'), r.stderr);
