@@ -90,11 +90,13 @@ export async function restoreContainer(
   if (result.code !== 0) {
     let log = "";
     try {
-      log = Deno.readTextFileSync(`${work}/restore.log`).trim().split("\n").filter((l) =>
-        l.includes("Error")
-      ).slice(-1)[0] ??
-        "";
+      const errors = Deno.readTextFileSync(`${work}/restore.log`).split("\n").filter((l) => l.includes("Error"));
+      log = errors.at(-1)?.trim() ?? "";
     } catch { /* no log */ }
+    // Whatever runc left of the half-restored container must go, or a fresh create of the
+    // same id would fail.
+    const root = typeof create.global.root === "string" ? ["--root", create.global.root] : [];
+    await runCommand({ cmd: runcPath, args: [...root, "delete", "--force", create.args[0]!] });
     return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${work}/restore.log)`);
   }
   lap("restore");

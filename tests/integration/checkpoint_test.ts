@@ -224,6 +224,32 @@ Deno.test(
       await stack.docker(["rm", "-f", a, b]);
     });
 
+    await t.step("a checkpoint that verifies but CRIU cannot restore: quarantined, fresh start", async () => {
+      const key = uniqueName("badimg");
+      const a = uniqueName("a");
+      await stack.docker(archDockerRun(a, key));
+      await waitTicks(stack, a, 3);
+      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+      // Truncate CRIU's process tree image and fix up the manifest, as an incompatible image
+      // that is not corrupt in transit would look: verification passes, runc restore fails.
+      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+      const current = `${keyDir}/${Deno.readLinkSync(`${keyDir}/current`)}`;
+      Deno.writeFileSync(`${current}/criu/pstree.img`, new Uint8Array(8));
+      const manifest = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`));
+      const { sha256File } = await import("../../src/store/manifest.ts");
+      for (const f of manifest.files) Object.assign(f, await sha256File(`${current}/${f.path}`));
+      Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
+
+      const b = uniqueName("b");
+      await stack.docker(archDockerRun(b, key));
+      const fresh = await waitTicks(stack, b, 3);
+      assertEquals([fresh.starts, fresh.ticks[0]], [1, 1]);
+      const names = [...Deno.readDirSync(keyDir)].map((e) => e.name);
+      ok(names.some((n) => n.startsWith("quarantine-")) && !names.includes("current"), names.join(" "));
+      ok(Deno.readTextFileSync(stack.archLog).includes("runc restore exited with"));
+      await stack.docker(["rm", "-f", a, b]);
+    });
+
     await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
       const key = uniqueName("perm");
       const a = uniqueName("a");
