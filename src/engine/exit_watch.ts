@@ -12,7 +12,8 @@
  * its pidfd, or when the watcher was killed (node reboot). Requires root and `--allow-ffi`.
  */
 
-const SYS_PIDFD_OPEN = Deno.build.arch === "x86_64" ? 434n : 434n; // same number on arm64
+/** pidfd_open(2): 434 on x86_64 and arm64 alike (unified syscall numbers since 5.x). */
+const SYS_PIDFD_OPEN = 434n;
 const POLLIN = 1;
 const PIDFD_INFO_EXIT = 1n << 3n;
 const PIDFD_INFO_SIZE = 64;

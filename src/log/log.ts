@@ -7,12 +7,6 @@
 
 export type Level = "debug" | "info" | "warn" | "error";
 
-export interface LogRecord {
-  readonly level: Level;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
 const encoder = new TextEncoder();
 
 /** Appends one JSON line to `path` (created 0600). Best effort, silent on failure. */

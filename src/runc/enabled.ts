@@ -56,7 +56,7 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     return 1;
   }
   const bundle = stringOption(ctx.call.options, "bundle") ?? Deno.cwd();
-  const resolved = containerConfig(readBundleSpec(bundle), ctx.id, host);
+  const resolved = containerConfig(ctx.spec ?? readBundleSpec(bundle), ctx.id, host);
   if (!resolved.ok) {
     ctx.fail(resolved.error);
     return 1;
@@ -65,7 +65,7 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
   const record = {
     namespace: ctx.namespace,
     id: ctx.id,
-    root: stringOption(ctx.call.global, "root") ?? "/run/runc",
+    root: ctx.root,
     bundle,
     key,
     keySource,

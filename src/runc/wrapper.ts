@@ -15,7 +15,7 @@
 import { parseRuncArgv, type RuncCall, stringOption } from "./argv.ts";
 import { execRunc } from "./handoff.ts";
 import { type HostBasics, readHostBasics, RUNC_CANDIDATES, unusableRunc } from "../config/host.ts";
-import { envOf, isArchEnabled, readBundleSpec } from "../config/container.ts";
+import { type BundleSpec, envOf, isArchEnabled, readBundleSpec } from "../config/container.ts";
 import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
 import { isSafeSegment, lastElement } from "../util/paths.ts";
@@ -41,6 +41,10 @@ export interface WrapperContext {
   readonly registry: Registry;
   readonly namespace: string;
   readonly id: string;
+  /** runc's `--root` of this call. */
+  readonly root: string;
+  /** The bundle's config.json, read once (create only). */
+  readonly spec: BundleSpec | undefined;
   /** Reports an error to the engine (runc's log file) and to ARCH's log. */
   readonly fail: (msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -99,9 +103,10 @@ async function intercept(
   const namespace = lastElement(root);
   if (id === undefined || !isSafeSegment(id) || !isSafeSegment(namespace)) return undefined;
   const registry = new Registry(host.stateDir);
+  let spec: BundleSpec | undefined;
   if (call.command === "create") {
-    const bundle = stringOption(call.options, "bundle") ?? Deno.cwd();
-    if (!isArchEnabled(envOf(readBundleSpec(bundle)))) return undefined;
+    spec = readBundleSpec(stringOption(call.options, "bundle") ?? Deno.cwd());
+    if (!isArchEnabled(envOf(spec))) return undefined;
   } else if (registry.get(namespace, id) === undefined) {
     return undefined;
   }
@@ -117,6 +122,8 @@ async function intercept(
     registry,
     namespace,
     id,
+    root,
+    spec,
     fail: (msg, fields) => {
       ctxLog.error(msg, fields);
       writeRuncLogError(logPath, logFormat, `arch: ${msg}`);
