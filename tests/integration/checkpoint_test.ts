@@ -70,6 +70,28 @@ Deno.test({ name: "checkpoint and restore", ignore: SKIP, sanitizeResources: fal
   });
 });
 
+/** Runs an ARCH container with `key` until `ticks`, checkpoints it, returns where the checkpoint is. */
+async function checkpointed(stack: EmbeddedStack, key: string, ticks: number) {
+  const name = uniqueName("a");
+  await stack.docker(archDockerRun(name, key));
+  await waitTicks(stack, name, ticks);
+  assertEquals((await archCheckpoint(stack, await fullId(stack, name))).code, 0);
+  const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+  return { name, keyDir, current: `${keyDir}/${Deno.readLinkSync(`${keyDir}/current`)}` };
+}
+
+/** A new container with `key` starts from zero, the checkpoint is quarantined, the log says why. */
+async function assertFreshStartAndQuarantine(stack: EmbeddedStack, key: string, keyDir: string, why: string) {
+  const name = uniqueName("b");
+  await stack.docker(archDockerRun(name, key));
+  const fresh = await waitTicks(stack, name, 3);
+  assertEquals([fresh.starts, fresh.ticks[0]], [1, 1]);
+  const names = [...Deno.readDirSync(keyDir)].map((e) => e.name);
+  ok(names.some((n) => n.startsWith("quarantine-")) && !names.includes("current"), names.join(" "));
+  ok(Deno.readTextFileSync(stack.archLog).includes(why));
+  return name;
+}
+
 const ctrLog = async (path: string) => progress(await Deno.readTextFile(path).catch(() => ""));
 
 Deno.test({
@@ -202,61 +224,31 @@ Deno.test(
 
     await t.step("a corrupted checkpoint is quarantined and the container starts fresh", async () => {
       const key = uniqueName("corrupt");
-      const a = uniqueName("a");
-      await stack.docker(archDockerRun(a, key));
-      await waitTicks(stack, a, 5);
-      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
-      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
-      const current = `${keyDir}/${Deno.readLinkSync(`${keyDir}/current`)}`;
+      const { name, keyDir, current } = await checkpointed(stack, key, 5);
       const pages = [...Deno.readDirSync(`${current}/criu`)].find((e) => e.name.startsWith("pages-"))!.name;
       const file = await Deno.open(`${current}/criu/${pages}`, { write: true });
       await file.write(new TextEncoder().encode("corrupt"));
       file.close();
-
-      const b = uniqueName("b");
-      await stack.docker(archDockerRun(b, key));
-      const fresh = await waitTicks(stack, b, 3);
-      assertEquals([fresh.starts, fresh.ticks[0]], [1, 1]);
-      const names = [...Deno.readDirSync(keyDir)].map((e) => e.name);
-      ok(names.some((n) => n.startsWith("quarantine-")), names.join(" "));
-      ok(!names.includes("current"), names.join(" "));
-      ok(Deno.readTextFileSync(stack.archLog).includes("does not match its manifest checksum"));
-      await stack.docker(["rm", "-f", a, b]);
+      const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "does not match its manifest checksum");
+      await stack.docker(["rm", "-f", name, b]);
     });
 
     await t.step("a checkpoint that verifies but CRIU cannot restore: quarantined, fresh start", async () => {
       const key = uniqueName("badimg");
-      const a = uniqueName("a");
-      await stack.docker(archDockerRun(a, key));
-      await waitTicks(stack, a, 3);
-      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+      const { name, keyDir, current } = await checkpointed(stack, key, 3);
       // Truncate CRIU's process tree image and fix up the manifest, as an incompatible image
       // that is not corrupt in transit would look: verification passes, runc restore fails.
-      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
-      const current = `${keyDir}/${Deno.readLinkSync(`${keyDir}/current`)}`;
       Deno.writeFileSync(`${current}/criu/pstree.img`, new Uint8Array(8));
       const manifest = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`));
       const { sha256File } = await import("../../src/store/manifest.ts");
       for (const f of manifest.files) Object.assign(f, await sha256File(`${current}/${f.path}`));
       Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
-
-      const b = uniqueName("b");
-      await stack.docker(archDockerRun(b, key));
-      const fresh = await waitTicks(stack, b, 3);
-      assertEquals([fresh.starts, fresh.ticks[0]], [1, 1]);
-      const names = [...Deno.readDirSync(keyDir)].map((e) => e.name);
-      ok(names.some((n) => n.startsWith("quarantine-")) && !names.includes("current"), names.join(" "));
-      ok(Deno.readTextFileSync(stack.archLog).includes("runc restore exited with"));
-      await stack.docker(["rm", "-f", a, b]);
+      const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
+      await stack.docker(["rm", "-f", name, b]);
     });
 
     await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
-      const key = uniqueName("perm");
-      const a = uniqueName("a");
-      await stack.docker(archDockerRun(a, key));
-      await waitTicks(stack, a, 2);
-      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
-      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+      const { name: a, keyDir } = await checkpointed(stack, uniqueName("perm"), 2);
       const walk = (dir: string): [string, number][] =>
         [...Deno.readDirSync(dir)].flatMap((e) => {
           const p = `${dir}/${e.name}`;
