@@ -56,6 +56,7 @@ export async function checkpointContainer(
   const t0 = performance.now();
   const lap = (name: string, since: number) => (timings[name] = Math.round(performance.now() - since));
 
+  using _lock = await store.lock();
   const versionsP = toolVersions(runcPath);
   const pause = await runc(target, runcArgs.pause(target));
   if (pause.code !== 0) throw new CheckpointError(`cannot pause "${record.id}": ${pause.stderr.trim()}`, "pause");

@@ -59,6 +59,17 @@ export class KeyStore {
     return final;
   }
 
+  /**
+   * Takes the key's exclusive lock (flock on `<key>/.lock`), waiting for a holder to finish:
+   * two checkpoints of one key never interleave. Released when the returned handle is disposed.
+   */
+  async lock(): Promise<Disposable> {
+    Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const file = await Deno.open(`${this.dir}/.lock`, { read: true, write: true, create: true, mode: 0o600 });
+    await file.lock(true);
+    return { [Symbol.dispose]: () => file.close() };
+  }
+
   /** Removes an uncommitted temporary directory (after a failure). */
   abort(tmp: string): void {
     Deno.removeSync(tmp, { recursive: true });

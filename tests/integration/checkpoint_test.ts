@@ -216,7 +216,7 @@ Deno.test(
       const later = await waitTicks(stack, name, at + 5);
       assertEquals([later.starts, later.verifyFailures], [1, 0]);
       assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim(), "running");
-      const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name);
+      const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name).filter((n) => n !== ".lock");
       assertEquals(left, [], "no temporary or committed checkpoint left");
       await stack.docker(["rm", "-f", name]);
       await stack.run({ cmd: "umount", args: [small] });
@@ -245,6 +245,25 @@ Deno.test(
       Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
       const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
       await stack.docker(["rm", "-f", name, b]);
+    });
+
+    await t.step("two checkpoints of one container at once: one commits, the other fails cleanly", async () => {
+      const key = uniqueName("twice");
+      const a = uniqueName("a");
+      await stack.docker(archDockerRun(a, key));
+      await waitTicks(stack, a, 3);
+      const id = await fullId(stack, a);
+      const results = await Promise.all([archCheckpoint(stack, id), archCheckpoint(stack, id)]);
+      assertEquals(results.map((r) => r.code).sort(), [0, 1], results.map((r) => r.stdout).join(""));
+      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+      const names = [...Deno.readDirSync(keyDir)].map((e) => e.name).sort();
+      assertEquals(names.filter((n) => n.startsWith("ckpt-") || n.startsWith(".tmp-")).length, 1, names.join(" "));
+      const b = uniqueName("b");
+      const before = await dockerLogs(stack, a);
+      await stack.docker(archDockerRun(b, key));
+      const after = await waitTicks(stack, b, before.lastTick + 3);
+      assertEquals([after.starts, after.ticks[0], after.verifyFailures], [0, before.lastTick + 1, 0]);
+      await stack.docker(["rm", "-f", a, b]);
     });
 
     await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
