@@ -76,7 +76,11 @@ export function launcherScript(
 # because "deno compile" cannot fetch its runtime base on this machine. Same behaviour as the
 # compiled binary. ARCH_LAUNCHER_NOFILE lets the runc wrapper undo Deno's raise of the
 # open-files limit before it hands over to runc.
-ARCH_LAUNCHER_NOFILE=$(ulimit -Sn) ARCH_LAUNCHER_SELF="$0" ARCH_LAUNCHER_ARCH="${archPath}" DENO_DIR="${cacheDir}" DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 \\
+# The soft limit is read with shell builtins only: a $(...) would cost a fork per runc call.
+while read -r f1 f2 f3 soft rest; do
+  [ "$f1 $f2 $f3" = "Max open files" ] && ARCH_LAUNCHER_NOFILE=$soft && break
+done </proc/self/limits
+ARCH_LAUNCHER_NOFILE=$ARCH_LAUNCHER_NOFILE ARCH_LAUNCHER_SELF="$0" ARCH_LAUNCHER_ARCH="${archPath}" DENO_DIR="${cacheDir}" DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 \\
   exec "${denoPath}" run --quiet --allow-all --no-config --no-lock --no-remote --no-npm --cached-only \\
   "${libDir}/mod.js" ${role}"$@"
 `;

@@ -61,7 +61,7 @@ function cStringArray(items: readonly string[]): { array: BigUint64Array<ArrayBu
 /** Restores the open-files soft limit the launcher recorded (Deno raises it at start). */
 function restoreNofile(lib: Libc): void {
   const recorded = Deno.env.get("ARCH_LAUNCHER_NOFILE");
-  if (recorded === undefined) return;
+  if (recorded === undefined || !/^(\d+|unlimited)$/.test(recorded)) return;
   const limits = new BigUint64Array(2);
   if (lib.getrlimit(RLIMIT_NOFILE, limits) !== 0) return;
   const soft = recorded === "unlimited" ? 0xffff_ffff_ffff_ffffn : BigInt(recorded);
