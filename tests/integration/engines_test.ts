@@ -155,9 +155,10 @@ const ctrScenarios: Record<string, Scenario> = {
   },
   "tty container": async (stack, mode) => {
     const id = uniqueName("t");
-    // ctr -t needs a terminal on its own stdin: script(1) provides one.
+    // ctr -t needs a terminal on its own stdin: script(1) provides one. The sleep: ctr can
+    // lose the output of a TTY process that exits before it has attached to the console.
     const cmd = ["ctr", "--address", stack.containerdSock, "run", "--rm", "-t", ...mode.ctr, CTR_IMAGE, id];
-    const line = `${cmd.join(" ")} sh -c 'tty; echo done; exit 3'`;
+    const line = `${cmd.join(" ")} sh -c 'tty; echo done; sleep 0.5; exit 3'`;
     const r = await stack.run({ cmd: "script", args: ["-qec", line, "/dev/null"] }, false);
     ok(r.stdout.includes("/dev/pts/0"), r.stdout);
     return { code: r.code, stdout: r.stdout };
