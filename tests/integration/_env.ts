@@ -94,3 +94,24 @@ export function archDockerRun(
     ...(cmd.length ? cmd : ["workload", "--interval-ms", "50", "--verify-every", "10"]),
   ];
 }
+
+/**
+ * `ctr run -d` arguments for an ARCH-enabled container of the test image through
+ * dist/arch-runc with checkpoint key `key`; stdout goes to `log` when given.
+ */
+export function archCtrRun(id: string, key: string, cmd: string[], log?: string): string[] {
+  return [
+    "run",
+    "-d",
+    "--runc-binary",
+    ARCH_RUNC,
+    ...(log !== undefined ? ["--log-uri", `file://${log}`] : []),
+    "--env",
+    "ARCH_ENABLE=1",
+    "--env",
+    `ARCH_CHECKPOINT_ID=${key}`,
+    "docker.io/library/arch-test:latest",
+    id,
+    ...cmd,
+  ];
+}

@@ -6,10 +6,9 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
-import { ARCH_RUNC, archCli, archDockerRun, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
+import { archCli, archCtrRun, archDockerRun, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
-const CTR_IMAGE = "docker.io/library/arch-test:latest";
 
 interface Progress {
   readonly starts: number;
@@ -131,25 +130,7 @@ Deno.test({
     const key = uniqueName("ctr");
     const run = async (id: string) => {
       const log = `${stack.scratch}/${id}.log`;
-      await stack.ctr([
-        "run",
-        "-d",
-        "--runc-binary",
-        ARCH_RUNC,
-        "--log-uri",
-        `file://${log}`,
-        "--env",
-        "ARCH_ENABLE=1",
-        "--env",
-        `ARCH_CHECKPOINT_ID=${key}`,
-        CTR_IMAGE,
-        id,
-        "workload",
-        "--interval-ms",
-        "50",
-        "--verify-every",
-        "10",
-      ]);
+      await stack.ctr(archCtrRun(id, key, ["workload", "--interval-ms", "50", "--verify-every", "10"], log));
       return log;
     };
     const first = uniqueName("c1");
@@ -334,25 +315,9 @@ Deno.test({
       const key = uniqueName("ctrend");
       const dir = `${stack.checkpointRoot}/default/${key}`;
       const run = async (id: string) =>
-        await stack.ctr([
-          "run",
-          "-d",
-          "--runc-binary",
-          ARCH_RUNC,
-          "--env",
-          "ARCH_ENABLE=1",
-          "--env",
-          `ARCH_CHECKPOINT_ID=${key}`,
-          CTR_IMAGE,
-          id,
-          "workload",
-          "--interval-ms",
-          "50",
-          "--exit-after",
-          "30",
-          "--exit-code",
-          String(code),
-        ]);
+        await stack.ctr(
+          archCtrRun(id, key, ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)]),
+        );
       const status = async (id: string) =>
         (await stack.ctr(["tasks", "ls"])).stdout.split("\n").find((l) => l.startsWith(id))?.split(/\s+/)[2];
       const first = uniqueName("c1");
@@ -386,23 +351,7 @@ Deno.test(
       const ctrId = uniqueName("fc");
       const ctrLogPath = `${stack.scratch}/${ctrId}.log`;
       const ctrRun = (id: string, log: string) =>
-        stack.ctr([
-          "run",
-          "-d",
-          "--runc-binary",
-          ARCH_RUNC,
-          "--log-uri",
-          `file://${log}`,
-          "--env",
-          "ARCH_ENABLE=1",
-          "--env",
-          `ARCH_CHECKPOINT_ID=${ctrKey}`,
-          CTR_IMAGE,
-          id,
-          "workload",
-          "--interval-ms",
-          "50",
-        ]);
+        stack.ctr(archCtrRun(id, ctrKey, ["workload", "--interval-ms", "50"], log));
       await ctrRun(ctrId, ctrLogPath);
       // a plain container through arch is not touched
       const plain = uniqueName("plain");
