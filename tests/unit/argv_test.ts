@@ -1,4 +1,5 @@
 import { deepEqual as assertEquals } from "node:assert/strict";
+import { CONTAINERD_CREATE } from "./_argv_fixtures.ts";
 import { formatOptions, formatRuncCall, parseRuncArgv } from "../../src/runc/argv.ts";
 
 type Case = [name: string, argv: string[], expected: unknown];
@@ -6,20 +7,7 @@ type Case = [name: string, argv: string[], expected: unknown];
 const cases: Case[] = [
   ["bare", [], { global: {}, command: undefined, options: {}, args: [] }],
   ["version", ["--version"], { global: { version: true }, command: undefined, options: {}, args: [] }],
-  ["containerd create", [
-    "--root",
-    "/run/containerd/runc/default",
-    "--log",
-    "/b/log.json",
-    "--log-format",
-    "json",
-    "create",
-    "--bundle",
-    "/b",
-    "--pid-file",
-    "/b/init.pid",
-    "c1",
-  ], {
+  ["containerd create", CONTAINERD_CREATE, {
     global: { root: "/run/containerd/runc/default", log: "/b/log.json", "log-format": "json" },
     command: "create",
     options: { bundle: "/b", "pid-file": "/b/init.pid" },

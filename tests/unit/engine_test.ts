@@ -1,4 +1,5 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { CONTAINERD_CREATE, CONTAINERD_GLOBAL } from "./_argv_fixtures.ts";
 import { restoreArgv } from "../../src/engine/restore.ts";
 import { decodeWaitStatus } from "../../src/engine/exit_watch.ts";
 import { incompatibility, type ToolVersions } from "../../src/engine/versions.ts";
@@ -10,27 +11,9 @@ Deno.test("restoreArgv translates a containerd/Docker create into runc restore",
   const cases: [string, string[], string[]][] = [
     [
       "containerd create",
+      CONTAINERD_CREATE,
       [
-        "--root",
-        "/run/containerd/runc/default",
-        "--log",
-        "/b/log.json",
-        "--log-format",
-        "json",
-        "create",
-        "--bundle",
-        "/b",
-        "--pid-file",
-        "/b/init.pid",
-        "c1",
-      ],
-      [
-        "--root",
-        "/run/containerd/runc/default",
-        "--log",
-        "/b/log.json",
-        "--log-format",
-        "json",
+        ...CONTAINERD_GLOBAL,
         "restore",
         "--detach",
         "--bundle",
