@@ -1,50 +1,61 @@
 /**
- * Installs ARCH's system stack on a Debian 12 machine: runc, containerd, Docker, CRIU >= 4
- * (from trixie, pinned), iptables, zstd, busybox-static and a C compiler for the test
- * workload. Idempotent and fast when everything is there (one dpkg query). Requires root.
+ * Installs ARCH's system stack on a Debian 12 machine (see `src/install/plan.ts` for what
+ * and why): runc, containerd and Docker from trixie, a CRIU that fits the running kernel,
+ * and every program ARCH, CRIU and the tests run. Idempotent and fast when everything is
+ * there (one dpkg query). Requires root.
  *
- *     deno run -A install.ts            # install what is missing
- *     deno run -A install.ts --dry-run  # print the plan only
+ *     deno run -A install.ts                 # install what is missing
+ *     deno run -A install.ts --dry-run       # print the plan only
+ *     deno run -A install.ts --test-engines  # also unpack the newer engine generation for the tests
  */
 
 import { runCommand } from "./src/process/exec.ts";
 import {
-  BASE_PACKAGES,
+  ALL_PLANNED_PACKAGES,
   describeStep,
-  parseCriuVersion,
   parseDpkgQuery,
   planInstall,
+  SID_PIN_PATH,
+  SID_SOURCE_PATH,
   type Step,
-  TRIXIE_PACKAGES,
+  TEST_ENGINES_DIR,
   TRIXIE_PIN_PATH,
   TRIXIE_SOURCE_PATH,
 } from "./src/install/plan.ts";
+import { unpackEngines } from "./src/install/engines.ts";
 
-const exists = (path: string) => {
+const readOrUndefined = (path: string) => {
   try {
-    Deno.statSync(path);
-    return true;
+    return Deno.readTextFileSync(path);
   } catch {
-    return false;
+    return undefined;
   }
 };
 
-async function observe() {
+async function observe(testEngines: boolean) {
   const dpkg = await runCommand({
     cmd: "dpkg-query",
-    args: ["-W", "-f", "${Package} ${db:Status-Abbrev} ${Version}\\n", ...TRIXIE_PACKAGES, ...BASE_PACKAGES],
+    args: ["-W", "-f", "${Package} ${db:Status-Abbrev} ${Version}\\n", ...new Set(ALL_PLANNED_PACKAGES)],
   });
-  const criu = exists("/usr/sbin/criu") ? await runCommand({ cmd: "criu", args: ["--version"] }) : undefined;
+  const criu = readOrUndefined("/usr/sbin/criu") !== undefined
+    ? await runCommand({ cmd: "/usr/sbin/criu", args: ["--version"] })
+    : undefined;
+  const files = new Map<string, string>();
+  for (const path of [TRIXIE_SOURCE_PATH, TRIXIE_PIN_PATH, SID_SOURCE_PATH, SID_PIN_PATH]) {
+    const content = readOrUndefined(path);
+    if (content !== undefined) files.set(path, content);
+  }
   return {
     installed: parseDpkgQuery(dpkg.stdout),
-    trixieSource: exists(TRIXIE_SOURCE_PATH),
-    trixiePin: exists(TRIXIE_PIN_PATH),
-    criuVersion: criu === undefined ? undefined : parseCriuVersion(criu.stdout),
+    files,
+    criuVersion: criu?.code === 0 ? criu.stdout : undefined,
+    kernel: Deno.osRelease(),
+    testEngines: { wanted: testEngines, present: readOrUndefined(`${TEST_ENGINES_DIR}/engines.json`) !== undefined },
   };
 }
 
 async function apply(step: Step): Promise<void> {
-  const env = { DEBIAN_FRONTEND: "noninteractive", PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin" };
+  const env = { DEBIAN_FRONTEND: "noninteractive", PATH: "/usr/sbin:/usr/bin:/sbin:/bin" };
   let result;
   switch (step.kind) {
     case "write-file":
@@ -68,8 +79,11 @@ async function apply(step: Step): Promise<void> {
         stdio: "inherit",
       });
       break;
+    case "unpack-engines":
+      await unpackEngines(step.dir, step.packages, step.suite);
+      return;
     case "criu-check": {
-      result = await runCommand({ cmd: "criu", args: ["check"] });
+      result = await runCommand({ cmd: "/usr/sbin/criu", args: ["check"] });
       if (result.code !== 0) {
         throw new Error(`"criu check" failed on this kernel: ${result.stderr.trim().split("\n").slice(-2).join(" ")}`);
       }
@@ -85,7 +99,7 @@ if (import.meta.main) {
     console.error("install.ts: run as root (it installs Debian packages)");
     Deno.exit(1);
   }
-  const steps = planInstall(await observe());
+  const steps = planInstall(await observe(Deno.args.includes("--test-engines")));
   for (const step of steps) {
     console.error(`install: ${describeStep(step)}`);
     if (dryRun) continue;

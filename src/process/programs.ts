@@ -1,0 +1,62 @@
+/**
+ * Every external program that ARCH, the engines and CRIU on its behalf, the installer, the
+ * demo and the tests run, and how each is found. The install plan must provide each one
+ * (a package it installs, or an Essential package): `tests/unit/programs_test.ts` resolves
+ * every entry the way the code does, asks `dpkg -S` which package provides it, and scans the
+ * sources so that a program spawned without an entry here fails the suite.
+ */
+
+/** The PATH ARCH's own children and the embedded engines get (no /usr/local: nothing unpackaged). */
+export const SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+export interface Program {
+  /** Name as spawned (looked up on {@link SEARCH_PATH}), or an absolute path. */
+  readonly name: string;
+  /** Who runs it. */
+  readonly by: "arch" | "criu" | "engine" | "install" | "tests";
+}
+
+export const PROGRAMS: readonly Program[] = [
+  // ARCH itself
+  { name: "/usr/sbin/runc", by: "arch" },
+  { name: "criu", by: "arch" },
+  { name: "tar", by: "arch" },
+  { name: "sh", by: "arch" },
+  { name: "setsid", by: "arch" },
+  // CRIU, when it dumps and restores a network namespace and locks the network
+  { name: "ip", by: "criu" },
+  { name: "iptables-restore", by: "criu" },
+  { name: "iptables-save", by: "criu" },
+  { name: "ip6tables-restore", by: "criu" },
+  { name: "ip6tables-save", by: "criu" },
+  // the engines, found on the PATH they are started with
+  { name: "containerd", by: "engine" },
+  { name: "containerd-shim-runc-v2", by: "engine" },
+  { name: "dockerd", by: "engine" },
+  { name: "runc", by: "engine" },
+  // install.ts
+  { name: "apt-get", by: "install" },
+  { name: "dpkg-query", by: "install" },
+  { name: "dpkg-deb", by: "install" },
+  { name: "/usr/sbin/criu", by: "install" },
+  // embedded stack, demo, tests, bench
+  { name: "/usr/bin/docker", by: "tests" },
+  { name: "ctr", by: "tests" },
+  { name: "gcc", by: "tests" },
+  { name: "/usr/bin/busybox", by: "tests" },
+  { name: "mount", by: "tests" },
+  { name: "umount", by: "tests" },
+  { name: "script", by: "tests" },
+];
+
+/** Resolves `name` as `execvp` would with {@link SEARCH_PATH}; `undefined` if not found. */
+export function resolveProgram(name: string, path = SEARCH_PATH): string | undefined {
+  const candidates = name.startsWith("/") ? [name] : path.split(":").map((dir) => `${dir}/${name}`);
+  for (const candidate of candidates) {
+    try {
+      const info = Deno.statSync(candidate);
+      if (info.isFile && info.mode !== null && (info.mode & 0o111) !== 0) return candidate;
+    } catch { /* next */ }
+  }
+  return undefined;
+}
