@@ -20,10 +20,12 @@ let summary = "tests: no report";
 try {
   const xml = Deno.readTextFileSync(junit);
   const cases = [...xml.matchAll(/<testcase\b[^>]*?(\/>|>([\s\S]*?)<\/testcase>)/g)];
-  const failed = cases.filter((c) => (c[2] ?? "").includes("<failure")).length;
+  const failures = cases.filter((c) => (c[2] ?? "").includes("<failure"));
+  const failed = failures.length;
   const skipped = cases.filter((c) => (c[2] ?? "").includes("<skipped")).length;
   summary = `tests: ${cases.length - failed - skipped} passed, ${failed} failed` +
-    (skipped ? `, ${skipped} skipped` : "");
+    (skipped ? `, ${skipped} skipped` : "") +
+    (failed ? ` (${failures.slice(0, 5).map((c) => /name="([^"]*)"/.exec(c[0])?.[1] ?? "?").join("; ")})` : "");
 } catch { /* no report: deno test failed before running */ }
 console.log(summary);
 Deno.exit(status.code);

@@ -14,6 +14,8 @@ export interface CommandSpec {
   readonly cwd?: string;
   readonly env?: Readonly<Record<string, string>>;
   readonly stdin?: string;
+  /** Kill the process (SIGKILL) after this many milliseconds; the result then has signal SIGKILL. */
+  readonly timeoutMs?: number;
 }
 
 export interface CommandResult {
@@ -47,6 +49,23 @@ export const runCommand: Runner = async (spec) => {
     ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
     ...(spec.env !== undefined ? { env: { ...spec.env } } : {}),
   }).spawn();
+  const timer = spec.timeoutMs === undefined ? undefined : setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, spec.timeoutMs);
+  try {
+    return await finish(child, spec, stdio);
+  } finally {
+    clearTimeout(timer);
+  }
+};
+
+async function finish(
+  child: Deno.ChildProcess,
+  spec: CommandSpec,
+  stdio: "inherit" | "piped" | "null",
+): Promise<CommandResult> {
   if (spec.stdin !== undefined) {
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(spec.stdin));
@@ -58,7 +77,7 @@ export const runCommand: Runner = async (spec) => {
   }
   const out = await child.output();
   return { code: out.code, signal: out.signal, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-};
+}
 
 /** Runs a command and throws {@link CommandError} unless it exits 0. */
 export async function mustRun(spec: CommandSpec, runner: Runner = runCommand): Promise<CommandResult> {

@@ -1,34 +1,41 @@
 /**
  * The embedded engine stack for the demo and the tests: a private containerd and a private
- * dockerd, each with its own root, state, sockets and pid file inside one scratch
- * directory, both offering an `arch` runtime that points at `dist/arch-runc`.
+ * dockerd of one engine generation (see `engines.ts`), each with its own root, state,
+ * sockets and pid file inside one scratch directory, both offering an `arch` runtime that
+ * points at `dist/arch-runc`.
  *
  * Guarantees: the machine's own engine configuration (`/etc/containerd`, `/etc/docker`,
- * `/var/lib/docker`, default sockets) is never read or written; `stop()` removes every
- * container it started, stops both daemons, unmounts what they left under the scratch
- * directory and removes it. Requires root, containerd, containerd-shim-runc-v2, dockerd
- * and runc (see install.ts).
+ * `/var/lib/docker`, default sockets) is never read or written. `stop()` is best-effort and
+ * complete: whatever failed before or fails on the way, it removes every container the stack
+ * started (through the engines, then with runc directly), stops both daemons, kills every
+ * process left that refers to the scratch directory (shims, exit watchers), unmounts what is
+ * mounted below it and removes it; it reports what it could not do instead of throwing.
+ * Requires root and the engine binaries (see install.ts).
  */
 
 import { CommandError, type CommandResult, type CommandSpec, runCommand } from "../process/exec.ts";
 import { buildTestImage, TEST_IMAGE } from "./image.ts";
+import type { Engines } from "./engines.ts";
 
 export { TEST_IMAGE };
 
 export interface StackOptions {
   /** `dist/arch-runc`, the runtime binary engines are pointed at. */
   readonly archRunc: string;
+  /** The engine generation to run. */
+  readonly engines: Engines;
   /** Source of the test workload. */
   readonly workloadSource: string;
   /** Where the built test image is cached between runs. */
   readonly imageCache: string;
   /** Keep the scratch directory after stop (debugging). */
   readonly keep?: boolean;
+  /** Where the scratch directory is created (default: the system's temporary directory). */
+  readonly scratchParent?: string;
 }
 
-/** Absolute path of the real runc the stack's ARCH configuration names. */
-export const REAL_RUNC = "/usr/sbin/runc";
-const DOCKER_CLI = "/usr/bin/docker";
+/** How long one engine command may take while the stack is torn down. */
+const STOP_COMMAND_TIMEOUT_MS = 30_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -40,9 +47,9 @@ async function waitFor(what: string, probe: () => Promise<boolean>, timeoutMs: n
   }
   let tail = "";
   try {
-    tail = Deno.readTextFileSync(logFile).split("\n").slice(-15).join("\n");
+    tail = Deno.readTextFileSync(logFile).trim().split("\n").at(-1) ?? "";
   } catch { /* no log */ }
-  throw new Error(`${what} did not become ready within ${timeoutMs} ms; last log lines:\n${tail}`);
+  throw new Error(`${what} did not become ready within ${timeoutMs} ms (${logFile}${tail ? `: ${tail}` : ""})`);
 }
 
 /** Mount points at or below `dir`, deepest first. */
@@ -54,6 +61,50 @@ function mountsUnder(dir: string): string[] {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
+function describe(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) {
+    return error.message.replace(/^Failed to spawn '([^']+)'.*/, "$1 is not installed");
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Processes (other than this one) whose command line mentions `text`. */
+export function processesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes(text)) pids.push(pid);
+    } catch { /* gone */ }
+  }
+  return pids;
+}
+
+/** runc containers whose state lives under one of `roots` and whose rootfs or bundle is below `dir`. */
+function runcContainersUnder(roots: readonly string[], dir: string): { root: string; id: string }[] {
+  const found: { root: string; id: string }[] = [];
+  const visit = (root: string, depth: number) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(root)].filter((e) => e.isDirectory);
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const path = `${root}/${entry.name}`;
+      try {
+        const state = Deno.readTextFileSync(`${path}/state.json`);
+        if (state.includes(`"${dir}/`)) found.push({ root, id: entry.name });
+      } catch {
+        if (depth > 0) visit(path, depth - 1);
+      }
+    }
+  };
+  for (const root of roots) visit(root, 2);
+  return found;
+}
+
 export class EmbeddedStack implements AsyncDisposable {
   readonly containerdSock: string;
   readonly dockerSock: string;
@@ -62,7 +113,7 @@ export class EmbeddedStack implements AsyncDisposable {
   readonly archStateDir: string;
   readonly archLog: string;
   readonly archRunc: string;
-  /** The only checkpoint root this stack's ARCH configuration allows. */
+  /** The default checkpoint root, under the only allowed root; ARCH creates it on first use. */
   readonly checkpointRoot: string;
   #containerd: Deno.ChildProcess | undefined;
   #dockerd: Deno.ChildProcess | undefined;
@@ -74,39 +125,48 @@ export class EmbeddedStack implements AsyncDisposable {
     this.archStateDir = `${scratch}/arch/run`;
     this.archLog = `${scratch}/arch/arch.log`;
     this.archRunc = options.archRunc;
-    this.checkpointRoot = `${scratch}/checkpoints`;
+    // As on a new node: the default root does not exist until ARCH creates it.
+    this.checkpointRoot = `${scratch}/lib/arch/checkpoints`;
   }
 
   /** Starts containerd and dockerd in a new scratch directory and imports the test image. */
   static async start(options: StackOptions): Promise<EmbeddedStack> {
-    const scratch = Deno.makeTempDirSync({ prefix: "arch-stack-" });
+    const scratch = Deno.makeTempDirSync({
+      prefix: "arch-stack-",
+      ...(options.scratchParent !== undefined ? { dir: options.scratchParent } : {}),
+    });
     const stack = new EmbeddedStack(scratch, options);
     try {
       await stack.#start();
     } catch (error) {
-      await stack.stop();
-      throw error;
+      const problems = await stack.stop();
+      const cleanup = problems.length > 0 ? ` (cleanup incomplete: ${problems.join("; ")})` : "";
+      throw new Error(`cannot start the embedded ${options.engines.name} engines: ${describe(error)}${cleanup}`);
     }
     return stack;
   }
 
+  /** The engine generation this stack runs. */
+  get engines(): Engines {
+    return this.options.engines;
+  }
+
   /** Environment every engine process gets: ARCH finds its configuration through it. */
   get engineEnv(): Record<string, string> {
-    return { ARCH_CONFIG: this.archConfig, PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+    return { ARCH_CONFIG: this.archConfig, PATH: this.options.engines.path };
   }
 
   async #start(): Promise<void> {
     const s = this.scratch;
     Deno.mkdirSync(`${s}/arch`, { mode: 0o700 });
-    Deno.mkdirSync(this.checkpointRoot, { mode: 0o700 });
     Deno.writeTextFileSync(
       this.archConfig,
       JSON.stringify(
         {
-          runc: REAL_RUNC,
+          runc: this.options.engines.runc,
           stateDir: this.archStateDir,
           logFile: this.archLog,
-          checkpointRoots: [this.checkpointRoot],
+          checkpointRoots: [`${s}/lib/arch`],
           defaultCheckpointRoot: this.checkpointRoot,
         },
         null,
@@ -131,7 +191,12 @@ export class EmbeddedStack implements AsyncDisposable {
         "",
       ].join("\n"),
     );
-    this.#containerd = this.#daemon("containerd", ["--config", `${s}/containerd.toml`, "--log-level", "warn"]);
+    this.#containerd = this.#daemon("containerd", this.engines.containerd, [
+      "--config",
+      `${s}/containerd.toml`,
+      "--log-level",
+      "warn",
+    ]);
     await waitFor(
       "containerd",
       async () => (await this.ctr(["version"], { check: false })).code === 0,
@@ -144,7 +209,7 @@ export class EmbeddedStack implements AsyncDisposable {
       `${s}/docker/daemon.json`,
       JSON.stringify({ runtimes: { arch: { path: this.archRunc } } }, null, 2),
     );
-    this.#dockerd = this.#daemon("dockerd", [
+    this.#dockerd = this.#daemon("dockerd", this.engines.dockerd, [
       "--config-file",
       `${s}/docker/daemon.json`,
       "--data-root",
@@ -179,9 +244,9 @@ export class EmbeddedStack implements AsyncDisposable {
     await this.docker(["load", "--quiet", "--input", image]);
   }
 
-  #daemon(name: string, args: string[]): Deno.ChildProcess {
+  #daemon(name: string, binary: string, args: string[]): Deno.ChildProcess {
     const log = Deno.openSync(`${this.scratch}/${name}.log`, { create: true, append: true });
-    const child = new Deno.Command(name, {
+    const child = new Deno.Command(binary, {
       args,
       env: this.engineEnv,
       clearEnv: true,
@@ -199,14 +264,17 @@ export class EmbeddedStack implements AsyncDisposable {
   ctr(args: readonly string[], opts: { namespace?: string; check?: boolean } & Partial<CommandSpec> = {}) {
     return this.#run({
       ...opts,
-      cmd: "ctr",
+      cmd: this.engines.ctr,
       args: ["--address", this.containerdSock, "--namespace", opts.namespace ?? "default", ...args],
     }, opts.check);
   }
 
   /** Runs the `docker` CLI against the private dockerd. */
   docker(args: readonly string[], opts: { check?: boolean } & Partial<CommandSpec> = {}) {
-    return this.#run({ ...opts, cmd: DOCKER_CLI, args: ["--host", `unix://${this.dockerSock}`, ...args] }, opts.check);
+    return this.#run(
+      { ...opts, cmd: this.engines.docker, args: ["--host", `unix://${this.dockerSock}`, ...args] },
+      opts.check,
+    );
   }
 
   /** Runs any command with the engines' environment (e.g. `script` around a `ctr -t`). */
@@ -220,36 +288,82 @@ export class EmbeddedStack implements AsyncDisposable {
     return result;
   }
 
-  /** Removes every container of both engines, stops them, unmounts and deletes the scratch dir. */
-  async stop(): Promise<void> {
-    if (this.#dockerd !== undefined) {
-      const ids = (await this.docker(["ps", "-aq"], { check: false })).stdout.split("\n").filter(Boolean);
-      if (ids.length > 0) await this.docker(["rm", "-f", ...ids], { check: false });
-      await this.#terminate(this.#dockerd);
+  /**
+   * Removes every container of both engines, stops them, kills what is left of the stack,
+   * unmounts and deletes the scratch directory. Never throws: returns what it could not do.
+   */
+  async stop(): Promise<string[]> {
+    const problems: string[] = [];
+    // Removing containers through the engines may fail (a daemon died, a CLI is missing):
+    // the runc-level sweep below catches what they left, so only its failures are reported.
+    const attempt = async (what: string, step: () => Promise<unknown> | unknown, report = true) => {
+      try {
+        await step();
+      } catch (error) {
+        if (report) problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    };
+    const quick = { check: false, timeoutMs: STOP_COMMAND_TIMEOUT_MS };
+    const dockerd = this.#dockerd;
+    if (dockerd !== undefined) {
+      await attempt("remove docker containers", async () => {
+        const ids = (await this.docker(["ps", "-aq"], quick)).stdout.split("\n").filter(Boolean);
+        if (ids.length > 0) await this.docker(["rm", "-f", ...ids], quick);
+      }, false);
+      await attempt("stop dockerd", () => this.#terminate(dockerd));
       this.#dockerd = undefined;
     }
-    if (this.#containerd !== undefined) {
-      const namespaces = (await this.ctr(["namespaces", "ls", "-q"], { check: false })).stdout.split("\n").filter(
-        Boolean,
-      );
-      for (const namespace of namespaces) {
-        const tasks = (await this.ctr(["tasks", "ls", "-q"], { namespace, check: false })).stdout.split("\n")
-          .filter(Boolean);
-        for (const task of tasks) {
-          await this.ctr(["tasks", "kill", "--signal", "SIGKILL", task], { namespace, check: false });
-          await this.ctr(["tasks", "delete", "--force", task], { namespace, check: false });
-        }
-        const containers = (await this.ctr(["containers", "ls", "-q"], { namespace, check: false })).stdout
-          .split("\n").filter(Boolean);
-        for (const c of containers) await this.ctr(["containers", "delete", c], { namespace, check: false });
-      }
-      await this.#terminate(this.#containerd);
+    const containerd = this.#containerd;
+    if (containerd !== undefined) {
+      await attempt("remove containerd tasks", () => this.#removeCtrContainers(), false);
+      await attempt("stop containerd", () => this.#terminate(containerd));
       this.#containerd = undefined;
     }
+    // Whatever the engines could not remove: containers through runc, then every process that
+    // still refers to the scratch directory (shims outlive containerd; exit watchers).
+    await attempt("delete leftover runc containers", async () => {
+      const roots = [`${this.scratch}/docker/exec`, "/run/containerd/runc"];
+      for (const { root, id } of runcContainersUnder(roots, this.scratch)) {
+        await runCommand({
+          cmd: this.engines.runc,
+          args: ["--root", root, "delete", "--force", id],
+          timeoutMs: STOP_COMMAND_TIMEOUT_MS,
+        });
+      }
+    });
+    await attempt("kill leftover processes", async () => {
+      for (const pid of processesMentioning(this.scratch)) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      for (let i = 0; i < 50 && processesMentioning(this.scratch).length > 0; i++) await sleep(100);
+    });
     for (const point of mountsUnder(this.scratch)) {
-      await runCommand({ cmd: "umount", args: ["-l", point] });
+      await attempt(`unmount ${point}`, async () => {
+        const r = await runCommand({ cmd: "umount", args: ["-l", point], timeoutMs: STOP_COMMAND_TIMEOUT_MS });
+        if (r.code !== 0) throw new Error(r.stderr.trim());
+      });
     }
-    if (!this.options.keep) await Deno.remove(this.scratch, { recursive: true }).catch(() => {});
+    if (!this.options.keep) {
+      await attempt("remove the scratch directory", () => Deno.remove(this.scratch, { recursive: true }));
+    }
+    return problems;
+  }
+
+  async #removeCtrContainers(): Promise<void> {
+    const quick = { check: false, timeoutMs: STOP_COMMAND_TIMEOUT_MS };
+    const lines = async (args: string[], namespace = "default") =>
+      (await this.ctr(args, { namespace, ...quick })).stdout.split("\n").filter(Boolean);
+    for (const namespace of await lines(["namespaces", "ls", "-q"])) {
+      for (const task of await lines(["tasks", "ls", "-q"], namespace)) {
+        await this.ctr(["tasks", "kill", "--signal", "SIGKILL", task], { namespace, ...quick });
+        await this.ctr(["tasks", "delete", "--force", task], { namespace, ...quick });
+      }
+      for (const c of await lines(["containers", "ls", "-q"], namespace)) {
+        await this.ctr(["containers", "delete", c], { namespace, ...quick });
+      }
+    }
   }
 
   async #terminate(child: Deno.ChildProcess): Promise<void> {
@@ -266,6 +380,7 @@ export class EmbeddedStack implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    const problems = await this.stop();
+    if (problems.length > 0) console.error(`embedded stack: cleanup incomplete: ${problems.join("; ")}`);
   }
 }

@@ -4,7 +4,9 @@
  * with CI=true it fails the run, so they never silently skip there.
  */
 
-import { EmbeddedStack } from "../../src/stack/stack.ts";
+import { EmbeddedStack, type StackOptions } from "../../src/stack/stack.ts";
+import { describeEngines, type Engines, systemEngines, unpackedEngines } from "../../src/stack/engines.ts";
+import { TEST_ENGINES_DIR } from "../../src/install/plan.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 export const ARCH = `${ROOT}/dist/arch`;
@@ -13,12 +15,17 @@ export const RUNC = "/usr/sbin/runc";
 
 function missing(): string | undefined {
   if (Deno.uid() !== 0) return "not root";
-  for (const path of [ARCH, ARCH_RUNC, RUNC, "/usr/bin/containerd", "/usr/sbin/dockerd", "/usr/sbin/criu"]) {
+  const system = systemEngines();
+  const paths = [ARCH, ARCH_RUNC, "/usr/sbin/criu", system.runc, system.containerd, system.dockerd, system.docker];
+  for (const path of paths) {
     try {
       Deno.statSync(path);
     } catch {
       return `${path} is missing (run scripts/run test)`;
     }
+  }
+  if (unpackedEngines() === undefined) {
+    return `the test engines are missing in ${TEST_ENGINES_DIR} (run scripts/run test)`;
   }
   return undefined;
 }
@@ -32,14 +39,52 @@ if (why !== undefined) console.error(`skipping integration tests: ${why}`);
 /** `true` when the integration tests must be skipped (never in CI). */
 export const SKIP = why !== undefined;
 
-/** Starts a private stack for one test file. */
-export function startStack(): Promise<EmbeddedStack> {
+/**
+ * The engine generations every integration test runs on: the system's packages (trixie) and
+ * the newer generation unpacked by `install.ts --test-engines` (sid).
+ */
+export const ENGINES: readonly Engines[] = SKIP ? [] : [systemEngines(), ...newerEngines()];
+
+function newerEngines(): Engines[] {
+  const sid = unpackedEngines();
+  if (sid !== undefined) return [sid];
+  const msg = `the newer engine generation is missing in ${TEST_ENGINES_DIR} (run scripts/run test)`;
+  if (Deno.env.get("CI") === "true") throw new Error(`integration tests cannot run in CI: ${msg}`);
+  console.error(`integration tests run on the system's engines only: ${msg}`);
+  return [];
+}
+
+/** Starts a private stack of one engine generation (the system's by default). */
+export function startStack(
+  engines: Engines = ENGINES[0] ?? systemEngines(),
+  options: Partial<StackOptions> = {},
+): Promise<EmbeddedStack> {
   return EmbeddedStack.start({
     archRunc: ARCH_RUNC,
+    engines,
     workloadSource: `${ROOT}/tests/fixtures/workload.c`,
     imageCache: `${ROOT}/.cache/image`,
     keep: Deno.env.get("ARCH_KEEP_STACK") === "1",
+    ...options,
   });
+}
+
+/**
+ * Defines one integration test per engine generation, each with its own embedded stack
+ * (stopped, whatever happens, when the test ends).
+ */
+export function stackTest(name: string, fn: (t: Deno.TestContext, stack: EmbeddedStack) => Promise<void>): void {
+  for (const engines of ENGINES.length > 0 ? ENGINES : [undefined]) {
+    Deno.test({
+      name: engines === undefined ? name : `${name} [${describeEngines(engines)}]`,
+      ignore: SKIP,
+      sanitizeResources: false,
+      sanitizeOps: false,
+    }, async (t) => {
+      await using stack = await startStack(engines);
+      await fn(t, stack);
+    });
+  }
 }
 
 /** A name unique to this run, for containers. */

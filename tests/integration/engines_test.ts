@@ -7,7 +7,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
-import { ARCH_RUNC, archCli, archDockerRun, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH_RUNC, archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 interface Mode {
   readonly name: string;
@@ -157,7 +157,7 @@ const ctrScenarios: Record<string, Scenario> = {
     const id = uniqueName("t");
     // ctr -t needs a terminal on its own stdin: script(1) provides one. The sleep: ctr can
     // lose the output of a TTY process that exits before it has attached to the console.
-    const cmd = ["ctr", "--address", stack.containerdSock, "run", "--rm", "-t", ...mode.ctr, CTR_IMAGE, id];
+    const cmd = [stack.engines.ctr, "--address", stack.containerdSock, "run", "--rm", "-t", ...mode.ctr, CTR_IMAGE, id];
     const line = `${cmd.join(" ")} sh -c 'tty; echo done; sleep 0.5; exit 3'`;
     const r = await stack.run({ cmd: "script", args: ["-qec", line, "/dev/null"] }, false);
     ok(r.stdout.includes("/dev/pts/0"), r.stdout);
@@ -187,13 +187,7 @@ async function compareModes(
   }
 }
 
-Deno.test({
-  name: "engines: ARCH is indistinguishable from runc",
-  ignore: SKIP,
-  sanitizeResources: false,
-  sanitizeOps: false,
-}, async (t) => {
-  await using stack = await startStack();
+stackTest("engines: ARCH is indistinguishable from runc", async (t, stack) => {
   await t.step("docker", (t) => compareModes(t, stack, dockerScenarios));
   await t.step("containerd (ctr)", (t) => compareModes(t, stack, ctrScenarios));
 

@@ -1,0 +1,69 @@
+/**
+ * The embedded stack never leaves anything behind: a start that fails half-way and a stop
+ * after a daemon died both end with no process and no mount left of the stack, and a
+ * failed start says what failed in one line.
+ */
+
+import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { processesMentioning } from "../../src/stack/stack.ts";
+import { ENGINES, SKIP, startStack, uniqueName } from "./_env.ts";
+
+const mountsUnder = (dir: string) =>
+  Deno.readTextFileSync("/proc/self/mountinfo").split("\n").map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p.startsWith(`${dir}/`));
+
+/** Asserts nothing of a stack created under `parent` is left, then removes `parent`. */
+function assertNothingLeft(parent: string): void {
+  assertEquals(processesMentioning(parent), [], "no process of the stack is left");
+  assertEquals(mountsUnder(parent), [], "no mount of the stack is left");
+  assertEquals([...Deno.readDirSync(parent)].map((e) => e.name), [], "the scratch directory is gone");
+  Deno.removeSync(parent);
+}
+
+for (const engines of ENGINES.length > 0 ? ENGINES : [undefined]) {
+  Deno.test({
+    name: `embedded stack cleanup [${engines?.name ?? "none"}]`,
+    ignore: SKIP,
+    sanitizeResources: false,
+    sanitizeOps: false,
+  }, async (t) => {
+    await t.step("a start that fails (docker CLI missing) stops what it started and says so in one line", async () => {
+      const parent = Deno.makeTempDirSync({ prefix: "arch-stack-test-" });
+      const broken = { ...engines!, docker: `${parent}/no-such-docker` };
+      let message = "";
+      try {
+        await startStack(broken, { scratchParent: parent });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      assertEquals(
+        message,
+        `cannot start the embedded ${engines!.name} engines: ${parent}/no-such-docker is not installed`,
+      );
+      assertNothingLeft(parent);
+    });
+
+    await t.step("stop after dockerd was killed still removes every container, daemon and mount", async () => {
+      const parent = Deno.makeTempDirSync({ prefix: "arch-stack-test-" });
+      const stack = await startStack(engines, { scratchParent: parent });
+      const marker = uniqueName("marker");
+      await stack.docker(["run", "-d", "--network", "none", "arch-test", "sh", "-c", `sleep 1000; echo ${marker}`]);
+      await stack.ctr([
+        "run",
+        "-d",
+        "docker.io/library/arch-test:latest",
+        uniqueName("c"),
+        "sh",
+        "-c",
+        `sleep 1000; echo ${marker}`,
+      ]);
+      ok(processesMentioning(marker).length >= 2, "both containers run");
+      const dockerd = Number(Deno.readTextFileSync(`${stack.scratch}/docker/docker.pid`).trim());
+      Deno.kill(dockerd, "SIGKILL");
+      const problems = await stack.stop();
+      ok(problems.every((p) => !p.startsWith("delete leftover") && !p.startsWith("unmount")), problems.join("; "));
+      assertEquals(processesMentioning(marker), [], "the containers' processes are gone");
+      assertNothingLeft(parent);
+    });
+  });
+}
