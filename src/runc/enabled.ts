@@ -24,6 +24,7 @@ import { loadHostConfig } from "../config/host_schema.ts";
 import { stringOption } from "./argv.ts";
 import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
+import { ensureDefaultRoot } from "../store/default_root.ts";
 import { isDraining } from "../engine/drain.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
 
@@ -53,6 +54,12 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
       `node is draining after "arch finalize": ARCH containers are not started here; ` +
         `run "arch finalize --undo" to lift the drain`,
     );
+    return 1;
+  }
+  try {
+    ensureDefaultRoot(host.defaultCheckpointRoot);
+  } catch (error) {
+    ctx.fail((error as Error).message);
     return 1;
   }
   const bundle = stringOption(ctx.call.options, "bundle") ?? Deno.cwd();

@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
-import { archCli, archCtrRun, archDockerRun, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
+import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
 
@@ -46,8 +46,36 @@ async function archCheckpoint(stack: EmbeddedStack, id: string) {
   return r;
 }
 
-Deno.test({ name: "checkpoint and restore", ignore: SKIP, sanitizeResources: false, sanitizeOps: false }, async (t) => {
-  await using stack = await startStack();
+stackTest("checkpoint and restore", async (t, stack) => {
+  await t.step("ARCH_ENABLE=1 alone works on a new node: ARCH creates its default root (root, 0700)", async () => {
+    const exists = () => Deno.stat(stack.checkpointRoot).then(() => true, () => false);
+    ok(!await exists(), "the stack starts without the default root, as a new node");
+    const name = uniqueName("alone");
+    await stack.docker([
+      "run",
+      "-d",
+      "--name",
+      name,
+      "--network",
+      "none",
+      "--runtime",
+      "arch",
+      "--env",
+      "ARCH_ENABLE=1",
+      IMAGE,
+      "workload",
+      "--interval-ms",
+      "50",
+    ]);
+    await waitTicks(stack, name, 3);
+    const info = Deno.statSync(stack.checkpointRoot);
+    assertEquals([info.isDirectory, info.uid, info.mode! & 0o777], [true, 0, 0o700]);
+    const id = await fullId(stack, name);
+    const r = await archCheckpoint(stack, id);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    ok(Deno.readLinkSync(`${stack.checkpointRoot}/moby/${id}/current`).startsWith("ckpt-"));
+    await stack.docker(["rm", "-f", name]);
+  });
 
   await t.step("docker: checkpoint, then docker start resumes the same container", async () => {
     const name = uniqueName("same");
@@ -93,14 +121,7 @@ async function assertFreshStartAndQuarantine(stack: EmbeddedStack, key: string, 
 
 const ctrLog = async (path: string) => progress(await Deno.readTextFile(path).catch(() => ""));
 
-Deno.test({
-  name: "restore into a new container with the same key",
-  ignore: SKIP,
-  sanitizeResources: false,
-  sanitizeOps: false,
-}, async (t) => {
-  await using stack = await startStack();
-
+stackTest("restore into a new container with the same key", async (t, stack) => {
   await t.step("docker run: a new container resumes the workload, files included", async () => {
     const key = uniqueName("files");
     const first = uniqueName("first");
@@ -174,108 +195,97 @@ Deno.test({
   });
 });
 
-Deno.test(
-  { name: "failures never lose a container", ignore: SKIP, sanitizeResources: false, sanitizeOps: false },
-  async (t) => {
-    await using stack = await startStack();
+stackTest("failures never lose a container", async (t, stack) => {
+  await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
+    // The checkpoint root is a 2 MiB tmpfs and the workload holds 16 MiB: CRIU runs out of
+    // space in the middle of the dump, after the container was paused.
+    const small = `${stack.checkpointRoot}/small`;
+    Deno.mkdirSync(small, { recursive: true });
+    await stack.run({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
+    const name = uniqueName("full");
+    const key = uniqueName("k");
+    await stack.docker(archDockerRun(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
+    await waitTicks(stack, name, 5);
+    const r = await archCheckpoint(stack, await fullId(stack, name));
+    assertEquals(r.code, 1, r.stdout);
+    ok(r.stdout.startsWith("FAIL "), r.stdout);
+    ok(r.stdout.includes("CRIU log"), r.stdout);
+    const at = (await dockerLogs(stack, name)).lastTick;
+    const later = await waitTicks(stack, name, at + 5);
+    assertEquals([later.starts, later.verifyFailures], [1, 0]);
+    assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim(), "running");
+    const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name).filter((n) => n !== ".lock");
+    assertEquals(left, [], "no temporary or committed checkpoint left");
+    await stack.docker(["rm", "-f", name]);
+    await stack.run({ cmd: "umount", args: [small] });
+  });
 
-    await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
-      // The checkpoint root is a 2 MiB tmpfs and the workload holds 16 MiB: CRIU runs out of
-      // space in the middle of the dump, after the container was paused.
-      const small = `${stack.checkpointRoot}/small`;
-      Deno.mkdirSync(small);
-      await stack.run({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
-      const name = uniqueName("full");
-      const key = uniqueName("k");
-      await stack.docker(archDockerRun(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
-      await waitTicks(stack, name, 5);
-      const r = await archCheckpoint(stack, await fullId(stack, name));
-      assertEquals(r.code, 1, r.stdout);
-      ok(r.stdout.startsWith("FAIL "), r.stdout);
-      ok(r.stdout.includes("CRIU log"), r.stdout);
-      const at = (await dockerLogs(stack, name)).lastTick;
-      const later = await waitTicks(stack, name, at + 5);
-      assertEquals([later.starts, later.verifyFailures], [1, 0]);
-      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim(), "running");
-      const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name).filter((n) => n !== ".lock");
-      assertEquals(left, [], "no temporary or committed checkpoint left");
-      await stack.docker(["rm", "-f", name]);
-      await stack.run({ cmd: "umount", args: [small] });
-    });
+  await t.step("a corrupted checkpoint is quarantined and the container starts fresh", async () => {
+    const key = uniqueName("corrupt");
+    const { name, keyDir, current } = await checkpointed(stack, key, 5);
+    const pages = [...Deno.readDirSync(`${current}/criu`)].find((e) => e.name.startsWith("pages-"))!.name;
+    const file = await Deno.open(`${current}/criu/${pages}`, { write: true });
+    await file.write(new TextEncoder().encode("corrupt"));
+    file.close();
+    const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "does not match its manifest checksum");
+    await stack.docker(["rm", "-f", name, b]);
+  });
 
-    await t.step("a corrupted checkpoint is quarantined and the container starts fresh", async () => {
-      const key = uniqueName("corrupt");
-      const { name, keyDir, current } = await checkpointed(stack, key, 5);
-      const pages = [...Deno.readDirSync(`${current}/criu`)].find((e) => e.name.startsWith("pages-"))!.name;
-      const file = await Deno.open(`${current}/criu/${pages}`, { write: true });
-      await file.write(new TextEncoder().encode("corrupt"));
-      file.close();
-      const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "does not match its manifest checksum");
-      await stack.docker(["rm", "-f", name, b]);
-    });
+  await t.step("a checkpoint that verifies but CRIU cannot restore: quarantined, fresh start", async () => {
+    const key = uniqueName("badimg");
+    const { name, keyDir, current } = await checkpointed(stack, key, 3);
+    // Truncate CRIU's process tree image and fix up the manifest, as an incompatible image
+    // that is not corrupt in transit would look: verification passes, runc restore fails.
+    Deno.writeFileSync(`${current}/criu/pstree.img`, new Uint8Array(8));
+    const manifest = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`));
+    const { sha256File } = await import("../../src/store/manifest.ts");
+    for (const f of manifest.files) Object.assign(f, await sha256File(`${current}/${f.path}`));
+    Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
+    const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
+    await stack.docker(["rm", "-f", name, b]);
+  });
 
-    await t.step("a checkpoint that verifies but CRIU cannot restore: quarantined, fresh start", async () => {
-      const key = uniqueName("badimg");
-      const { name, keyDir, current } = await checkpointed(stack, key, 3);
-      // Truncate CRIU's process tree image and fix up the manifest, as an incompatible image
-      // that is not corrupt in transit would look: verification passes, runc restore fails.
-      Deno.writeFileSync(`${current}/criu/pstree.img`, new Uint8Array(8));
-      const manifest = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`));
-      const { sha256File } = await import("../../src/store/manifest.ts");
-      for (const f of manifest.files) Object.assign(f, await sha256File(`${current}/${f.path}`));
-      Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
-      const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
-      await stack.docker(["rm", "-f", name, b]);
-    });
+  await t.step("two checkpoints of one container at once: one commits, the other fails cleanly", async () => {
+    const key = uniqueName("twice");
+    const a = uniqueName("a");
+    await stack.docker(archDockerRun(a, key));
+    await waitTicks(stack, a, 3);
+    const id = await fullId(stack, a);
+    const results = await Promise.all([archCheckpoint(stack, id), archCheckpoint(stack, id)]);
+    assertEquals(results.map((r) => r.code).sort(), [0, 1], results.map((r) => r.stdout).join(""));
+    const keyDir = `${stack.checkpointRoot}/moby/${key}`;
+    const names = [...Deno.readDirSync(keyDir)].map((e) => e.name).sort();
+    assertEquals(names.filter((n) => n.startsWith("ckpt-") || n.startsWith(".tmp-")).length, 1, names.join(" "));
+    const b = uniqueName("b");
+    const before = await dockerLogs(stack, a);
+    await stack.docker(archDockerRun(b, key));
+    const after = await waitTicks(stack, b, before.lastTick + 3);
+    assertEquals([after.starts, after.ticks[0], after.verifyFailures], [0, before.lastTick + 1, 0]);
+    await stack.docker(["rm", "-f", a, b]);
+  });
 
-    await t.step("two checkpoints of one container at once: one commits, the other fails cleanly", async () => {
-      const key = uniqueName("twice");
-      const a = uniqueName("a");
-      await stack.docker(archDockerRun(a, key));
-      await waitTicks(stack, a, 3);
-      const id = await fullId(stack, a);
-      const results = await Promise.all([archCheckpoint(stack, id), archCheckpoint(stack, id)]);
-      assertEquals(results.map((r) => r.code).sort(), [0, 1], results.map((r) => r.stdout).join(""));
-      const keyDir = `${stack.checkpointRoot}/moby/${key}`;
-      const names = [...Deno.readDirSync(keyDir)].map((e) => e.name).sort();
-      assertEquals(names.filter((n) => n.startsWith("ckpt-") || n.startsWith(".tmp-")).length, 1, names.join(" "));
-      const b = uniqueName("b");
-      const before = await dockerLogs(stack, a);
-      await stack.docker(archDockerRun(b, key));
-      const after = await waitTicks(stack, b, before.lastTick + 3);
-      assertEquals([after.starts, after.ticks[0], after.verifyFailures], [0, before.lastTick + 1, 0]);
-      await stack.docker(["rm", "-f", a, b]);
-    });
+  await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
+    const { name: a, keyDir } = await checkpointed(stack, uniqueName("perm"), 2);
+    const walk = (dir: string): [string, number][] =>
+      [...Deno.readDirSync(dir)].flatMap((e) => {
+        const p = `${dir}/${e.name}`;
+        const mode = Deno.lstatSync(p).mode! & 0o777;
+        return e.isDirectory
+          ? [[p, mode] as [string, number], ...walk(p)]
+          : e.isFile
+          ? [[p, mode] as [string, number]]
+          : [];
+      });
+    const modes = walk(keyDir);
+    ok(modes.length > 5);
+    for (const [path, mode] of modes) {
+      assertEquals(mode, Deno.statSync(path).isDirectory ? 0o700 : 0o600, path);
+    }
+    await stack.docker(["rm", "-f", a]);
+  });
+});
 
-    await t.step("checkpoint files are private: directories 0700, files 0600", async () => {
-      const { name: a, keyDir } = await checkpointed(stack, uniqueName("perm"), 2);
-      const walk = (dir: string): [string, number][] =>
-        [...Deno.readDirSync(dir)].flatMap((e) => {
-          const p = `${dir}/${e.name}`;
-          const mode = Deno.lstatSync(p).mode! & 0o777;
-          return e.isDirectory
-            ? [[p, mode] as [string, number], ...walk(p)]
-            : e.isFile
-            ? [[p, mode] as [string, number]]
-            : [];
-        });
-      const modes = walk(keyDir);
-      ok(modes.length > 5);
-      for (const [path, mode] of modes) {
-        assertEquals(mode, Deno.statSync(path).isDirectory ? 0o700 : 0o600, path);
-      }
-      await stack.docker(["rm", "-f", a]);
-    });
-  },
-);
-
-Deno.test({
-  name: "checkpoint data after the container ends",
-  ignore: SKIP,
-  sanitizeResources: false,
-  sanitizeOps: false,
-}, async (t) => {
-  await using stack = await startStack();
+stackTest("checkpoint data after the container ends", async (t, stack) => {
   const keyDir = (key: string) => `${stack.checkpointRoot}/moby/${key}`;
   const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
@@ -338,90 +348,85 @@ Deno.test({
   });
 });
 
-Deno.test(
-  { name: "arch finalize and the drain", ignore: SKIP, sanitizeResources: false, sanitizeOps: false },
-  async (t) => {
-    await using stack = await startStack();
+stackTest("arch finalize and the drain", async (t, stack) => {
+  await t.step("finalize checkpoints every running ARCH container at once, then drains the node", async () => {
+    const keys = [uniqueName("f1"), uniqueName("f2")];
+    const names = keys.map((k) => `${k}-c`);
+    for (const [i, name] of names.entries()) await stack.docker(archDockerRun(name, keys[i]!));
+    const ctrKey = uniqueName("f3");
+    const ctrId = uniqueName("fc");
+    const ctrLogPath = `${stack.scratch}/${ctrId}.log`;
+    const ctrRun = (id: string, log: string) =>
+      stack.ctr(archCtrRun(id, ctrKey, ["workload", "--interval-ms", "50"], log));
+    await ctrRun(ctrId, ctrLogPath);
+    // a plain container through arch is not touched
+    const plain = uniqueName("plain");
+    await stack.docker(["run", "-d", "--name", plain, "--network", "none", "--runtime", "arch", IMAGE, "workload"]);
+    for (const name of names) await waitTicks(stack, name, 5);
 
-    await t.step("finalize checkpoints every running ARCH container at once, then drains the node", async () => {
-      const keys = [uniqueName("f1"), uniqueName("f2")];
-      const names = keys.map((k) => `${k}-c`);
-      for (const [i, name] of names.entries()) await stack.docker(archDockerRun(name, keys[i]!));
-      const ctrKey = uniqueName("f3");
-      const ctrId = uniqueName("fc");
-      const ctrLogPath = `${stack.scratch}/${ctrId}.log`;
-      const ctrRun = (id: string, log: string) =>
-        stack.ctr(archCtrRun(id, ctrKey, ["workload", "--interval-ms", "50"], log));
-      await ctrRun(ctrId, ctrLogPath);
-      // a plain container through arch is not touched
-      const plain = uniqueName("plain");
-      await stack.docker(["run", "-d", "--name", plain, "--network", "none", "--runtime", "arch", IMAGE, "workload"]);
-      for (const name of names) await waitTicks(stack, name, 5);
+    const r = await archCli(stack, ["finalize", "--concurrency", "3"]);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split("\n");
+    assertEquals(lines.length, 3, r.stdout);
+    ok(lines.every((l) => l.startsWith("ok ")), r.stdout);
+    for (const name of names) {
+      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", name])).stdout.trim(), "false");
+    }
+    assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", plain])).stdout.trim(), "true");
+    const stopped = (await ctrLog(ctrLogPath)).lastTick;
 
-      const r = await archCli(stack, ["finalize", "--concurrency", "3"]);
-      assertEquals(r.code, 0, r.stdout + r.stderr);
-      const lines = r.stdout.trim().split("\n");
-      assertEquals(lines.length, 3, r.stdout);
-      ok(lines.every((l) => l.startsWith("ok ")), r.stdout);
-      for (const name of names) {
-        assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", name])).stdout.trim(), "false");
-      }
-      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", plain])).stdout.trim(), "true");
-      const stopped = (await ctrLog(ctrLogPath)).lastTick;
+    // draining: a restart would restore (and consume) a checkpoint here; it is refused
+    const refused = await stack.docker(["start", names[0]!], { check: false });
+    assertEquals(refused.code, 1, refused.stderr);
+    ok(refused.stderr.includes('node is draining after "arch finalize"'), refused.stderr);
+    ok(refused.stderr.includes("arch finalize --undo"), refused.stderr);
+    const c = await stack.ctr(["tasks", "start", ctrId], { check: false });
+    assertEquals(c.code !== 0, true);
 
-      // draining: a restart would restore (and consume) a checkpoint here; it is refused
-      const refused = await stack.docker(["start", names[0]!], { check: false });
-      assertEquals(refused.code, 1, refused.stderr);
-      ok(refused.stderr.includes('node is draining after "arch finalize"'), refused.stderr);
-      ok(refused.stderr.includes("arch finalize --undo"), refused.stderr);
-      const c = await stack.ctr(["tasks", "start", ctrId], { check: false });
-      assertEquals(c.code !== 0, true);
+    // the operator lifts the drain (or the node reboots): containers resume
+    assertEquals((await archCli(stack, ["finalize", "--undo"])).code, 0);
+    const before = await dockerLogs(stack, names[1]!);
+    await stack.docker(["start", names[1]!]);
+    const after = await waitTicks(stack, names[1]!, before.lastTick + 5);
+    assertEquals([after.starts, after.verifyFailures], [1, 0]);
+    ok(after.ticks.includes(before.lastTick + 1));
+    const ctrNew = uniqueName("fc2");
+    const newLog = `${stack.scratch}/${ctrNew}.log`;
+    await stack.ctr(["tasks", "delete", ctrId], { check: false });
+    await ctrRun(ctrNew, newLog);
+    const resumed = await eventually("ctr resumed", async () => {
+      const p = await ctrLog(newLog);
+      return p.lastTick > stopped + 3 ? p : undefined;
+    });
+    assertEquals([resumed.starts, resumed.ticks[0]], [0, stopped + 1]);
+    await stack.docker(["rm", "-f", ...names, plain]);
+  });
 
-      // the operator lifts the drain (or the node reboots): containers resume
-      assertEquals((await archCli(stack, ["finalize", "--undo"])).code, 0);
-      const before = await dockerLogs(stack, names[1]!);
-      await stack.docker(["start", names[1]!]);
-      const after = await waitTicks(stack, names[1]!, before.lastTick + 5);
-      assertEquals([after.starts, after.verifyFailures], [1, 0]);
-      ok(after.ticks.includes(before.lastTick + 1));
-      const ctrNew = uniqueName("fc2");
-      const newLog = `${stack.scratch}/${ctrNew}.log`;
-      await stack.ctr(["tasks", "delete", ctrId], { check: false });
-      await ctrRun(ctrNew, newLog);
-      const resumed = await eventually("ctr resumed", async () => {
-        const p = await ctrLog(newLog);
-        return p.lastTick > stopped + 3 ? p : undefined;
+  await t.step("bad ARCH_* values are refused with one sentence in docker's output", async () => {
+    const cases: [string[], string][] = [
+      [
+        ["--env", "ARCH_CHECKPOINT_HOST_PATH=relative/dir"],
+        'ARCH_CHECKPOINT_HOST_PATH="relative/dir" is not an absolute path',
+      ],
+      [
+        ["--env", "ARCH_CHECKPOINT_HOST_PATH=/etc"],
+        'ARCH_CHECKPOINT_HOST_PATH="/etc" is outside the allowed checkpoint roots',
+      ],
+      [
+        ["--env", `ARCH_CHECKPOINT_HOST_PATH=${stack.checkpointRoot}/missing`],
+        `ARCH_CHECKPOINT_HOST_PATH="${stack.checkpointRoot}/missing" does not exist`,
+      ],
+      [["--env", "ARCH_CHECKPOINT_ID=a b"], 'ARCH_CHECKPOINT_ID="a b" is not a valid checkpoint id'],
+    ];
+    for (const [env, message] of cases) {
+      const name = uniqueName("bad");
+      const r = await stack.docker(archDockerRun(name, "k", env, ["true"], false), {
+        check: false,
       });
-      assertEquals([resumed.starts, resumed.ticks[0]], [0, stopped + 1]);
-      await stack.docker(["rm", "-f", ...names, plain]);
-    });
-
-    await t.step("bad ARCH_* values are refused with one sentence in docker's output", async () => {
-      const cases: [string[], string][] = [
-        [
-          ["--env", "ARCH_CHECKPOINT_HOST_PATH=relative/dir"],
-          'ARCH_CHECKPOINT_HOST_PATH="relative/dir" is not an absolute path',
-        ],
-        [
-          ["--env", "ARCH_CHECKPOINT_HOST_PATH=/etc"],
-          'ARCH_CHECKPOINT_HOST_PATH="/etc" is outside the allowed checkpoint roots',
-        ],
-        [
-          ["--env", `ARCH_CHECKPOINT_HOST_PATH=${stack.checkpointRoot}/missing`],
-          `ARCH_CHECKPOINT_HOST_PATH="${stack.checkpointRoot}/missing" does not exist`,
-        ],
-        [["--env", "ARCH_CHECKPOINT_ID=a b"], 'ARCH_CHECKPOINT_ID="a b" is not a valid checkpoint id'],
-      ];
-      for (const [env, message] of cases) {
-        const name = uniqueName("bad");
-        const r = await stack.docker(archDockerRun(name, "k", env, ["true"], false), {
-          check: false,
-        });
-        await stack.docker(["rm", "-f", name], { check: false });
-        assertEquals(r.code, 125, r.stderr);
-        ok(r.stderr.includes(message), r.stderr);
-      }
-      ok(!(await Deno.stat(`${stack.checkpointRoot}/missing`).then(() => true, () => false)), "nothing created");
-    });
-  },
-);
+      await stack.docker(["rm", "-f", name], { check: false });
+      assertEquals(r.code, 125, r.stderr);
+      ok(r.stderr.includes(message), r.stderr);
+    }
+    ok(!(await Deno.stat(`${stack.checkpointRoot}/missing`).then(() => true, () => false)), "nothing created");
+  });
+});
