@@ -23,7 +23,9 @@ export const PROGRAMS: readonly Program[] = [
   { name: "tar", by: "arch" },
   { name: "sh", by: "arch" },
   { name: "setsid", by: "arch" },
-  // CRIU, when it dumps and restores a network namespace and locks the network
+  // ARCH's CRIU action script (engine/criu_config.ts), run by CRIU after a restore
+  { name: "nsenter", by: "arch" },
+  // CRIU, when it dumps and restores a network namespace and locks the network; ARCH's action script
   { name: "ip", by: "criu" },
   { name: "iptables-restore", by: "criu" },
   { name: "iptables-save", by: "criu" },

@@ -25,6 +25,7 @@ import { stringOption } from "./argv.ts";
 import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
+import { ensureCriuConfig, withCriuConfig, writeBundleSpec } from "../engine/criu_config.ts";
 import { isDraining } from "../engine/drain.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
 
@@ -63,10 +64,19 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     return 1;
   }
   const bundle = stringOption(ctx.call.options, "bundle") ?? Deno.cwd();
-  const resolved = containerConfig(ctx.spec ?? readBundleSpec(bundle), ctx.id, host);
+  const spec = ctx.spec ?? readBundleSpec(bundle);
+  const resolved = containerConfig(spec, ctx.id, host);
   if (!resolved.ok) {
     ctx.fail(resolved.error);
     return 1;
+  }
+  try {
+    const annotated = withCriuConfig(spec, ensureCriuConfig(host.stateDir));
+    if (annotated !== undefined) writeBundleSpec(bundle, annotated);
+  } catch (error) {
+    ctx.log.warn("cannot attach ARCH's CRIU configuration: a dump may fail on TCP connections", {
+      error: String(error),
+    });
   }
   const { checkpointRoot, key, keySource } = resolved.config;
   const record = {

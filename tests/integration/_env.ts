@@ -112,7 +112,8 @@ export async function eventually<T>(what: string, probe: () => Promise<T | undef
 
 /**
  * `docker run` arguments for an ARCH-enabled container of the test image with checkpoint
- * key `key`; `detach: false` for a foreground run. The default command is the workload.
+ * key `key`; `detach: false` for a foreground run. The default command is the workload, the
+ * default network `none` (unless `extra` names one).
  */
 export function archDockerRun(
   name: string,
@@ -126,8 +127,7 @@ export function archDockerRun(
     ...(detach ? ["-d"] : []),
     "--name",
     name,
-    "--network",
-    "none",
+    ...(extra.includes("--network") ? [] : ["--network", "none"]),
     "--runtime",
     "arch",
     "--env",

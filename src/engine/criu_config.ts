@@ -1,0 +1,104 @@
+/**
+ * The CRIU options ARCH needs beyond what runc's command line offers, in a CRIU
+ * configuration file that runc hands to CRIU for the containers that name it in their
+ * `org.criu.config` annotation (read at checkpoint from the container's state, at restore
+ * from the new bundle's config.json).
+ *
+ * Policy for TCP connections: `tcp-close`. A dump never fails because of an established
+ * connection, and after a restore (maybe hours later, on another node, with another IP) every
+ * connection that was established is closed: the application reads EOF or gets EPIPE and
+ * reconnects, instead of hanging on a peer that has long forgotten it. Listening sockets and
+ * UDP sockets are restored as they were.
+ *
+ * After a restore, CRIU's action script (below) brings back the loopback interface of a
+ * network namespace CRIU recreated.
+ *
+ * Guarantees: the files are root-owned (0600, script 0700), written atomically. ARCH sets the annotation on
+ * every ARCH container, replacing any value the container's owner chose: a CRIU
+ * configuration can run programs as root (`action-script`), so it is the admin's, never the
+ * tenant's.
+ */
+
+import type { BundleSpec } from "../config/container.ts";
+
+export const CRIU_CONFIG_ANNOTATION = "org.criu.config";
+
+/** The configuration file's text: `tcp-close`, and the action script below. */
+export function criuConfig(actionScript: string): string {
+  return `# Written by ARCH (do not edit: rewritten when it differs). runc passes it to CRIU for
+# ARCH containers through their org.criu.config annotation.
+# Established TCP connections are restored closed: the application sees EOF/EPIPE and
+# reconnects, instead of hanging on a peer that moved on.
+tcp-close
+action-script ${actionScript}
+`;
+}
+
+/**
+ * The action script CRIU runs at each step of a dump or restore. After a restore, before
+ * the tasks resume (`post-restore`): a network namespace that CRIU recreated itself (runc
+ * made it: \`ctr run\` without CNI, Docker without a network driver) comes back with its
+ * loopback down and no 127.0.0.1 (CRIU issue #590), while runc had brought it up at create.
+ * The script brings it up again. It never fails the restore, and it never touches the
+ * host's namespace.
+ */
+export const CRIU_ACTION_SCRIPT = `#!/bin/sh
+# Written by ARCH (do not edit: rewritten when it differs). CRIU runs it at each step of a
+# dump or restore of an ARCH container; it acts only after a restore, before the container
+# resumes: the loopback of a network namespace CRIU recreated comes back down.
+[ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+ns=/proc/$CRTOOLS_INIT_PID/ns/net
+[ -n "$CRTOOLS_INIT_PID" ] && [ "$(readlink "$ns")" != "$(readlink /proc/self/ns/net)" ] || exit 0
+nsenter --net="$ns" ip link set lo up || echo "arch: cannot bring lo up in $ns" >&2
+exit 0
+`;
+
+/** Where ARCH keeps its CRIU configuration and action script. */
+export const criuConfigPath = (stateDir: string) => `${stateDir}/criu.conf`;
+export const criuActionPath = (stateDir: string) => `${stateDir}/criu-action.sh`;
+
+function writeIfDifferent(path: string, text: string, mode: number): void {
+  try {
+    if (Deno.readTextFileSync(path) === text) return;
+  } catch { /* absent */ }
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  Deno.writeTextFileSync(tmp, text, { mode });
+  Deno.chmodSync(tmp, mode);
+  Deno.renameSync(tmp, path);
+}
+
+/** Writes the CRIU configuration and action script under `stateDir` unless they are there. Returns the configuration's path. */
+export function ensureCriuConfig(stateDir: string): string {
+  Deno.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeIfDifferent(criuActionPath(stateDir), CRIU_ACTION_SCRIPT, 0o700);
+  const path = criuConfigPath(stateDir);
+  writeIfDifferent(path, criuConfig(criuActionPath(stateDir)), 0o600);
+  return path;
+}
+
+/**
+ * `spec` with the annotation pointing at `configPath`, or `undefined` when it already does
+ * (pure).
+ *
+ * @example
+ * ```ts
+ * import { withCriuConfig } from "./criu_config.ts";
+ * const spec = withCriuConfig({ annotations: { "org.criu.config": "/tenant/evil.conf" } }, "/run/arch/criu.conf");
+ * if (spec?.annotations?.["org.criu.config"] !== "/run/arch/criu.conf") throw new Error();
+ * ```
+ */
+export function withCriuConfig(spec: BundleSpec, configPath: string): BundleSpec | undefined {
+  if (spec.annotations?.[CRIU_CONFIG_ANNOTATION] === configPath) return undefined;
+  return { ...spec, annotations: { ...spec.annotations, [CRIU_CONFIG_ANNOTATION]: configPath } };
+}
+
+/** Replaces `<bundle>/config.json` atomically with `spec`, keeping the file's mode. */
+export function writeBundleSpec(bundle: string, spec: BundleSpec): void {
+  const path = `${bundle}/config.json`;
+  const mode = (Deno.statSync(path).mode ?? 0o644) & 0o7777;
+  const tmp = `${bundle}/.config.json.arch-${Deno.pid}`;
+  Deno.writeTextFileSync(tmp, JSON.stringify(spec), { mode });
+  Deno.chmodSync(tmp, mode);
+  Deno.renameSync(tmp, path);
+}
