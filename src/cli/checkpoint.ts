@@ -15,6 +15,7 @@ import { checkpointContainer, type CheckpointResult } from "../engine/checkpoint
 import { runcStatus } from "../engine/runc.ts";
 import { clearDraining, setDraining } from "../engine/drain.ts";
 import { UsageError } from "../util/errors.ts";
+import { criuLogDir } from "../log/criu_logs.ts";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -44,6 +45,7 @@ function select(registry: Registry, wanted: readonly string[]): ContainerRecord[
 
 async function runAll(
   records: ContainerRecord[],
+  criuLogs: string,
   runc: string,
   registry: Registry,
   concurrency: number,
@@ -59,7 +61,7 @@ async function runAll(
       if (Date.now() > deadline) outcome = new Error("not started: finalize deadline passed");
       else {
         try {
-          outcome = await checkpointContainer(record, runc, registry, { leaveRunning });
+          outcome = await checkpointContainer(record, runc, registry, { leaveRunning, criuLogs });
         } catch (error) {
           outcome = error as Error;
         }
@@ -76,7 +78,15 @@ export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }
   const host = loadHostConfig();
   const registry = new Registry(host.stateDir);
   const records = select(registry, ids);
-  return await runAll(records, host.runcPath, registry, host.finalizeConcurrency, Infinity, opts.leaveRunning ?? false);
+  return await runAll(
+    records,
+    criuLogDir(host.logFile),
+    host.runcPath,
+    registry,
+    host.finalizeConcurrency,
+    Infinity,
+    opts.leaveRunning ?? false,
+  );
 }
 
 export async function finalize(opts: { concurrency?: string; deadline?: string; undo?: boolean }): Promise<number> {
@@ -103,5 +113,13 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
     console.log("no running ARCH container on this node");
     return 0;
   }
-  return await runAll(running, host.runcPath, registry, concurrency, Date.now() + deadlineS * 1000, false);
+  return await runAll(
+    running,
+    criuLogDir(host.logFile),
+    host.runcPath,
+    registry,
+    concurrency,
+    Date.now() + deadlineS * 1000,
+    false,
+  );
 }

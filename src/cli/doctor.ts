@@ -1,10 +1,13 @@
 /**
  * `arch doctor`: checks what ARCH needs on this node and prints one line per check
- * (`ok` or `FAIL` with the reason and the fix). Exit status 1 if any check failed.
+ * (`ok` or `FAIL` with the reason and the fix). Exit status 1 if any check failed. The CRIU
+ * check compares CRIU's version with the running kernel (`engine/compat.ts`): a CRIU that
+ * passes `criu check` can still fail every dump of a container with a network socket.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { runCommand } from "../process/exec.ts";
+import { criuProblem, parseMajorMinor } from "../engine/compat.ts";
 
 interface Check {
   readonly name: string;
@@ -34,15 +37,11 @@ export async function doctor(): Promise<number> {
       name: "criu",
       run: async () => {
         const version = await runCommand({ cmd: "criu", args: ["--version"] });
-        const m = /Version: (\d+)\.(\d+)/.exec(version.stdout);
-        if (m === null || Number(m[1]) < 4) {
-          throw new Error(
-            `CRIU 4.0 or later is needed, found "${version.stdout.trim()}": install criu from Debian trixie`,
-          );
-        }
+        const problem = criuProblem(version.stdout, Deno.osRelease());
+        if (problem !== undefined) throw new Error(problem);
         const check = await runCommand({ cmd: "criu", args: ["check"] });
         if (check.code !== 0) throw new Error(`"criu check" failed: ${check.stderr.trim().split("\n").pop()}`);
-        return `criu ${m[1]}.${m[2]}, criu check passed`;
+        return `criu ${parseMajorMinor(version.stdout)!.join(".")} fits Linux ${Deno.osRelease()}, criu check passed`;
       },
     },
   ];

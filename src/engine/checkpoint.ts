@@ -6,8 +6,8 @@
  *     commit → runc kill → runc resume (so the kill is delivered)
  *
  * Any failure before the commit resumes the container, removes the temporary directory,
- * and throws a {@link CheckpointError} naming the step and, for a failed dump, the CRIU log
- * (copied next to the bundle, as containerd does). A checkpoint of a key replaces the
+ * and throws a {@link CheckpointError} naming the step and, for a failed dump, CRIU's log
+ * (kept with ARCH's logs, see `log/criu_logs.ts`: the bundle goes with the container). A checkpoint of a key replaces the
  * previous one only once committed. Requires root, runc and CRIU.
  */
 
@@ -21,6 +21,7 @@ import { runc, runcArgs, type RuncTarget } from "./runc.ts";
 import { toolVersions } from "./versions.ts";
 import { readBundleSpec } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
+import { keepCriuLog } from "../log/criu_logs.ts";
 
 export class CheckpointError extends ArchError {
   constructor(message: string, readonly step: string, readonly criuLog?: string) {
@@ -46,7 +47,7 @@ export async function checkpointContainer(
   record: ContainerRecord,
   runcPath: string,
   registry: Registry,
-  options: { leaveRunning?: boolean } = {},
+  options: { leaveRunning?: boolean; criuLogs?: string } = {},
 ): Promise<CheckpointResult> {
   const root = record.checkpointRoot;
   if (typeof root !== "string") throw new CheckpointError(`container "${record.id}" has no checkpoint root`, "config");
@@ -75,13 +76,13 @@ export async function checkpointContainer(
     const dump = await dumping;
     await flushing;
     lap("dump", t);
+    const criuLog = options.criuLogs === undefined
+      ? undefined
+      : keepCriuLog(options.criuLogs, record.namespace, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
     if (dump.code !== 0) {
-      const criuLog = `${record.bundle}/arch-dump.log`;
-      try {
-        Deno.copyFileSync(`${tmp}/work/dump.log`, criuLog);
-      } catch { /* no CRIU log */ }
       throw new CheckpointError(
-        `runc checkpoint of "${record.id}" failed: ${lastLine(dump.stderr)} (CRIU log: ${criuLog})`,
+        `runc checkpoint of "${record.id}" failed: ${lastLine(dump.stderr)}` +
+          (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
         "dump",
         criuLog,
       );

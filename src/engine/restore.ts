@@ -18,6 +18,7 @@ import { applyToRootfs } from "../rootfs/diff.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { bundleRootfs } from "./checkpoint.ts";
 import { runCommand } from "../process/exec.ts";
+import { keepCriuLog } from "../log/criu_logs.ts";
 
 /** Options of `runc create` that `runc restore` takes too; the others are dropped. */
 const CARRIED = ["bundle", "console-socket", "pid-file", "no-pivot"] as const;
@@ -56,6 +57,7 @@ export async function restoreContainer(
   create: RuncCall,
   store: KeyStore,
   runcPath: string,
+  criuLogs?: string,
 ): Promise<RestoreOutcome> {
   const dir = store.currentPath()!;
   const bundle = stringOption(create.options, "bundle") ?? Deno.cwd();
@@ -87,6 +89,9 @@ export async function restoreContainer(
   lap("rootfs");
   const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });
   const result = await runCommand({ cmd: runcPath, args: restoreArgv(create, `${dir}/criu`, work), stdio: "inherit" });
+  const kept = criuLogs === undefined
+    ? undefined
+    : keepCriuLog(criuLogs, store.namespace, store.key, "restore", result.code === 0, `${work}/restore.log`);
   if (result.code !== 0) {
     let log = "";
     try {
@@ -97,7 +102,7 @@ export async function restoreContainer(
     // same id would fail.
     const root = typeof create.global.root === "string" ? ["--root", create.global.root] : [];
     await runCommand({ cmd: runcPath, args: [...root, "delete", "--force", create.args[0]!] });
-    return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${work}/restore.log)`);
+    return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
   }
   lap("restore");
   return { kind: "restored", from: dir, timings };

@@ -25,6 +25,7 @@ import { stringOption } from "./argv.ts";
 import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
+import { criuLogDir } from "../log/criu_logs.ts";
 import { ensureCriuConfig, withCriuConfig, writeBundleSpec } from "../engine/criu_config.ts";
 import { isDraining } from "../engine/drain.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
@@ -100,7 +101,7 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     return undefined;
   }
   const { restoreContainer } = await import("../engine/restore.ts");
-  const outcome = await restoreContainer(ctx.call, store, ctx.runc);
+  const outcome = await restoreContainer(ctx.call, store, ctx.runc, criuLogDir(ctx.host.logFile));
   if (outcome.kind === "restored") {
     store.markConsumed();
     const restored = { ...record, restored: true, restoredFrom: outcome.from };

@@ -1,9 +1,9 @@
 /**
- * The command-line surface of runc 1.1 and 1.2, as data.
+ * The command-line surface of runc 1.1 to 1.3, as data.
  *
- * Guarantees: every global flag and every subcommand flag that runc 1.1.15 prints in
- * `runc <command> --help` is listed here, plus the ones 1.2 added (a test compares this
- * table with the installed runc). The table says only what the parser needs: the long
+ * Guarantees: every global flag and every subcommand flag that runc 1.1.15 and 1.3.6 print
+ * in `runc <command> --help` is listed here (a test compares this table with both), plus
+ * flags that newer runcs still accept but no longer print (`kill --all`). The table says only what the parser needs: the long
  * name, short aliases, and whether the flag takes a value.
  */
 
@@ -41,6 +41,7 @@ const CREATE_FLAGS = [
   b("no-pivot"),
   b("no-new-keyring"),
   v("preserve-fds"),
+  v("pidfd-socket"), // runc 1.2
 ];
 
 const CRIU_COMMON = [
@@ -56,7 +57,7 @@ const CRIU_COMMON = [
   b("lazy-pages"),
 ];
 
-/** Flags of each subcommand (runc 1.1.15, plus 1.2 additions). */
+/** Flags of each subcommand (runc 1.1.15, plus 1.2 and 1.3 additions). */
 export const COMMAND_FLAGS: Readonly<Record<string, readonly FlagSpec[]>> = {
   checkpoint: [
     ...CRIU_COMMON,
@@ -65,6 +66,8 @@ export const COMMAND_FLAGS: Readonly<Record<string, readonly FlagSpec[]>> = {
     v("status-fd"),
     v("page-server"),
     b("pre-dump"),
+    b("tcp-skip-in-flight"), // runc 1.2
+    b("link-remap"), // runc 1.3
   ],
   create: CREATE_FLAGS,
   delete: [b("force", "f")],
@@ -86,10 +89,11 @@ export const COMMAND_FLAGS: Readonly<Record<string, readonly FlagSpec[]>> = {
     v("preserve-fds"),
     l("cgroup"),
     b("ignore-paused"),
+    v("pidfd-socket"), // runc 1.2
   ],
   features: [],
   init: [],
-  kill: [b("all", "a")],
+  kill: [b("all", "a")], // hidden from --help since runc 1.2, still accepted
   list: [v("format", "f"), b("quiet", "q")],
   pause: [],
   ps: [v("format", "f")],

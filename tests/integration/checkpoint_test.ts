@@ -6,6 +6,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
+import { criuLogDir } from "../../src/log/criu_logs.ts";
 import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
@@ -209,7 +210,12 @@ stackTest("failures never lose a container", async (t, stack) => {
     const r = await archCheckpoint(stack, await fullId(stack, name));
     assertEquals(r.code, 1, r.stdout);
     ok(r.stdout.startsWith("FAIL "), r.stdout);
-    ok(r.stdout.includes("CRIU log"), r.stdout);
+    // CRIU's log is kept with ARCH's logs, outlives the container, and the message names it.
+    const criuLog = /\(CRIU log: ([^)]+)\)/.exec(r.stdout)?.[1] ?? "";
+    ok(
+      criuLog.startsWith(`${criuLogDir(stack.archLog)}/moby/${key}/`) && criuLog.endsWith("-dump-failed.log"),
+      r.stdout,
+    );
     const at = (await dockerLogs(stack, name)).lastTick;
     const later = await waitTicks(stack, name, at + 5);
     assertEquals([later.starts, later.verifyFailures], [1, 0]);
@@ -218,6 +224,12 @@ stackTest("failures never lose a container", async (t, stack) => {
     assertEquals(left, [], "no temporary or committed checkpoint left");
     await stack.docker(["rm", "-f", name]);
     await stack.run({ cmd: "umount", args: [small] });
+    const kept = Deno.statSync(criuLog);
+    assertEquals([kept.mode! & 0o777, kept.uid], [0o600, 0]);
+    ok(
+      Deno.readTextFileSync(criuLog).includes("Error"),
+      "the kept log holds CRIU's error, after the container is gone",
+    );
   });
 
   await t.step("a corrupted checkpoint is quarantined and the container starts fresh", async () => {
@@ -243,6 +255,9 @@ stackTest("failures never lose a container", async (t, stack) => {
     Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
     const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
     await stack.docker(["rm", "-f", name, b]);
+    const logs = [...Deno.readDirSync(`${criuLogDir(stack.archLog)}/moby/${key}`)].map((e) => e.name).sort();
+    ok(logs.includes("last-dump.log") && logs.some((n) => n.endsWith("-restore-failed.log")), logs.join(" "));
+    ok(Deno.readTextFileSync(stack.archLog).includes(`${criuLogDir(stack.archLog)}/moby/${key}/`), "the log names it");
   });
 
   await t.step("two checkpoints of one container at once: one commits, the other fails cleanly", async () => {

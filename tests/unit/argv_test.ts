@@ -62,6 +62,18 @@ const cases: Case[] = [
     args: ["c1"],
   }],
   ["delete -f", ["delete", "-f", "c1"], { global: {}, command: "delete", options: { force: true }, args: ["c1"] }],
+  ["runc 1.2+ create with --pidfd-socket", ["create", "--bundle", "/b", "--pidfd-socket", "/s.sock", "c1"], {
+    global: {},
+    command: "create",
+    options: { bundle: "/b", "pidfd-socket": "/s.sock" },
+    args: ["c1"],
+  }],
+  ["runc 1.3 checkpoint flags", ["checkpoint", "--tcp-skip-in-flight", "--link-remap", "--image-path", "/i", "c1"], {
+    global: {},
+    command: "checkpoint",
+    options: { "tcp-skip-in-flight": true, "link-remap": true, "image-path": "/i" },
+    args: ["c1"],
+  }],
   ["kill with signal and --all", ["kill", "--all", "c1", "9"], {
     global: {},
     command: "kill",
