@@ -4,7 +4,10 @@
  * Integration tests need root and the engines; with CI=true they fail instead of skipping.
  */
 
+import { sweepScratch } from "../src/stack/stack.ts";
+
 const root = new URL("..", import.meta.url).pathname;
+const started = Date.now();
 const junit = `${root}.cache/junit.xml`;
 Deno.mkdirSync(`${root}.cache`, { recursive: true });
 // `--doc src` runs the @example blocks of the modules too.
@@ -15,6 +18,18 @@ const status = await new Deno.Command(Deno.execPath(), {
   stdout: "inherit",
   stderr: "inherit",
 }).spawn().status;
+
+// A test process that died (or was killed) before stopping its stacks must not leave their
+// daemons, containers or mounts behind: sweep the scratch directories this run created.
+const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+const keep = Deno.env.get("ARCH_KEEP_STACK") === "1"; // kept on purpose, for debugging
+for (const entry of keep ? [] : Deno.readDirSync(tmp)) {
+  const dir = `${tmp}/${entry.name}`;
+  if (!entry.isDirectory || !entry.name.startsWith("arch-stack-")) continue;
+  if ((Deno.statSync(dir).birthtime?.getTime() ?? 0) < started) continue;
+  const problems = await sweepScratch(dir, "/usr/sbin/runc");
+  console.log(`tests: swept a stack left behind in ${dir}${problems.length ? ` (${problems.join("; ")})` : ""}`);
+}
 
 let summary = "tests: no report";
 try {

@@ -61,6 +61,49 @@ function mountsUnder(dir: string): string[] {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
+/**
+ * Removes what is left of a stack whose scratch directory is `scratch`, without its engines:
+ * runc containers whose state points into it (`runc delete --force`), then every process
+ * that still refers to it (shims outlive containerd; exit watchers), mounts below it, and
+ * the directory itself unless `keep`. Also what the test runner calls after a run that died
+ * before its stacks were stopped. Never throws: returns what it could not do.
+ */
+export async function sweepScratch(scratch: string, runc: string, keep = false): Promise<string[]> {
+  const problems: string[] = [];
+  const attempt = async (what: string, step: () => Promise<unknown> | unknown) => {
+    try {
+      await step();
+    } catch (error) {
+      problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+  await attempt("delete leftover runc containers", async () => {
+    for (const { root, id } of runcContainersUnder([`${scratch}/docker/exec`, "/run/containerd/runc"], scratch)) {
+      await runCommand({
+        cmd: runc,
+        args: ["--root", root, "delete", "--force", id],
+        timeoutMs: STOP_COMMAND_TIMEOUT_MS,
+      });
+    }
+  });
+  await attempt("kill leftover processes", async () => {
+    for (const pid of processesMentioning(scratch)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    for (let i = 0; i < 50 && processesMentioning(scratch).length > 0; i++) await sleep(100);
+  });
+  for (const point of mountsUnder(scratch)) {
+    await attempt(`unmount ${point}`, async () => {
+      const r = await runCommand({ cmd: "umount", args: ["-l", point], timeoutMs: STOP_COMMAND_TIMEOUT_MS });
+      if (r.code !== 0) throw new Error(r.stderr.trim());
+    });
+  }
+  if (!keep) await attempt("remove the scratch directory", () => Deno.remove(scratch, { recursive: true }));
+  return problems;
+}
+
 function describe(error: unknown): string {
   if (error instanceof Deno.errors.NotFound) {
     return error.message.replace(/^Failed to spawn '([^']+)'.*/, "$1 is not installed");
@@ -319,35 +362,7 @@ export class EmbeddedStack implements AsyncDisposable {
       await attempt("stop containerd", () => this.#terminate(containerd));
       this.#containerd = undefined;
     }
-    // Whatever the engines could not remove: containers through runc, then every process that
-    // still refers to the scratch directory (shims outlive containerd; exit watchers).
-    await attempt("delete leftover runc containers", async () => {
-      const roots = [`${this.scratch}/docker/exec`, "/run/containerd/runc"];
-      for (const { root, id } of runcContainersUnder(roots, this.scratch)) {
-        await runCommand({
-          cmd: this.engines.runc,
-          args: ["--root", root, "delete", "--force", id],
-          timeoutMs: STOP_COMMAND_TIMEOUT_MS,
-        });
-      }
-    });
-    await attempt("kill leftover processes", async () => {
-      for (const pid of processesMentioning(this.scratch)) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch { /* gone */ }
-      }
-      for (let i = 0; i < 50 && processesMentioning(this.scratch).length > 0; i++) await sleep(100);
-    });
-    for (const point of mountsUnder(this.scratch)) {
-      await attempt(`unmount ${point}`, async () => {
-        const r = await runCommand({ cmd: "umount", args: ["-l", point], timeoutMs: STOP_COMMAND_TIMEOUT_MS });
-        if (r.code !== 0) throw new Error(r.stderr.trim());
-      });
-    }
-    if (!this.options.keep) {
-      await attempt("remove the scratch directory", () => Deno.remove(this.scratch, { recursive: true }));
-    }
+    problems.push(...await sweepScratch(this.scratch, this.engines.runc, this.options.keep ?? false));
     return problems;
   }
 

@@ -24,9 +24,6 @@ function missing(): string | undefined {
       return `${path} is missing (run scripts/run test)`;
     }
   }
-  if (unpackedEngines() === undefined) {
-    return `the test engines are missing in ${TEST_ENGINES_DIR} (run scripts/run test)`;
-  }
   return undefined;
 }
 

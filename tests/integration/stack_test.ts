@@ -5,8 +5,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { processesMentioning } from "../../src/stack/stack.ts";
-import { ENGINES, SKIP, startStack, uniqueName } from "./_env.ts";
+import { processesMentioning, sweepScratch } from "../../src/stack/stack.ts";
+import { ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const mountsUnder = (dir: string) =>
   Deno.readTextFileSync("/proc/self/mountinfo").split("\n").map((l) => l.split(" ")[4] ?? "")
@@ -64,6 +64,33 @@ for (const engines of ENGINES.length > 0 ? ENGINES : [undefined]) {
       ok(problems.every((p) => !p.startsWith("delete leftover") && !p.startsWith("unmount")), problems.join("; "));
       assertEquals(processesMentioning(marker), [], "the containers' processes are gone");
       assertNothingLeft(parent);
+    });
+
+    await t.step("a test process killed with SIGKILL: the runner's sweep removes what its stack left", async () => {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${ROOT}/tests/fixtures/orphan_stack.ts`, engines!.name],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let scratch = "";
+      while (!scratch.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        scratch += value;
+      }
+      scratch = scratch.trim();
+      ok(scratch.includes("arch-stack-"), scratch);
+      const containers = processesMentioning("sleep\u00001000").length;
+      child.kill("SIGKILL");
+      await child.status;
+      await reader.cancel();
+      ok(processesMentioning(scratch).length > 0, "the killed process left its daemons running");
+      assertEquals(await sweepScratch(scratch, engines!.runc), []);
+      assertEquals(processesMentioning(scratch), []);
+      assertEquals(mountsUnder(scratch), []);
+      assertEquals(processesMentioning("sleep\u00001000").length, containers - 2, "both containers are gone");
+      ok(!(await Deno.stat(scratch).then(() => true, () => false)), "the scratch directory is gone");
     });
   });
 }
