@@ -7,7 +7,7 @@
 import { sweepScratch } from "../src/stack/stack.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const started = Date.now();
+const stacks = `${root}.cache/stacks-${Deno.pid}.txt`;
 const junit = `${root}.cache/junit.xml`;
 Deno.mkdirSync(`${root}.cache`, { recursive: true });
 // `--doc src` runs the @example blocks of the modules too.
@@ -15,21 +15,22 @@ const filters = Deno.args.length > 0 ? Deno.args : ["--doc", "src", "tests/unit"
 const status = await new Deno.Command(Deno.execPath(), {
   args: ["test", "--allow-all", `--junit-path=${junit}`, ...filters],
   cwd: root,
+  env: { ARCH_TEST_STACKS: stacks },
   stdout: "inherit",
   stderr: "inherit",
 }).spawn().status;
 
 // A test process that died (or was killed) before stopping its stacks must not leave their
-// daemons, containers or mounts behind: sweep the scratch directories this run created.
-const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
-const keep = Deno.env.get("ARCH_KEEP_STACK") === "1"; // kept on purpose, for debugging
-for (const entry of keep ? [] : Deno.readDirSync(tmp)) {
-  const dir = `${tmp}/${entry.name}`;
-  if (!entry.isDirectory || !entry.name.startsWith("arch-stack-")) continue;
-  if ((Deno.statSync(dir).birthtime?.getTime() ?? 0) < started) continue;
-  const problems = await sweepScratch(dir, "/usr/sbin/runc");
-  console.log(`tests: swept a stack left behind in ${dir}${problems.length ? ` (${problems.join("; ")})` : ""}`);
+// daemons, containers or mounts behind: sweep the stacks this run started (each one is
+// listed in `stacks`), never another run's.
+if (Deno.env.get("ARCH_KEEP_STACK") !== "1") { // kept on purpose, for debugging
+  for (const dir of (await Deno.readTextFile(stacks).catch(() => "")).split("\n").filter(Boolean)) {
+    if (!(await Deno.stat(dir).then(() => true, () => false))) continue;
+    const problems = await sweepScratch(dir, "/usr/sbin/runc");
+    console.log(`tests: swept a stack left behind in ${dir}${problems.length ? ` (${problems.join("; ")})` : ""}`);
+  }
 }
+await Deno.remove(stacks).catch(() => {});
 
 let summary = "tests: no report";
 try {

@@ -17,6 +17,8 @@ export const HostConfigSchema = z.object({
   runc: absolute.optional(),
   /** Runtime state (registry, drain marker); tmpfs so it ends with the boot. */
   stateDir: absolute.default(DEFAULT_STATE_DIR),
+  /** ARCH's CRIU configuration and action script (must allow execution: not a noexec /run). */
+  criuConfigDir: absolute.default("/var/lib/arch/criu"),
   /** ARCH's JSON-lines log. */
   logFile: absolute.default(DEFAULT_LOG_FILE),
   /** Host roots under which containers may keep checkpoints (ARCH_CHECKPOINT_HOST_PATH). */

@@ -54,26 +54,31 @@ nsenter --net="$ns" ip link set lo up || echo "arch: cannot bring lo up in $ns" 
 exit 0
 `;
 
-/** Where ARCH keeps its CRIU configuration and action script. */
-export const criuConfigPath = (stateDir: string) => `${stateDir}/criu.conf`;
-export const criuActionPath = (stateDir: string) => `${stateDir}/criu-action.sh`;
+/**
+ * Where ARCH keeps its CRIU configuration and action script: host config `criuConfigDir`
+ * (default `/var/lib/arch/criu`), not the state directory: `/run` is often mounted
+ * `noexec`, and CRIU aborts a dump or restore whose action script cannot be executed.
+ */
+export const criuConfigPath = (dir: string) => `${dir}/criu.conf`;
+export const criuActionPath = (dir: string) => `${dir}/criu-action.sh`;
 
 function writeIfDifferent(path: string, text: string, mode: number): void {
   try {
     if (Deno.readTextFileSync(path) === text) return;
   } catch { /* absent */ }
-  const tmp = `${path}.${Deno.pid}.tmp`;
+  const tmp = `${path}.${Deno.pid}.tmp`; // per process: two wrappers may write at once
   Deno.writeTextFileSync(tmp, text, { mode });
   Deno.chmodSync(tmp, mode);
   Deno.renameSync(tmp, path);
 }
 
-/** Writes the CRIU configuration and action script under `stateDir` unless they are there. Returns the configuration's path. */
-export function ensureCriuConfig(stateDir: string): string {
-  Deno.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  writeIfDifferent(criuActionPath(stateDir), CRIU_ACTION_SCRIPT, 0o700);
-  const path = criuConfigPath(stateDir);
-  writeIfDifferent(path, criuConfig(criuActionPath(stateDir)), 0o600);
+/** Writes the CRIU configuration and action script into `dir` unless they are there. Returns the configuration's path. */
+export function ensureCriuConfig(dir: string): string {
+  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  Deno.chmodSync(dir, 0o700);
+  writeIfDifferent(criuActionPath(dir), CRIU_ACTION_SCRIPT, 0o700);
+  const path = criuConfigPath(dir);
+  writeIfDifferent(path, criuConfig(criuActionPath(dir)), 0o600);
   return path;
 }
 
@@ -93,9 +98,32 @@ export function withCriuConfig(spec: BundleSpec, configPath: string): BundleSpec
   return { ...spec, annotations: { ...spec.annotations, [CRIU_CONFIG_ANNOTATION]: configPath } };
 }
 
-/** Replaces `<bundle>/config.json` atomically with `spec`, keeping the file's mode. */
-export function writeBundleSpec(bundle: string, spec: BundleSpec): void {
+/**
+ * Parses JSON without losing integers beyond 2^53: config.json holds uint64 values (e.g.
+ * `--ulimit memlock=-1` is 18446744073709551615) that a float would round, and runc rejects
+ * the rounded value. Such numbers come back as raw JSON and are written out verbatim.
+ */
+export function parseLossless(text: string): unknown {
+  // JSON.rawJSON (V8, not yet in TypeScript's lib): a value JSON.stringify writes verbatim.
+  const { rawJSON } = JSON as unknown as { rawJSON: (text: string) => unknown };
+  return JSON.parse(
+    text,
+    (_key, value, context?: { source?: string }) =>
+      typeof value === "number" && context?.source !== undefined && String(value) !== context.source
+        ? rawJSON(context.source)
+        : value,
+  );
+}
+
+/**
+ * Points the bundle's `org.criu.config` annotation at `configPath`, rewriting
+ * `<bundle>/config.json` atomically (mode kept, every other byte of meaning unchanged) only
+ * when it differs. Throws if the file cannot be read or written.
+ */
+export function annotateBundle(bundle: string, configPath: string): void {
   const path = `${bundle}/config.json`;
+  const spec = withCriuConfig(parseLossless(Deno.readTextFileSync(path)) as BundleSpec, configPath);
+  if (spec === undefined) return;
   const mode = (Deno.statSync(path).mode ?? 0o644) & 0o7777;
   const tmp = `${bundle}/.config.json.arch-${Deno.pid}`;
   Deno.writeTextFileSync(tmp, JSON.stringify(spec), { mode });

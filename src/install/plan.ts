@@ -60,7 +60,7 @@ Pin-Priority: 100
 `;
 export const SID_SOURCE = source("sid", "CRIU >= 4.2 for Linux >= 6.16, and nothing else");
 export const SID_PIN = `# Added by ARCH's install.ts: only CRIU and its libraries may come from sid.
-Package: criu libcompel1 libnet9 libnl-3-200 libnl-genl-3-200 libnl-route-3-200
+Package: criu libcompel1 libnet9 libnl-3-200
 Pin: release n=sid
 Pin-Priority: 500
 

@@ -45,7 +45,7 @@ function copyTail(source: string, dest: string, max: number): void {
       if (n === null) break;
       off += n;
     }
-    const tmp = `${dest}.tmp`;
+    const tmp = `${dest}.${Deno.pid}.tmp`;
     Deno.writeFileSync(tmp, buf.subarray(0, off), { mode: 0o600 });
     Deno.renameSync(tmp, dest);
   } finally {

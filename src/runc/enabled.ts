@@ -18,7 +18,7 @@
  */
 
 import type { WrapperContext } from "./wrapper.ts";
-import { readBundleSpec } from "../config/container.ts";
+import { envOf, readBundleSpec } from "../config/container.ts";
 import { containerConfig } from "../config/container_config.ts";
 import { loadHostConfig } from "../config/host_schema.ts";
 import { stringOption } from "./argv.ts";
@@ -26,7 +26,7 @@ import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
-import { ensureCriuConfig, withCriuConfig, writeBundleSpec } from "../engine/criu_config.ts";
+import { annotateBundle, ensureCriuConfig } from "../engine/criu_config.ts";
 import { isDraining } from "../engine/drain.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
 
@@ -58,26 +58,28 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     );
     return 1;
   }
-  try {
-    ensureDefaultRoot(host.defaultCheckpointRoot);
-  } catch (error) {
-    ctx.fail((error as Error).message);
-    return 1;
-  }
   const bundle = stringOption(ctx.call.options, "bundle") ?? Deno.cwd();
   const spec = ctx.spec ?? readBundleSpec(bundle);
+  if (!envOf(spec).has("ARCH_CHECKPOINT_HOST_PATH")) {
+    try {
+      ensureDefaultRoot(host.defaultCheckpointRoot);
+    } catch (error) {
+      ctx.fail((error as Error).message);
+      return 1;
+    }
+  }
   const resolved = containerConfig(spec, ctx.id, host);
   if (!resolved.ok) {
     ctx.fail(resolved.error);
     return 1;
   }
   try {
-    const annotated = withCriuConfig(spec, ensureCriuConfig(host.stateDir));
-    if (annotated !== undefined) writeBundleSpec(bundle, annotated);
+    annotateBundle(bundle, ensureCriuConfig(host.criuConfigDir));
   } catch (error) {
-    ctx.log.warn("cannot attach ARCH's CRIU configuration: a dump may fail on TCP connections", {
-      error: String(error),
-    });
+    // Fail closed: left as it is, the annotation could name a CRIU configuration the
+    // container's owner chose, which CRIU would run as root at the next checkpoint.
+    ctx.fail(`cannot attach ARCH's CRIU configuration to the container: ${(error as Error).message}`);
+    return 1;
   }
   const { checkpointRoot, key, keySource } = resolved.config;
   const record = {

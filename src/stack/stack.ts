@@ -178,6 +178,9 @@ export class EmbeddedStack implements AsyncDisposable {
       prefix: "arch-stack-",
       ...(options.scratchParent !== undefined ? { dir: options.scratchParent } : {}),
     });
+    // The test runner sweeps, after a run, the stacks listed there (and only those).
+    const registry = Deno.env.get("ARCH_TEST_STACKS");
+    if (registry !== undefined) Deno.writeTextFileSync(registry, `${scratch}\n`, { append: true });
     const stack = new EmbeddedStack(scratch, options);
     try {
       await stack.#start();
@@ -208,6 +211,7 @@ export class EmbeddedStack implements AsyncDisposable {
         {
           runc: this.options.engines.runc,
           stateDir: this.archStateDir,
+          criuConfigDir: `${s}/arch/criu`,
           logFile: this.archLog,
           checkpointRoots: [`${s}/lib/arch`],
           defaultCheckpointRoot: this.checkpointRoot,

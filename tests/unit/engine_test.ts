@@ -129,3 +129,17 @@ Deno.test("HostConfigSchema defaults and refusals", () => {
   assertEquals(HostConfigSchema.safeParse({ checkpointRoots: ["/a/../b"] }).success, false);
   assertEquals(HostConfigSchema.safeParse({ unknownField: 1 }).success, false);
 });
+
+Deno.test("config.json rewrite keeps 64-bit integers and every other value", async () => {
+  const { annotateBundle } = await import("../../src/engine/criu_config.ts");
+  const dir = Deno.makeTempDirSync();
+  const text =
+    '{"process":{"rlimits":[{"type":"RLIMIT_MEMLOCK","hard":18446744073709551615,"soft":18446744073709551615}]},' +
+    '"linux":{"resources":{"memory":{"limit":9007199254740993,"swappiness":0.5}}},"annotations":{"org.criu.config":"/x"}}';
+  Deno.writeTextFileSync(`${dir}/config.json`, text, { mode: 0o640 });
+  annotateBundle(dir, "/var/lib/arch/criu/criu.conf");
+  const out = Deno.readTextFileSync(`${dir}/config.json`);
+  assertEquals(out, text.replace('"/x"', '"/var/lib/arch/criu/criu.conf"'));
+  assertEquals(Deno.statSync(`${dir}/config.json`).mode! & 0o777, 0o640);
+  Deno.removeSync(dir, { recursive: true });
+});
