@@ -1,50 +1,49 @@
 /**
- * The exit watcher: a small detached process per running ARCH container that records how
- * its init process ended in the node registry (see `exit_watch.ts` for the mechanism and
- * its limits). The runc wrapper opens the pidfd itself, before the container can run, and
- * hands it to the watcher as an inherited file descriptor, so a container that exits at
- * once is not missed.
+ * The runc wrapper's side of the node's exit watcher (the watcher itself is
+ * `exit_watch_daemon.ts`): at `start` of an ARCH container the wrapper opens a pidfd of its
+ * init process, while that process surely exists, and hands it to the watcher, starting
+ * the watcher first if it cannot reach it.
+ *
+ * Guarantees: the wrapper keeps its pidfd open until the watcher has acknowledged its own
+ * copy, so a container that exits at once is not missed; every wait (start, connect, reply)
+ * is bounded by one deadline (2 s by default), so a `runc start` never hangs on the watcher;
+ * on failure the caller is told (it logs that the exit status will be unknown and the
+ * checkpoint data is kept). Nothing is written to stdout or stderr.
  */
 
-import { type ExitStatus, watchExit } from "./exit_watch.ts";
-import { Registry } from "../registry/registry.ts";
+import { closeFd, openPidfd } from "./exit_watch.ts";
+import { encodeRequest, parseReply, parseRequest, watcherPaths, type WatchTarget } from "./exit_watch_protocol.ts";
 import { runCommand } from "../process/exec.ts";
 
-const fcntlSymbols = {
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-} as const;
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
+/** Default bound of a whole hand-off. */
+export const HANDOFF_TIMEOUT_MS = 2_000;
 
-/** Records `status` on the container's record if it still describes the same container. */
-export function recordExit(
-  registry: Registry,
-  namespace: string,
-  id: string,
-  createdAt: string,
-  status: ExitStatus | undefined,
-): void {
-  const record = registry.get(namespace, id);
-  if (record === undefined || record.createdAt !== createdAt) return;
-  registry.put({
-    ...record,
-    exit: status === undefined ? { unknown: true } : { ...status, at: new Date().toISOString() },
-  });
+/**
+ * The watcher's supervisor: a shell (≈1 MB) that starts `arch exit-watcher <stateDir>` and
+ * starts it again if it dies abnormally (a watcher that finds another one running exits 0),
+ * at most 10 times; after that the next hand-off starts a new supervisor.
+ */
+const SUPERVISOR = 'n=0; until "$0" exit-watcher "$1"; do n=$((n+1)); [ "$n" -ge 10 ] && exit 1; sleep 1; done';
+
+export interface HandOffOptions {
+  /** ARCH's executable (`dist/arch`); default the launcher's, else this executable. */
+  readonly arch?: string;
+  readonly timeoutMs?: number;
 }
 
-/** Entry of `arch exit-watcher <stateDir> <namespace> <id> <createdAt> <pidfd> <pid>`. */
+/** Entry of `arch exit-watcher <stateDir>`: the node's exit watcher (see `exit_watch_daemon.ts`). */
 export async function runExitWatcher(args: readonly string[]): Promise<number> {
-  const [stateDir, namespace, id, createdAt, fd, pid] = args;
-  if (stateDir === undefined || namespace === undefined || id === undefined || createdAt === undefined) return 2;
-  const status = await watchExit(Number(pid), fd === undefined ? undefined : Number(fd));
-  recordExit(new Registry(stateDir), namespace, id, createdAt, status);
-  return 0;
+  const [stateDir, ...rest] = args;
+  if (stateDir === undefined || !stateDir.startsWith("/") || rest.length > 0) return 2;
+  const { runDaemon } = await import("./exit_watch_daemon.ts");
+  return await runDaemon(stateDir);
 }
 
 /**
- * Starts a detached watcher (own session, stdio on /dev/null) for `pid`. The pidfd is opened
- * here and passed down; this process keeps no copy. Returns false if the process is gone.
+ * Has the node's exit watcher watch `pid` (the init process of container `namespace/id`
+ * whose registry record was created at `createdAt`). Returns false if the process is gone;
+ * throws if the watcher could not take it (the exit status will then be unknown).
+ * Requires root.
  */
 export async function spawnExitWatcher(
   stateDir: string,
@@ -52,22 +51,104 @@ export async function spawnExitWatcher(
   id: string,
   createdAt: string,
   pid: number,
+  options: HandOffOptions = {},
 ): Promise<boolean> {
-  const { openPidfd } = await import("./exit_watch.ts");
   const pidfd = openPidfd(pid);
   if (pidfd === undefined) return false;
-  const libc = Deno.dlopen("libc.so.6", fcntlSymbols).symbols;
   try {
-    libc.fcntl(pidfd, F_SETFD, 0); // let the watcher inherit it
-    const arch = Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
-    await runCommand({
-      cmd: "setsid",
-      args: ["-f", arch, "exit-watcher", stateDir, namespace, id, createdAt, String(pidfd), String(pid)],
-      stdio: "null",
-    });
+    await handOverPidfd(stateDir, { namespace, id, createdAt, pid }, pidfd, options);
   } finally {
-    libc.fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-    libc.close(pidfd);
+    closeFd(pidfd);
   }
   return true;
+}
+
+/**
+ * Sends `pidfd` (a pidfd of `target.pid`, kept open by the caller until this returns) to the
+ * watcher of `stateDir` and waits for its acknowledgement, starting the watcher if needed.
+ */
+export async function handOverPidfd(
+  stateDir: string,
+  target: WatchTarget,
+  pidfd: number,
+  options: HandOffOptions = {},
+): Promise<void> {
+  const line = encodeRequest({ ...target, wrapperPid: Deno.pid, fd: pidfd });
+  const valid = parseRequest(line.trimEnd());
+  if (!valid.ok) throw new Error(`cannot watch the container: ${valid.error}`);
+  const deadline = Date.now() + (options.timeoutMs ?? HANDOFF_TIMEOUT_MS);
+  const socket = watcherPaths(stateDir).socket;
+  const arch = options.arch ?? Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+  const conn = await connect(socket, deadline, () => startWatcher(arch, stateDir, deadline));
+  const timer = setTimeout(() => conn.close(), Math.max(0, deadline - Date.now()));
+  try {
+    await writeAll(conn, new TextEncoder().encode(line));
+    const reply = parseReply(await readReply(conn));
+    if (!reply.ok) throw new Error(`the exit watcher refused: ${reply.error}`);
+  } catch (error) {
+    if (Date.now() >= deadline) throw new Error("the exit watcher did not answer in time");
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+/** Connects to the watcher's socket; starts the watcher once if it cannot be reached. */
+async function connect(path: string, deadline: number, start: () => Promise<void>): Promise<Deno.UnixConn> {
+  let started = false;
+  while (true) {
+    try {
+      return await beforeDeadline(Deno.connect({ transport: "unix", path }), deadline);
+    } catch (error) {
+      if (Date.now() >= deadline) throw new Error(`cannot reach the exit watcher: ${(error as Error).message}`);
+      if (!started) {
+        started = true;
+        await start();
+      }
+      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(0, deadline - Date.now()))));
+    }
+  }
+}
+
+/** `promise`, or a rejection at `deadline` (a connection that arrives later is closed). */
+function beforeDeadline(promise: Promise<Deno.UnixConn>, deadline: number): Promise<Deno.UnixConn> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      promise.then((c) => c.close(), () => {});
+      reject(new Error("timed out"));
+    }, Math.max(0, deadline - Date.now()));
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Starts the watcher's supervisor in a new session with stdio on /dev/null. */
+async function startWatcher(arch: string, stateDir: string, deadline: number): Promise<void> {
+  await runCommand({
+    cmd: "setsid",
+    args: ["-f", "sh", "-c", SUPERVISOR, arch, stateDir],
+    stdio: "null",
+    cwd: "/",
+    timeoutMs: Math.max(1, deadline - Date.now()),
+  });
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let done = 0; done < data.length;) done += await conn.write(data.subarray(done));
+}
+
+async function readReply(conn: Deno.Conn): Promise<string> {
+  const buf = new Uint8Array(1024);
+  let used = 0;
+  while (used < buf.length) {
+    const n = await conn.read(buf.subarray(used));
+    if (n === null) break;
+    used += n;
+    const nl = buf.subarray(0, used).indexOf(10);
+    if (nl >= 0) return new TextDecoder().decode(buf.subarray(0, nl));
+  }
+  throw new Error("the exit watcher closed the connection without an answer");
 }
