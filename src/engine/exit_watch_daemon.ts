@@ -57,6 +57,8 @@ const REAP_POLL_SLOW_MS = 1_000;
 const REAP_FAST_WINDOW_MS = 5_000;
 /** A process not reaped within this time gets an unknown status (its parent is stuck). */
 const REAP_GIVE_UP_MS = 60_000;
+/** How often the watcher checks that its directory still exists. */
+const DIR_CHECK_MS = 5_000;
 
 /** Records `status` on the container's record if it still describes the same container. */
 export function recordExit(
@@ -88,6 +90,7 @@ export class ExitWatchDaemon {
   readonly #toClose: number[] = [];
   readonly #wakeFd = openWakeFd();
   readonly #registry: Registry;
+  #stopped = false;
 
   constructor(readonly stateDir: string, readonly paths: WatcherPaths, readonly log: Logger) {
     this.#registry = new Registry(stateDir);
@@ -146,9 +149,15 @@ export class ExitWatchDaemon {
     return { ok: true };
   }
 
-  /** Watches forever: one poll(2) over the wake-up fd and every pidfd not yet seen exiting. */
-  async run(): Promise<never> {
-    while (true) {
+  /** Makes {@link run} return (at its next wake-up, which this causes). */
+  stop(): void {
+    this.#stopped = true;
+    wake(this.#wakeFd);
+  }
+
+  /** Watches until stopped: one poll(2) over the wake-up fd and every pidfd not yet seen exiting. */
+  async run(): Promise<void> {
+    while (!this.#stopped) {
       const polled = [...this.#watched.values()].filter((w) => w.exitedAt === undefined);
       const ready = await pollReadable([this.#wakeFd, ...polled.map((w) => w.fd)], this.#timeout());
       const now = Date.now();
@@ -265,9 +274,10 @@ function ensurePrivateDir(dir: string): void {
 }
 
 /**
- * Entry of `arch exit-watcher <stateDir>`: runs the watcher until it is killed. Returns 0
- * at once if another watcher holds the lock, non-zero on a fatal error (its supervisor
- * then starts it again).
+ * Entry of `arch exit-watcher <stateDir>`: runs the watcher until it is killed or its
+ * directory is removed (a private engine stack torn down). Returns 0 then, or at once if
+ * another watcher holds the lock; non-zero on a fatal error (its supervisor then starts it
+ * again).
  */
 export async function runDaemon(stateDir: string): Promise<number> {
   Deno.chdir("/"); // hold no bundle directory of the container that started it
@@ -301,15 +311,27 @@ export async function runDaemon(stateDir: string): Promise<number> {
   Deno.renameSync(tmpSocket, paths.socket);
   log.info("exit watcher started", { pid: Deno.pid, reopened, gone });
 
+  const orphaned = setInterval(() => {
+    try {
+      Deno.statSync(paths.dir);
+    } catch {
+      daemon.stop();
+    }
+  }, DIR_CHECK_MS);
   const watching = daemon.run();
   const accepting = (async () => {
     for await (const conn of listener) void serveOne(daemon, conn);
   })();
   try {
-    await Promise.race([watching, accepting]);
+    if (await Promise.race([watching.then(() => true), accepting.then(() => false)])) {
+      log.info("exit watcher stopped: its directory was removed", { dir: paths.dir });
+      return 0;
+    }
     log.error("exit watcher stopped: its listener closed");
   } catch (error) {
     log.error("exit watcher failed", { error: String(error) });
+  } finally {
+    clearInterval(orphaned);
   }
   return 1;
 }

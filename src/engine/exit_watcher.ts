@@ -12,7 +12,14 @@
  */
 
 import { closeFd, openPidfd } from "./exit_watch.ts";
-import { encodeRequest, parseReply, parseRequest, watcherPaths, type WatchTarget } from "./exit_watch_protocol.ts";
+import {
+  encodeRequest,
+  parseReply,
+  parseRequest,
+  type Reply,
+  watcherPaths,
+  type WatchTarget,
+} from "./exit_watch_protocol.ts";
 import { runCommand } from "../process/exec.ts";
 
 /** Default bound of a whole hand-off. */
@@ -20,10 +27,12 @@ export const HANDOFF_TIMEOUT_MS = 2_000;
 
 /**
  * The watcher's supervisor: a shell (≈1 MB) that starts `arch exit-watcher <stateDir>` and
- * starts it again if it dies abnormally (a watcher that finds another one running exits 0),
- * at most 10 times; after that the next hand-off starts a new supervisor.
+ * starts it again a second after it died abnormally (a watcher that finds another one running
+ * exits 0), at most 10 times, never if it cannot be executed at all (126, 127); after that
+ * the next hand-off starts a new supervisor.
  */
-const SUPERVISOR = 'n=0; until "$0" exit-watcher "$1"; do n=$((n+1)); [ "$n" -ge 10 ] && exit 1; sleep 1; done';
+const SUPERVISOR = 'n=0; until "$0" exit-watcher "$1"; do case $? in 126 | 127) exit 1 ;; esac; ' +
+  'n=$((n + 1)); [ "$n" -ge 10 ] && exit 1; sleep 1; done';
 
 export interface HandOffOptions {
   /** ARCH's executable (`dist/arch`); default the launcher's, else this executable. */
@@ -79,37 +88,41 @@ export async function handOverPidfd(
   const deadline = Date.now() + (options.timeoutMs ?? HANDOFF_TIMEOUT_MS);
   const socket = watcherPaths(stateDir).socket;
   const arch = options.arch ?? Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
-  const conn = await connect(socket, deadline, () => startWatcher(arch, stateDir, deadline));
+  let started = false;
+  let lastError: unknown;
+  // Any failure but a refusal is retried until the deadline: a watcher that dies between
+  // connect and reply may or may not have taken the pidfd, and taking it twice is harmless.
+  while (Date.now() < deadline) {
+    const conn = await beforeDeadline(Deno.connect({ transport: "unix", path: socket }), deadline).catch((error) => {
+      lastError = new Error(`cannot reach the exit watcher: ${(error as Error).message}`);
+      return undefined;
+    });
+    if (conn === undefined && !started && Date.now() < deadline) {
+      started = true;
+      await startWatcher(arch, stateDir, deadline).catch((error) => lastError = error);
+    }
+    const reply = conn === undefined ? undefined : await exchange(conn, line, deadline).catch((error) => {
+      lastError = new Error(`no answer from the exit watcher: ${(error as Error).message}`);
+      return undefined;
+    });
+    if (reply?.ok === true) return;
+    if (reply?.ok === false) throw new Error(`the exit watcher refused: ${reply.error}`);
+    await new Promise((r) => setTimeout(r, Math.min(20, Math.max(0, deadline - Date.now()))));
+  }
+  throw lastError ?? new Error("the exit watcher did not answer in time");
+}
+
+/** Sends the request line and reads the reply; the connection is closed at `deadline` at the latest. */
+async function exchange(conn: Deno.UnixConn, line: string, deadline: number): Promise<Reply> {
   const timer = setTimeout(() => conn.close(), Math.max(0, deadline - Date.now()));
   try {
     await writeAll(conn, new TextEncoder().encode(line));
-    const reply = parseReply(await readReply(conn));
-    if (!reply.ok) throw new Error(`the exit watcher refused: ${reply.error}`);
-  } catch (error) {
-    if (Date.now() >= deadline) throw new Error("the exit watcher did not answer in time");
-    throw error;
+    return parseReply(await readReply(conn));
   } finally {
     clearTimeout(timer);
     try {
       conn.close();
     } catch { /* closed by the timer */ }
-  }
-}
-
-/** Connects to the watcher's socket; starts the watcher once if it cannot be reached. */
-async function connect(path: string, deadline: number, start: () => Promise<void>): Promise<Deno.UnixConn> {
-  let started = false;
-  while (true) {
-    try {
-      return await beforeDeadline(Deno.connect({ transport: "unix", path }), deadline);
-    } catch (error) {
-      if (Date.now() >= deadline) throw new Error(`cannot reach the exit watcher: ${(error as Error).message}`);
-      if (!started) {
-        started = true;
-        await start();
-      }
-      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(0, deadline - Date.now()))));
-    }
   }
 }
 

@@ -7,8 +7,10 @@
  *
  * Figures: per-call cost of `runc state`; a create/start/delete cycle through containerd;
  * checkpoint and restore of 64 and 512 MiB workloads; `arch finalize` of N containers in
- * parallel versus one at a time. ARCH_BENCH_ROUNDS scales the repetitions.
- * Requires root and the built dist/ (scripts/run bench does both).
+ * parallel versus one at a time; the node exit watcher's memory with 1 and N watched
+ * processes (N = ARCH_BENCH_WATCHED, default 200) and its hand-off latency.
+ * ARCH_BENCH_ROUNDS scales the repetitions. `deno task bench <overhead|checkpoint|exit-watcher>`
+ * runs one part. Requires root and the built dist/ (scripts/run bench does both).
  */
 
 import { ARCH, ARCH_RUNC, RUNC, startStack } from "../integration/_env.ts";
@@ -23,6 +25,7 @@ import {
   unmountBundle,
 } from "./checkpoint.ts";
 import { mustRun } from "../../src/process/exec.ts";
+import { exitWatcherBench } from "./exit_watcher.ts";
 
 const CTR_IMAGE = "docker.io/library/arch-test:latest";
 
@@ -155,4 +158,7 @@ if (import.meta.main) {
   const only = Deno.args[0];
   if (only === undefined || only === "overhead") await wrapperOverhead(rounds * 10);
   if (only === undefined || only === "checkpoint") await checkpointRestore(rounds);
+  if (only === undefined || only === "exit-watcher") {
+    await exitWatcherBench(Number(Deno.env.get("ARCH_BENCH_WATCHED") ?? "200"), emit);
+  }
 }
