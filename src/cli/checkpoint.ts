@@ -5,8 +5,9 @@
  *
  * `finalize` takes every running ARCH container on the node, in parallel (bounded by
  * `--concurrency`), within `--deadline` seconds: no checkpoint starts after the deadline,
- * and those under way finish (a paused container is never abandoned). It first marks the
- * node draining, so restart policies do not restore checkpoints here.
+ * and a dump still running then is abandoned (its container resumed: a paused container is
+ * never abandoned). It first marks the node draining, so restart policies do not restore
+ * checkpoints here. SIGTERM/SIGINT release the containers this process paused.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
@@ -16,6 +17,9 @@ import { runcStatus } from "../engine/runc.ts";
 import { clearDraining, setDraining } from "../engine/drain.ts";
 import { UsageError } from "../util/errors.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
+import { releaseOnSignals } from "../engine/pause_guard.ts";
+import { loadSecret } from "../store/secret.ts";
+import type { HostConfig } from "../config/host_schema.ts";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -45,23 +49,33 @@ function select(registry: Registry, wanted: readonly string[]): ContainerRecord[
 
 async function runAll(
   records: ContainerRecord[],
-  criuLogs: string,
-  runc: string,
+  host: HostConfig,
   registry: Registry,
   concurrency: number,
-  deadline: number,
+  deadline: number | undefined,
   leaveRunning: boolean,
 ): Promise<number> {
+  releaseOnSignals();
+  const secret = loadSecret(host.secretFile, true);
+  const options = {
+    stateDir: host.stateDir,
+    secret,
+    leaveRunning,
+    criuLogs: criuLogDir(host.logFile),
+    lockWaitMs: host.lockWaitSeconds * 1000,
+    ...(deadline !== undefined ? { deadline } : {}),
+    ...(host.maxCheckpointBytes !== undefined ? { maxBytes: host.maxCheckpointBytes } : {}),
+  };
   let failed = 0;
   let next = 0;
   const worker = async () => {
     while (next < records.length) {
       const record = records[next++]!;
       let outcome: CheckpointResult | Error;
-      if (Date.now() > deadline) outcome = new Error("not started: finalize deadline passed");
+      if (deadline !== undefined && Date.now() > deadline) outcome = new Error("not started: finalize deadline passed");
       else {
         try {
-          outcome = await checkpointContainer(record, runc, registry, { leaveRunning, criuLogs });
+          outcome = await checkpointContainer(record, host.runcPath, registry, options);
         } catch (error) {
           outcome = error as Error;
         }
@@ -78,15 +92,7 @@ export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }
   const host = loadHostConfig();
   const registry = new Registry(host.stateDir);
   const records = select(registry, ids);
-  return await runAll(
-    records,
-    criuLogDir(host.logFile),
-    host.runcPath,
-    registry,
-    host.finalizeConcurrency,
-    Infinity,
-    opts.leaveRunning ?? false,
-  );
+  return await runAll(records, host, registry, host.finalizeConcurrency, undefined, opts.leaveRunning ?? false);
 }
 
 export async function finalize(opts: { concurrency?: string; deadline?: string; undo?: boolean }): Promise<number> {
@@ -105,21 +111,17 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   setDraining(host.stateDir);
   const registry = new Registry(host.stateDir);
   const running: ContainerRecord[] = [];
+  const deadline = Date.now() + deadlineS * 1000;
   for (const record of registry.list()) {
-    const status = await runcStatus({ runc: host.runcPath, root: record.root, id: record.id });
+    const status = await runcStatus(
+      { runc: host.runcPath, root: record.root, id: record.id },
+      Math.max(1, deadline - Date.now()),
+    );
     if (status === "running") running.push(record);
   }
   if (running.length === 0) {
     console.log("no running ARCH container on this node");
     return 0;
   }
-  return await runAll(
-    running,
-    criuLogDir(host.logFile),
-    host.runcPath,
-    registry,
-    concurrency,
-    Date.now() + deadlineS * 1000,
-    false,
-  );
+  return await runAll(running, host, registry, concurrency, deadline, false);
 }

@@ -22,6 +22,12 @@ export function buildProgram(onResult: (code: number) => void): Command {
     .exitOverride()
     .configureOutput({ outputError: (str) => printError(str.replace(/^error: /, "").trimEnd()) });
 
+  // Every command first finishes what a dead ARCH process left undone: containers left paused.
+  program.hook("preAction", async () => {
+    const { recoverNode } = await import("./recover.ts");
+    for (const line of await recoverNode()) printError(line);
+  });
+
   program.command("ls")
     .description("list the ARCH-enabled containers known on this node")
     .option("--json", "print JSON instead of a table")

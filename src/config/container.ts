@@ -12,7 +12,12 @@ import { isSafeSegment } from "../util/paths.ts";
 
 /** The parts of an OCI runtime spec ARCH reads. */
 export interface BundleSpec {
-  readonly process?: { readonly env?: readonly string[]; readonly terminal?: boolean; readonly cwd?: string };
+  readonly process?: {
+    readonly args?: readonly string[];
+    readonly env?: readonly string[];
+    readonly terminal?: boolean;
+    readonly cwd?: string;
+  };
   readonly root?: { readonly path?: string; readonly readonly?: boolean };
   readonly annotations?: { readonly [k: string]: string };
   readonly [k: string]: unknown;
@@ -48,21 +53,36 @@ const K8S_ANNOTATIONS = [
   ["io.kubernetes.pod.namespace", "io.kubernetes.pod.name", "io.kubernetes.container.name"],
 ] as const;
 
+/** FNV-1a, 64 bit, as 16 hex digits: a short stable tag (not a security boundary). */
+function fnv1a64(text: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(text)) {
+    h ^= BigInt(byte);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h.toString(16).padStart(16, "0");
+}
+
 /**
- * Resolves the checkpoint key: `ARCH_CHECKPOINT_ID`, else the AWS Batch job (and array
- * index), else the Kubernetes pod namespace/name and container name, else the container id.
+ * Resolves the checkpoint key: `ARCH_CHECKPOINT_ID`, else the AWS Batch job (with its array
+ * index, its node index in a multi-node job, and a tag of the container's command line, so
+ * that the containers of a multi-container job do not share one key), else the Kubernetes
+ * pod namespace/name and container name, else the container id. The key is unique within a
+ * key scope only (see `container_config.ts`), which the container cannot choose.
  *
  * @example
  * ```ts
  * import { resolveKey } from "./container.ts";
- * const r = resolveKey(new Map([["AWS_BATCH_JOB_ID", "4f2c:3"], ["AWS_BATCH_JOB_ARRAY_INDEX", "3"]]), {}, "c1");
- * if (!r.ok || r.key !== "aws-batch_4f2c_3") throw new Error();
+ * const env = new Map([["AWS_BATCH_JOB_ID", "4f2c:3"], ["AWS_BATCH_JOB_ARRAY_INDEX", "3"]]);
+ * const a = resolveKey(env, {}, "c1", ["/bin/train"]), b = resolveKey(env, {}, "c2", ["/bin/sidecar"]);
+ * if (!a.ok || !b.ok || !a.key.startsWith("aws-batch_4f2c_3_") || a.key === b.key) throw new Error();
  * ```
  */
 export function resolveKey(
   env: ReadonlyMap<string, string>,
   annotations: { readonly [k: string]: string },
   containerId: string,
+  args: readonly string[] = [],
 ): KeyResult {
   const explicit = env.get("ARCH_CHECKPOINT_ID");
   if (explicit !== undefined) {
@@ -77,9 +97,13 @@ export function resolveKey(
   }
   const job = env.get("AWS_BATCH_JOB_ID");
   if (job !== undefined && job !== "") {
-    const base = job.split(":")[0]!;
+    const parts = [`aws-batch_${job.split(":")[0]!}`];
     const index = env.get("AWS_BATCH_JOB_ARRAY_INDEX");
-    const key = index !== undefined && index !== "" ? `aws-batch_${base}_${index}` : `aws-batch_${base}`;
+    if (index !== undefined && index !== "") parts.push(index);
+    const node = env.get("AWS_BATCH_JOB_NODE_INDEX");
+    if (node !== undefined && node !== "") parts.push(`node${node}`);
+    parts.push(fnv1a64(JSON.stringify(args)));
+    const key = parts.join("_");
     if (isSafeSegment(key)) return { ok: true, key, source: "AWS_BATCH_JOB_ID" };
     return { ok: false, error: `AWS_BATCH_JOB_ID="${job}" cannot be used as a checkpoint id: set ARCH_CHECKPOINT_ID` };
   }

@@ -1,21 +1,34 @@
 /**
  * Validates what an ARCH-enabled container asks for (its `ARCH_*` variables) against the
- * host configuration. Every refusal is one sentence naming the variable, its value and the
- * fix; it reaches `docker run`/`ctr run` output through runc's log file.
+ * host configuration, and derives what it cannot choose: the key scope. Every refusal is one
+ * sentence naming the variable, its value and the fix; it reaches `docker run`/`ctr run`
+ * output through runc's log file.
  *
- * Guarantees: the checkpoint root is absolute, has no `..`, exists, is a directory, is
- * writable, and its real path lies under one of the admin's allowed roots; the key is a
- * single safe path element. Nothing is created or changed here.
+ * Key scope: the part of a checkpoint's identity the container's owner cannot forge. It is
+ * the engine namespace (from runc's `--root`, chosen by the engine: `moby`, `default`,
+ * `k8s.io`), under Kubernetes (engine namespace `k8s.io`) also the pod's namespace (set by
+ * the CRI plugin, which overrides any annotation of the pod), and the admin's `scope` from
+ * the host configuration. Checkpoints live under `<root>/<scope>/<key>`, and a manifest
+ * names its scope: a container can reach only the keys of its own scope, whatever
+ * `ARCH_CHECKPOINT_ID` it sets.
+ *
+ * Checkpoint root: checked against the admin's allowed roots by its path first (so an
+ * answer never tells whether an arbitrary host path exists), then by its real path (no
+ * symlink leads out), and it must be a real directory owned by root and not writable by
+ * group or others (`store/safe_dir.ts`). Nothing is created or changed here.
  */
 
 import { type BundleSpec, envOf, resolveKey } from "./container.ts";
 import type { HostConfig } from "./host_schema.ts";
+import { isSafeSegment } from "../util/paths.ts";
+import { rootProblem } from "../store/safe_dir.ts";
 
 export interface ContainerConfig {
   readonly checkpointRoot: string;
+  readonly scope: string;
   readonly key: string;
   readonly keySource: string;
-  /** `ARCH_RESTORE_CONSUMED=1`: restore even a checkpoint that was restored before. */
+  /** Whether a checkpoint already restored once may be restored again for this container. */
   readonly restoreConsumed: boolean;
 }
 
@@ -23,55 +36,97 @@ export type ContainerConfigResult = { ok: true; config: ContainerConfig } | { ok
 
 const within = (path: string, root: string) => path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
 
+const POD_NAMESPACE = "io.kubernetes.cri.sandbox-namespace";
+/** containerd's namespace for Kubernetes (CRI): only there are the CRI annotations the engine's own. */
+const CRI_NAMESPACE = "k8s.io";
+
+/**
+ * The key scope of a container (see the module doc); an error sentence if a part of it is
+ * not a safe name.
+ *
+ * @example
+ * ```ts
+ * import { keyScope } from "./container_config.ts";
+ * const scope = keyScope("k8s.io", { "io.kubernetes.cri.sandbox-namespace": "team-a" }, "pool1");
+ * if (scope !== "pool1+k8s.io+team-a") throw new Error(scope);
+ * if (keyScope("moby", { "io.kubernetes.cri.sandbox-namespace": "team-a" }, undefined) !== "moby") throw new Error();
+ * ```
+ */
+export function keyScope(
+  engineNamespace: string,
+  annotations: { readonly [k: string]: string },
+  adminScope: string | undefined,
+): string {
+  const parts = adminScope !== undefined ? [adminScope, engineNamespace] : [engineNamespace];
+  const pod = annotations[POD_NAMESPACE];
+  if (engineNamespace === CRI_NAMESPACE && pod !== undefined && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(pod)) {
+    parts.push(pod);
+  }
+  return parts.join("+");
+}
+
 /** Why `root` cannot hold checkpoints, or `undefined`. `variable` names where it came from. */
 export function checkRoot(root: string, variable: string, allowed: readonly string[]): string | undefined {
-  const fix = `use an existing directory under ${allowed.map((r) => `"${r}"`).join(" or ")}`;
-  if (!root.startsWith("/")) return `${variable}="${root}" is not an absolute path: ${fix}`;
-  if (root.split("/").includes("..")) return `${variable}="${root}" contains "..": ${fix}`;
+  const fix = `use a directory under ${allowed.map((r) => `"${r}"`).join(" or ")} (host config "checkpointRoots")`;
+  const refuse = (why: string) => `${variable}="${root}" ${why}: ${fix}`;
+  if (!root.startsWith("/")) return refuse("is not an absolute path");
+  if (root.split("/").includes("..")) return refuse(`contains ".."`);
+  // By path first: nothing outside the allowed roots is ever looked at.
+  if (!allowed.some((r) => within(root, r))) return refuse("is not under an allowed checkpoint root");
   let real: string;
   try {
     real = Deno.realPathSync(root);
   } catch {
-    return `${variable}="${root}" does not exist: create it or ${fix}`;
+    return refuse("does not exist");
   }
-  if (!Deno.statSync(real).isDirectory) return `${variable}="${root}" is not a directory: ${fix}`;
-  const allowedReal = allowed.map((r) => {
+  const allowedReal = allowed.flatMap((r) => {
     try {
-      return Deno.realPathSync(r);
+      return [Deno.realPathSync(r)];
     } catch {
-      return r;
+      return [];
     }
   });
-  if (!allowedReal.some((r) => within(real, r))) {
-    return `${variable}="${root}" is outside the allowed checkpoint roots: ${fix} (host config "checkpointRoots")`;
-  }
-  try {
-    const probe = `${real}/.arch-write-test-${Deno.pid}`;
-    Deno.writeFileSync(probe, new Uint8Array(), { mode: 0o600 });
-    Deno.removeSync(probe);
-  } catch {
-    return `${variable}="${root}" is not writable: ${fix}`;
+  if (!allowedReal.some((r) => within(real, r))) return refuse("is not under an allowed checkpoint root");
+  const unsafe = rootProblem(real);
+  if (unsafe !== undefined) {
+    return refuse(`cannot be used: ${unsafe} (a checkpoint root must be a directory only root can change)`);
   }
   return undefined;
 }
 
 /** Resolves and validates an enabled container's configuration. */
-export function containerConfig(spec: BundleSpec, containerId: string, host: HostConfig): ContainerConfigResult {
+export function containerConfig(
+  spec: BundleSpec,
+  containerId: string,
+  engineNamespace: string,
+  host: HostConfig,
+): ContainerConfigResult {
   const env = envOf(spec);
-  const key = resolveKey(env, spec.annotations ?? {}, containerId);
+  const key = resolveKey(env, spec.annotations ?? {}, containerId, spec.process?.args ?? []);
   if (!key.ok) return { ok: false, error: key.error };
   const given = env.get("ARCH_CHECKPOINT_HOST_PATH");
   const variable = given !== undefined ? "ARCH_CHECKPOINT_HOST_PATH" : "defaultCheckpointRoot (host config)";
   const root = given ?? host.defaultCheckpointRoot;
-  const problem = checkRoot(root, variable, host.checkpointRoots);
+  const problem = checkRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
   if (problem !== undefined) return { ok: false, error: problem };
+  const requested = env.get("ARCH_RESTORE_CONSUMED") === "1";
+  if (requested && host.restoreConsumed === "never") {
+    return {
+      ok: false,
+      error: `ARCH_RESTORE_CONSUMED=1 is not allowed on this node (host config "restoreConsumed" is "never"): ` +
+        `remove it, or ask the admin for "on-request"`,
+    };
+  }
+  const scope = keyScope(engineNamespace, spec.annotations ?? {}, host.scope);
+  if (!isSafeSegment(scope)) return { ok: false, error: `the key scope "${scope}" is not a valid path element` };
   return {
     ok: true,
     config: {
       checkpointRoot: Deno.realPathSync(root),
+      scope,
       key: key.key,
       keySource: key.source,
-      restoreConsumed: env.get("ARCH_RESTORE_CONSUMED") === "1",
+      restoreConsumed: host.restoreConsumed === "always" || requested,
     },
   };
 }

@@ -21,14 +21,31 @@ export const HostConfigSchema = z.object({
   criuConfigDir: absolute.default("/var/lib/arch/criu"),
   /** ARCH's JSON-lines log. */
   logFile: absolute.default(DEFAULT_LOG_FILE),
-  /** Host roots under which containers may keep checkpoints (ARCH_CHECKPOINT_HOST_PATH). */
-  checkpointRoots: z.array(absolute).default(["/var/lib/arch", "/mnt"]),
+  /**
+   * Host roots under which containers may keep checkpoints (ARCH_CHECKPOINT_HOST_PATH). Each
+   * must be root-owned and not writable by others, and never mounted into a container.
+   */
+  checkpointRoots: z.array(absolute).default(["/var/lib/arch"]),
   /** Checkpoint root for enabled containers that do not set ARCH_CHECKPOINT_HOST_PATH. */
   defaultCheckpointRoot: absolute.default("/var/lib/arch/checkpoints"),
   /** On a failed restore: start the container fresh (default) or refuse to start it. */
   onRestoreFailure: z.enum(["fresh", "fail"]).default("fresh"),
-  /** Restore a checkpoint that was already restored once (default: no). */
-  restoreConsumed: z.boolean().default(false),
+  /**
+   * A checkpoint that was restored once: never restored again (default), restored again
+   * when the container asks (`ARCH_RESTORE_CONSUMED=1`), or always.
+   */
+  restoreConsumed: z.enum(["never", "on-request", "always"]).default("never"),
+  /**
+   * Admin-defined key scope: keys of this node's containers live apart from those of nodes
+   * with another scope (e.g. one scope per tenant's node pool on a shared file system).
+   */
+  scope: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 letters, digits, '_', '.' or '-'").optional(),
+  /** The checkpoint secret (HMAC key of manifests): root-owned, 0600, the same on nodes that share checkpoints. */
+  secretFile: absolute.default("/etc/arch/secret"),
+  /** How long a checkpoint, restore or delete waits for another one of the same key. */
+  lockWaitSeconds: z.number().positive().default(30),
+  /** Largest checkpoint (memory + writable layer) a container may make; absent: no limit. */
+  maxCheckpointBytes: z.number().int().positive().optional(),
   /** arch finalize: containers checkpointed at once, and the overall deadline. */
   finalizeConcurrency: z.number().int().min(1).max(64).default(4),
   finalizeDeadlineSeconds: z.number().positive().default(100),

@@ -1,20 +1,35 @@
 /**
- * Checkpoints one running ARCH container without ever losing it:
+ * Checkpoints one running ARCH container without ever losing it or leaving it frozen:
  *
- *     runc pause → capture the writable layer → runc checkpoint --leave-running (into a
- *     temporary directory beside the final one) → hashes + manifest → fsync → atomic
- *     commit → runc kill → runc resume (so the kill is delivered)
+ *     claim the key → runc pause → capture the writable layer → runc checkpoint
+ *     --leave-running (into a temporary directory beside the final one) → hashes + signed
+ *     manifest → fsync → atomic commit → runc kill → runc resume (so the kill is delivered)
  *
- * Any failure before the commit resumes the container, removes the temporary directory,
- * and throws a {@link CheckpointError} naming the step and, for a failed dump, CRIU's log
- * (kept with ARCH's logs, see `log/criu_logs.ts`: the bundle goes with the container). A checkpoint of a key replaces the
- * previous one only once committed. Requires root, runc and CRIU.
+ * Guarantees:
+ * - Everything that can fail without pausing (tool versions, image identity, rootfs kind,
+ *   size limit, the key's claim) is done before the pause.
+ * - From the pause on, the container is released on every path: resumed after any failure
+ *   before the commit, stopped after it (resumed with `leaveRunning`). The release is
+ *   checked (`runc state`); a pause marker (`pause_guard.ts`) lets the next `arch` command
+ *   finish the job if this process dies, whatever kills it.
+ * - A failure before the commit leaves the key's previous checkpoint current and removes the
+ *   temporary directory; the error names the step and, for a failed dump, CRIU's log (kept
+ *   with ARCH's logs, see `log/criu_logs.ts`: the bundle goes with the container).
+ * - Every runc call is bounded: the dump by the caller's deadline (`arch finalize`), the
+ *   others by a fixed bound. Requires root, runc and CRIU.
  */
 
 import { ArchError } from "../util/errors.ts";
 import type { ContainerRecord, Registry } from "../registry/registry.ts";
-import { flushWhile, KeyStore, makeDurable } from "../store/store.ts";
-import { hashFiles, listFiles, type Manifest, MANIFEST_VERSION } from "../store/manifest.ts";
+import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
+import {
+  hashFiles,
+  listFiles,
+  type Manifest,
+  MANIFEST_VERSION,
+  ROOTFS_ARCHIVE,
+  writeManifest,
+} from "../store/manifest.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir } from "../rootfs/diff.ts";
 import { runc, runcArgs, type RuncTarget } from "./runc.ts";
@@ -22,6 +37,10 @@ import { toolVersions } from "./versions.ts";
 import { readBundleSpec } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
+import { PauseGuard } from "./pause_guard.ts";
+import { faultPoint } from "../util/faults.ts";
+import { imageIdentity } from "./image_identity.ts";
+import { ClaimTimeout } from "../store/claim.ts";
 
 export class CheckpointError extends ArchError {
   constructor(message: string, readonly step: string, readonly criuLog?: string) {
@@ -37,97 +56,229 @@ export interface CheckpointResult {
   readonly timings: Record<string, number>;
 }
 
+/** What a checkpoint needs from the node. */
+export interface CheckpointOptions {
+  readonly stateDir: string;
+  readonly secret: Uint8Array;
+  /** Keep the container running after the commit (`arch checkpoint --leave-running`). */
+  readonly leaveRunning?: boolean;
+  /** Where CRIU's logs are kept (`log/criu_logs.ts`). */
+  readonly criuLogs?: string;
+  /** Epoch ms after which no runc call may still be waited for (finalize). */
+  readonly deadline?: number;
+  /** How long to wait for another operation on the key. */
+  readonly lockWaitMs?: number;
+  /** Largest checkpoint allowed (memory + writable layer), bytes. */
+  readonly maxBytes?: number;
+}
+
 /** The rootfs path of a bundle (config.json `root.path`, relative to the bundle). */
 export function bundleRootfs(bundle: string): string {
   const path = readBundleSpec(bundle).root?.path ?? "rootfs";
   return path.startsWith("/") ? path : `${bundle}/${path}`;
 }
 
+/** Memory charged to the cgroup of `pid` (cgroup v2 `memory.current`), if readable. */
+function cgroupMemory(pid: number): number | undefined {
+  try {
+    const line = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n").find((l) => l.startsWith("0::"));
+    if (line === undefined) return undefined;
+    const value = Number(Deno.readTextFileSync(`/sys/fs/cgroup${line.slice(3)}/memory.current`).trim());
+    return Number.isFinite(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function treeBytes(dir: string): number {
+  return listFiles(dir, new Set()).reduce((n, f) => n + Deno.statSync(`${dir}/${f}`).size, 0);
+}
+
+const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+
 export async function checkpointContainer(
   record: ContainerRecord,
   runcPath: string,
   registry: Registry,
-  options: { leaveRunning?: boolean; criuLogs?: string } = {},
+  options: CheckpointOptions,
 ): Promise<CheckpointResult> {
-  const root = record.checkpointRoot;
-  if (typeof root !== "string") throw new CheckpointError(`container "${record.id}" has no checkpoint root`, "config");
+  const { checkpointRoot: root, scope } = record;
+  if (typeof root !== "string" || typeof scope !== "string") {
+    throw new CheckpointError(`container "${record.id}" has no checkpoint root or key scope`, "config");
+  }
   const target: RuncTarget = { runc: runcPath, root: record.root, id: record.id };
-  const store = new KeyStore(root, record.namespace, record.key);
+  const store = new KeyStore(root, scope, record.key);
   const timings: Record<string, number> = {};
   const t0 = performance.now();
   const lap = (name: string, since: number) => (timings[name] = Math.round(performance.now() - since));
+  const remaining = () => options.deadline === undefined ? undefined : Math.max(0, options.deadline - Date.now());
 
-  using _lock = await store.lock();
-  const versionsP = toolVersions(runcPath);
-  const pause = await runc(target, runcArgs.pause(target));
-  if (pause.code !== 0) throw new CheckpointError(`cannot pause "${record.id}": ${pause.stderr.trim()}`, "pause");
+  // Before the pause: everything that can fail on its own.
+  const rootfs = bundleRootfs(record.bundle);
+  const upperdir = findUpperdir(rootfs);
+  if (upperdir === undefined) {
+    throw new CheckpointError(
+      `container "${record.id}" has no overlay rootfs: ARCH cannot save its files, so it does not checkpoint it`,
+      "config",
+    );
+  }
+  let versions, image;
+  try {
+    [versions, image] = await Promise.all([
+      toolVersions(runcPath),
+      Promise.resolve(imageIdentity(rootfs, options.stateDir)),
+    ]);
+  } catch (error) {
+    throw new CheckpointError(
+      `cannot prepare the checkpoint of "${record.id}": ${(error as Error).message}`,
+      "prepare",
+    );
+  }
+  if (image === undefined) throw new CheckpointError(`cannot identify the image of "${record.id}"`, "prepare");
+  const pid = typeof record.pidFile === "string" ? Number(Deno.readTextFileSync(record.pidFile).trim()) : NaN;
+  const memory = pid > 0 ? cgroupMemory(pid) : undefined;
+  if (options.maxBytes !== undefined && memory !== undefined && memory > options.maxBytes) {
+    throw new CheckpointError(
+      `container "${record.id}" uses ${gib(memory)} of memory, more than the checkpoint limit of ` +
+        `${gib(options.maxBytes)} (host config "maxCheckpointBytes")`,
+      "size",
+    );
+  }
+  let claim;
+  try {
+    claim = await store.claim("checkpoint", {
+      create: true,
+      waitMs: Math.min(options.lockWaitMs ?? 30_000, remaining() ?? Infinity),
+    });
+  } catch (error) {
+    if (error instanceof ClaimTimeout) throw new CheckpointError(error.message, "claim");
+    throw new CheckpointError(`cannot claim checkpoint key "${record.key}": ${(error as Error).message}`, "claim");
+  }
+  using _claim = claim;
+
+  const guard = new PauseGuard(options.stateDir, record.namespace, target, options.leaveRunning ?? false);
+  try {
+    await guard.pause();
+  } catch (error) {
+    throw new CheckpointError((error as Error).message, "pause");
+  }
   lap("pause", t0);
-  const tmp = store.beginCheckpoint();
+  faultPoint(options.stateDir, "checkpoint-after-pause");
+  let tmp: string | undefined;
   let committed: string;
   try {
+    tmp = store.beginCheckpoint();
     let t = performance.now();
-    const upperdir = findUpperdir(bundleRootfs(record.bundle)) ?? null;
-    if (upperdir !== null) await captureUpperdir(upperdir, `${tmp}/rootfs.tar`);
+    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`);
+    faultPoint(options.stateDir, "checkpoint-during-capture");
+    await capturing;
     lap("rootfs", t);
+    const layerBytes = Deno.statSync(`${tmp}/${ROOTFS_ARCHIVE}`).size;
+    if (options.maxBytes !== undefined && layerBytes + (memory ?? 0) > options.maxBytes) {
+      throw new CheckpointError(
+        `container "${record.id}" would need ${gib(layerBytes + (memory ?? 0))}, more than the checkpoint limit of ` +
+          `${gib(options.maxBytes)} (host config "maxCheckpointBytes")`,
+        "size",
+      );
+    }
 
     t = performance.now();
-    const dumping = runc(target, runcArgs.checkpoint(target, `${tmp}/criu`, `${tmp}/work`));
+    const left = remaining();
+    const dumping = runc(
+      target,
+      runcArgs.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
+      left === undefined ? {} : { timeoutMs: left },
+    );
+    faultPoint(options.stateDir, "checkpoint-during-dump");
     const flushing = flushWhile(tmp, dumping);
     const dump = await dumping;
     await flushing;
     lap("dump", t);
     const criuLog = options.criuLogs === undefined
       ? undefined
-      : keepCriuLog(options.criuLogs, record.namespace, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
+      : keepCriuLog(options.criuLogs, scope, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
     if (dump.code !== 0) {
+      const why = dump.signal === "SIGKILL" && left !== undefined
+        ? "the finalize deadline passed"
+        : lastLine(dump.stderr);
       throw new CheckpointError(
-        `runc checkpoint of "${record.id}" failed: ${lastLine(dump.stderr)}` +
-          (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
+        `runc checkpoint of "${record.id}" failed: ${why}` + (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
         "dump",
         criuLog,
       );
     }
+    Deno.removeSync(`${tmp}/work`, { recursive: true });
+    if (options.maxBytes !== undefined && treeBytes(tmp) > options.maxBytes) {
+      throw new CheckpointError(
+        `the checkpoint of "${record.id}" is ${gib(treeBytes(tmp))}, more than the limit of ${gib(options.maxBytes)} ` +
+          `(host config "maxCheckpointBytes")`,
+        "size",
+      );
+    }
 
     t = performance.now();
-    const [files] = await Promise.all([hashFiles(tmp, listFiles(tmp, new Set(["work"]))), makeDurable(tmp)]);
+    const syncing = Promise.all([hashFiles(tmp, listFiles(tmp, new Set())), makeDurable(tmp)]);
+    faultPoint(options.stateDir, "checkpoint-during-fsync");
+    const [files] = await syncing;
     lap("hash+fsync", t);
-    const versions = await versionsP;
     const manifest: Manifest = {
       version: MANIFEST_VERSION,
       containerId: record.id,
       namespace: record.namespace,
+      scope,
       key: record.key,
+      image,
       createdAt: new Date().toISOString(),
       ...versions,
-      rootfs: { archive: upperdir === null ? null : "rootfs.tar", upperdir },
+      rootfs: { archive: ROOTFS_ARCHIVE, upperdir },
       timings,
       files,
     };
-    Deno.writeTextFileSync(`${tmp}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n", { mode: 0o600 });
+    writeManifest(tmp, manifest, options.secret);
     fsyncPath(`${tmp}/manifest.json`);
+    fsyncPath(`${tmp}/manifest.hmac`);
+    faultPoint(options.stateDir, "checkpoint-before-commit");
     t = performance.now();
-    committed = store.commit(tmp);
+    const name = newCheckpointName();
+    guard.committing(`${store.dir}/${name}`);
+    committed = store.commit(tmp, name);
+    guard.committed();
     lap("commit", t);
+    faultPoint(options.stateDir, "checkpoint-after-commit");
   } catch (error) {
-    try {
-      store.abort(tmp);
-    } catch { /* best effort */ }
-    await runc(target, runcArgs.resume(target));
-    if (error instanceof CheckpointError) throw error;
-    throw new CheckpointError(`checkpoint of "${record.id}" failed: ${(error as Error).message}`, "capture");
+    if (tmp !== undefined && guard.action() === "resume") {
+      try {
+        store.abort(tmp);
+      } catch { /* best effort: the next checkpoint of the key removes it */ }
+    }
+    const why = await guard.release();
+    const stuck = why === undefined
+      ? ""
+      : `; the container could not be released (${why}): ARCH retries at its next command`;
+    if (error instanceof CheckpointError) {
+      throw new CheckpointError(error.message + stuck, error.step, error.criuLog);
+    }
+    throw new CheckpointError(`checkpoint of "${record.id}" failed: ${(error as Error).message}${stuck}`, "capture");
   }
-  registry.put({ ...record, checkpointedAt: new Date().toISOString(), checkpointDir: committed });
-  if (options.leaveRunning) {
-    await runc(target, runcArgs.resume(target));
-  } else {
-    // Committed: stop it. A frozen task only dies once thawed, so kill first, then resume,
-    // and the workload makes no progress past its checkpoint.
-    await runc(target, runcArgs.kill(target, "KILL"));
-    await runc(target, runcArgs.resume(target));
+  try {
+    registry.put({
+      ...record,
+      checkpointedAt: new Date().toISOString(),
+      checkpointDir: committed,
+      stoppedByCheckpoint: !options.leaveRunning,
+    });
+  } catch { /* the record is a convenience; the marker and the key hold the truth */ }
+  faultPoint(options.stateDir, "checkpoint-before-kill");
+  const why = await guard.release();
+  if (why !== undefined) {
+    throw new CheckpointError(
+      `the checkpoint of "${record.id}" is committed (${committed}) but the container could not be ` +
+        `${options.leaveRunning ? "resumed" : "stopped"}: ${why}; ARCH retries at its next command`,
+      "release",
+    );
   }
   lap("total", t0);
-  const bytes = listFiles(committed, new Set()).reduce((n, f) => n + Deno.statSync(`${committed}/${f}`).size, 0);
-  return { id: record.id, key: record.key, dir: committed, bytes, timings };
+  return { id: record.id, key: record.key, dir: committed, bytes: treeBytes(committed), timings };
 }
 
 function lastLine(text: string): string {

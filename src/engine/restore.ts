@@ -1,24 +1,28 @@
 /**
  * Restores a committed checkpoint into a container being created.
  *
- *     verify manifest + sha256 + compatibility → apply the writable layer to the new,
- *     mounted rootfs → runc restore --detach with the create's options, stdio untouched
+ *     authenticate + verify the manifest, files, scope, key, image and tool compatibility
+ *     → apply the writable layer to the new, mounted rootfs → runc restore --detach with
+ *     the create's options, stdio untouched
  *
- * Guarantees: nothing is changed before the checkpoint is verified; a checkpoint that fails
- * verification or restore is moved aside (quarantine) so it is never tried again, and the
- * caller decides between a fresh start and a refusal. The restored process keeps the
- * engine's stdio: runc inherits this process's stdin/stdout/stderr. Requires root, runc
- * and CRIU.
+ * Guarantees: the caller holds the key's claim. Nothing is changed before the checkpoint is
+ * verified. A checkpoint of another scope, key or image is refused and left as it is (it is
+ * not this container's). A checkpoint that fails verification or restore is moved aside
+ * (quarantine) so it is never tried again, and the caller decides between a fresh start and
+ * a refusal; the outcome says whether the saved layer was already applied (then a fresh
+ * start needs the rootfs reset first). The restored process keeps the engine's stdio: runc
+ * inherits this process's stdin/stdout/stderr. Requires root, runc and CRIU.
  */
 
 import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
 import type { KeyStore } from "../store/store.ts";
-import { verifyCheckpoint } from "../store/manifest.ts";
+import { type Expected, ForeignCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
 import { applyToRootfs } from "../rootfs/diff.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { bundleRootfs } from "./checkpoint.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
+import { faultPoint } from "../util/faults.ts";
 
 /** Options of `runc create` that `runc restore` takes too; the others are dropped. */
 const CARRIED = ["bundle", "console-socket", "pid-file", "no-pivot"] as const;
@@ -50,18 +54,32 @@ export function restoreArgv(create: RuncCall, imagePath: string, workPath: strin
 
 export type RestoreOutcome =
   | { kind: "restored"; from: string; timings: Record<string, number> }
-  | { kind: "failed"; reason: string; quarantined: string | undefined };
+  | { kind: "foreign"; reason: string }
+  | { kind: "failed"; reason: string; quarantined: string | undefined; applied: boolean };
+
+export interface RestoreOptions {
+  readonly stateDir: string;
+  readonly secret: Uint8Array;
+  readonly expected: Expected;
+  readonly criuLogs?: string;
+}
 
 /** Restores `store`'s current checkpoint for the container `create` describes. */
 export async function restoreContainer(
   create: RuncCall,
   store: KeyStore,
   runcPath: string,
-  criuLogs?: string,
+  options: RestoreOptions,
 ): Promise<RestoreOutcome> {
   const dir = store.currentPath()!;
   const bundle = stringOption(create.options, "bundle") ?? Deno.cwd();
-  const fail = (reason: string): RestoreOutcome => ({ kind: "failed", reason, quarantined: store.quarantine() });
+  let applied = false;
+  const fail = (reason: string): RestoreOutcome => ({
+    kind: "failed",
+    reason,
+    quarantined: store.quarantine(),
+    applied,
+  });
   const timings: Record<string, number> = {};
   let t = performance.now();
   const lap = (name: string) => {
@@ -72,26 +90,39 @@ export async function restoreContainer(
   let manifest;
   try {
     const here = toolVersions(runcPath);
-    manifest = await verifyCheckpoint(dir);
+    const verifying = verifyCheckpoint(dir, options.secret, options.expected);
+    faultPoint(options.stateDir, "restore-during-verify");
+    manifest = await verifying;
     lap("verify");
     const why = incompatibility(manifest, await here);
     if (why !== undefined) return fail(`checkpoint ${dir} cannot be restored here: ${why}`);
   } catch (error) {
+    if (error instanceof ForeignCheckpoint) {
+      return {
+        kind: "foreign",
+        reason: `the checkpoint of key "${store.key}" is not this container's: ${error.message}`,
+      };
+    }
     return fail(`checkpoint ${dir} failed verification: ${(error as Error).message}`);
   }
   try {
     if (manifest.rootfs.archive !== null) {
-      await applyToRootfs(`${dir}/${manifest.rootfs.archive}`, bundleRootfs(bundle), bundle);
+      applied = true; // from here on the rootfs may have changed
+      const applying = applyToRootfs(`${dir}/${manifest.rootfs.archive}`, bundleRootfs(bundle), store.dir);
+      faultPoint(options.stateDir, "restore-during-apply");
+      await applying;
     }
   } catch (error) {
     return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
   }
   lap("rootfs");
   const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });
-  const result = await runCommand({ cmd: runcPath, args: restoreArgv(create, `${dir}/criu`, work), stdio: "inherit" });
-  const kept = criuLogs === undefined
+  const restoring = runCommand({ cmd: runcPath, args: restoreArgv(create, `${dir}/criu`, work), stdio: "inherit" });
+  faultPoint(options.stateDir, "restore-during-runc-restore");
+  const result = await restoring;
+  const kept = options.criuLogs === undefined
     ? undefined
-    : keepCriuLog(criuLogs, store.namespace, store.key, "restore", result.code === 0, `${work}/restore.log`);
+    : keepCriuLog(options.criuLogs, store.scope, store.key, "restore", result.code === 0, `${work}/restore.log`);
   if (result.code !== 0) {
     let log = "";
     try {

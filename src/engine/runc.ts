@@ -36,8 +36,12 @@ export function runc(t: RuncTarget, args: string[], extra: Partial<CommandSpec> 
 }
 
 /** The container's status from `runc state`, or `undefined` if runc does not know it. */
-export async function runcStatus(t: RuncTarget): Promise<string | undefined> {
-  const r = await runc(t, runcArgs.state(t));
+export async function runcStatus(t: RuncTarget, timeoutMs?: number): Promise<string | undefined> {
+  const r = await runc(t, runcArgs.state(t), timeoutMs === undefined ? {} : { timeoutMs });
   if (r.code !== 0) return undefined;
-  return (JSON.parse(r.stdout) as { status?: string }).status;
+  try {
+    return (JSON.parse(r.stdout) as { status?: string }).status;
+  } catch {
+    return undefined;
+  }
 }

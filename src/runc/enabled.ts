@@ -29,6 +29,9 @@ import { criuLogDir } from "../log/criu_logs.ts";
 import { annotateBundle, ensureCriuConfig } from "../engine/criu_config.ts";
 import { isDraining } from "../engine/drain.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
+import { findUpperdir } from "../rootfs/upperdir.ts";
+import { bundleRootfs } from "../engine/checkpoint.ts";
+import { ClaimTimeout, KeyGone } from "../store/claim.ts";
 
 export async function handle(ctx: WrapperContext): Promise<number | undefined> {
   switch (ctx.call.command) {
@@ -68,9 +71,17 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
       return 1;
     }
   }
-  const resolved = containerConfig(spec, ctx.id, host);
+  const resolved = containerConfig(spec, ctx.id, ctx.namespace, host);
   if (!resolved.ok) {
     ctx.fail(resolved.error);
+    return 1;
+  }
+  const rootfs = bundleRootfs(bundle);
+  if (findUpperdir(rootfs) === undefined) {
+    ctx.fail(
+      `the rootfs of this container ("${rootfs}") is not an overlay mount, so ARCH could not save its files: ` +
+        `run it with an overlay snapshotter/storage driver, or without ARCH_ENABLE=1`,
+    );
     return 1;
   }
   try {
@@ -81,12 +92,13 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     ctx.fail(`cannot attach ARCH's CRIU configuration to the container: ${(error as Error).message}`);
     return 1;
   }
-  const { checkpointRoot, key, keySource } = resolved.config;
+  const { checkpointRoot, scope, key, keySource } = resolved.config;
   const record = {
     namespace: ctx.namespace,
     id: ctx.id,
     root: ctx.root,
     bundle,
+    scope,
     key,
     keySource,
     checkpointRoot,
@@ -94,28 +106,78 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     createdAt: new Date().toISOString(),
   };
   ctx.registry.put(record);
-  ctx.log.info("registered ARCH container", { key, keySource, bundle });
+  ctx.log.info("registered ARCH container", { scope, key, keySource, bundle });
 
-  const store = new KeyStore(checkpointRoot, ctx.namespace, key);
-  if (store.currentPath() === undefined) return undefined;
-  if (store.isConsumed() && !host.restoreConsumed && !resolved.config.restoreConsumed) {
-    ctx.log.info("checkpoint already restored once, starting fresh", { checkpoint: store.currentPath() });
+  const store = new KeyStore(checkpointRoot, scope, key);
+  if (!store.exists() || store.currentPath() === undefined) return undefined;
+  let claim;
+  try {
+    claim = await store.claim("restore", { waitMs: host.lockWaitSeconds * 1000 });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound || error instanceof KeyGone) return undefined;
+    const why = error instanceof ClaimTimeout ? error.message : `cannot claim it: ${(error as Error).message}`;
+    ctx.fail(`cannot restore checkpoint key "${key}": ${why}; start the container again later`);
+    return 1;
+  }
+  using _claim = claim;
+  // Under the claim: what was seen before may have changed (a commit, a delete, a restore).
+  const current = store.currentPath();
+  if (current === undefined) return undefined;
+  if (store.isConsumed() && !resolved.config.restoreConsumed) {
+    ctx.log.info("checkpoint already restored once, starting fresh", { checkpoint: current });
     return undefined;
   }
+  let secret, image;
+  try {
+    const { loadSecret } = await import("../store/secret.ts");
+    const { imageIdentity } = await import("../engine/image_identity.ts");
+    secret = loadSecret(host.secretFile, true);
+    image = imageIdentity(rootfs, host.stateDir);
+    if (image === undefined) throw new Error(`cannot identify the image of the container`);
+  } catch (error) {
+    ctx.fail(`cannot verify checkpoint ${current}: ${(error as Error).message}`);
+    return 1;
+  }
   const { restoreContainer } = await import("../engine/restore.ts");
-  const outcome = await restoreContainer(ctx.call, store, ctx.runc, criuLogDir(ctx.host.logFile));
+  const outcome = await restoreContainer(ctx.call, store, ctx.runc, {
+    stateDir: host.stateDir,
+    secret,
+    expected: { scope, key, image },
+    criuLogs: criuLogDir(ctx.host.logFile),
+  });
   if (outcome.kind === "restored") {
-    store.markConsumed();
+    // The container runs now: whatever fails below must not turn this call into a create.
     const restored = { ...record, restored: true, restoredFrom: outcome.from };
-    ctx.registry.put(restored);
-    ctx.log.info("restored from checkpoint", { checkpoint: outcome.from, timings: outcome.timings });
+    try {
+      store.markConsumed();
+      ctx.registry.put(restored);
+      ctx.log.info("restored from checkpoint", { checkpoint: outcome.from, timings: outcome.timings });
+    } catch (error) {
+      ctx.log.error("restored, but cannot record it", { checkpoint: outcome.from, error: String(error) });
+    }
     await watchExit(ctx, restored);
     return 0;
+  }
+  if (outcome.kind === "foreign") {
+    ctx.fail(`${outcome.reason}: remove ${store.dir} to start this container fresh, or start it with its own image`);
+    return 1;
   }
   ctx.log.error("restore failed, checkpoint quarantined", { reason: outcome.reason, quarantined: outcome.quarantined });
   if (host.onRestoreFailure === "fail") {
     ctx.fail(`restore failed (checkpoint kept in ${outcome.quarantined}): ${outcome.reason}`);
     return 1;
+  }
+  if (outcome.applied) {
+    try {
+      const { resetRootfs } = await import("../rootfs/reset.ts");
+      await resetRootfs(rootfs);
+    } catch (error) {
+      ctx.fail(
+        `restore failed (checkpoint kept in ${outcome.quarantined}) after the saved files were applied, and the ` +
+          `rootfs cannot be reset (${(error as Error).message}): start the container again to start it fresh`,
+      );
+      return 1;
+    }
   }
   return undefined;
 }
@@ -153,29 +215,57 @@ async function exitOf(ctx: WrapperContext): Promise<ContainerRecord | undefined>
   return ctx.registry.get(ctx.namespace, ctx.id);
 }
 
+/**
+ * Why the key's data must stay after `record`'s container ended, or `undefined` when its
+ * job is done (it ended by itself with exit code 0) and the data can go.
+ */
+function keepReason(record: ContainerRecord, store: KeyStore): string | undefined {
+  const exit = record.exit as { code?: number } | undefined;
+  if (record.stoppedByCheckpoint === true) return "stopped by an ARCH checkpoint";
+  if (exit?.code === undefined) return "exit status unknown";
+  if (exit.code !== 0) return `exit code ${exit.code}`;
+  // Another container of the key may have been checkpointed since this one started.
+  const current = store.currentPath();
+  if (current === undefined) return undefined;
+  try {
+    const made = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`)) as {
+      containerId?: string;
+      createdAt?: string;
+    };
+    if (made.containerId !== record.id && (made.createdAt ?? "") > record.createdAt) {
+      return `a newer checkpoint of container "${made.containerId}" is current`;
+    }
+  } catch { /* unreadable: it is not a checkpoint anyone can restore */ }
+  return undefined;
+}
+
 async function onDelete(ctx: WrapperContext): Promise<number> {
   const result = await runCommand({ cmd: ctx.runc, args: ctx.argv, stdio: "inherit" });
   if (result.code !== 0) return result.code;
   const record = await exitOf(ctx);
   ctx.registry.remove(ctx.namespace, ctx.id);
   if (record === undefined) return 0;
-  const exit = record.exit as { code?: number } | undefined;
-  const keep = record.checkpointedAt !== undefined
-    ? "checkpointed by ARCH"
-    : exit?.code === undefined
-    ? "exit status unknown"
-    : exit.code !== 0
-    ? `exit code ${exit.code}`
-    : undefined;
-  if (keep !== undefined || typeof record.checkpointRoot !== "string") {
-    ctx.log.info("container deleted, checkpoint data kept", { reason: keep, key: record.key });
-    return 0;
-  }
+  const { checkpointRoot, scope } = record;
+  if (typeof checkpointRoot !== "string" || typeof scope !== "string") return 0;
+  const store = new KeyStore(checkpointRoot, scope, record.key);
   try {
-    new KeyStore(record.checkpointRoot, record.namespace, record.key).removeAll();
+    if (!store.exists()) return 0;
+    let host;
+    try {
+      host = loadHostConfig(ctx.host.configPath, []);
+    } catch {
+      host = undefined;
+    }
+    using _claim = await store.claim("delete", { waitMs: (host?.lockWaitSeconds ?? 30) * 1000 });
+    const keep = keepReason(record, store);
+    if (keep !== undefined) {
+      ctx.log.info("container deleted, checkpoint data kept", { reason: keep, key: record.key });
+      return 0;
+    }
+    store.removeAll();
     ctx.log.info("container completed with exit code 0, checkpoint data removed", { key: record.key });
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
+    if (!(error instanceof Deno.errors.NotFound) && !(error instanceof KeyGone)) {
       ctx.log.error("cannot remove checkpoint data", { key: record.key, error: String(error) });
     }
   }

@@ -106,9 +106,18 @@ async function intercept(
   let spec: BundleSpec | undefined;
   if (call.command === "create") {
     spec = readBundleSpec(stringOption(call.options, "bundle") ?? Deno.cwd());
-    if (!isArchEnabled(envOf(spec))) return undefined;
-  } else if (registry.get(namespace, id) === undefined) {
-    return undefined;
+    if (!isArchEnabled(envOf(spec))) {
+      registry.remove(namespace, id); // a record left by an earlier container of this id is not this one's
+      return undefined;
+    }
+  } else {
+    const record = registry.get(namespace, id);
+    if (record === undefined) return undefined;
+    if (!describesRuncContainer(record.bundle, root, id)) {
+      log.warn("ignoring a stale ARCH record: the container of this id is another one", { namespace, id });
+      registry.remove(namespace, id);
+      return undefined;
+    }
   }
   const ctxLog = log.with({ namespace, id, command: call.command });
   const logPath = stringOption(call.global, "log");
@@ -131,6 +140,23 @@ async function intercept(
   };
   const enabled = await import("./enabled.ts");
   return await enabled.handle(ctx);
+}
+
+/**
+ * Whether runc's own state of `root/id` is the container ARCH recorded (same bundle): a
+ * record outliving its container (an ARCH process that died, `runc delete` run by hand) must
+ * never change what happens to a new container reusing the id. Unknown to runc counts as
+ * matching (runc then answers the call itself).
+ */
+function describesRuncContainer(bundle: string, root: string, id: string): boolean {
+  let state: { config?: { labels?: string[] } };
+  try {
+    state = JSON.parse(Deno.readTextFileSync(`${root}/${id}/state.json`));
+  } catch {
+    return true;
+  }
+  const label = state.config?.labels?.find((l) => l.startsWith("bundle="));
+  return label === undefined || label.slice("bundle=".length) === bundle;
 }
 
 /**

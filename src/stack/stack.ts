@@ -212,6 +212,7 @@ export class EmbeddedStack implements AsyncDisposable {
           runc: this.options.engines.runc,
           stateDir: this.archStateDir,
           criuConfigDir: `${s}/arch/criu`,
+          secretFile: `${s}/arch/secret`,
           logFile: this.archLog,
           checkpointRoots: [`${s}/lib/arch`],
           defaultCheckpointRoot: this.checkpointRoot,

@@ -1,28 +1,50 @@
 /**
  * The checkpoint manifest (`manifest.json`, versioned, zod-validated): what was saved,
- * from where, with which tools, and a sha256 for every file so a restore can refuse a
- * corrupted or tampered checkpoint before it touches anything.
+ * from where, for which key scope and image, with which tools, and a sha256 for every file.
+ * `manifest.hmac` authenticates it with the checkpoint secret (`secret.ts`).
+ *
+ * Guarantees of {@link verifyCheckpoint}, all before a restore touches anything: the
+ * manifest is authentic (HMAC), it names only confined relative paths, the checkpoint
+ * directory holds exactly the files it lists (no symlink, device or extra file), every file
+ * matches its size and sha256, and the checkpoint belongs to the scope, key and image of the
+ * container being restored.
  */
 
 import { z } from "zod";
 import { createHash } from "node:crypto";
+import { sign, verifySignature } from "./secret.ts";
 
-export const MANIFEST_VERSION = 1;
+export const MANIFEST_VERSION = 2;
+
+/** The archive of the writable layer: the only name a manifest may give it. */
+export const ROOTFS_ARCHIVE = "rootfs.tar";
+
+/** Files of a checkpoint directory that the manifest does not list. */
+export const UNLISTED = new Set(["manifest.json", "manifest.hmac", "consumed"]);
+
+/** A relative path of plain elements: no `/` at either end, no `.`/`..`, no odd characters. */
+const RELATIVE = /^(?!.*(^|\/)\.{1,2}(\/|$))[A-Za-z0-9_.+-]+(\/[A-Za-z0-9_.+-]+)*$/;
 
 export const ManifestSchema = z.object({
   version: z.literal(MANIFEST_VERSION),
   containerId: z.string(),
   namespace: z.string(),
+  /** Key scope (see `config/container_config.ts`): who may restore it. */
+  scope: z.string(),
   key: z.string(),
+  /** Identity of the container's image (see `engine/image_identity.ts`). */
+  image: z.string(),
   createdAt: z.string(),
   arch: z.object({ version: z.string() }),
   runc: z.object({ version: z.string() }),
   criu: z.object({ version: z.string() }),
   kernel: z.string(),
   cpuArch: z.string(),
-  rootfs: z.object({ archive: z.string().nullable(), upperdir: z.string().nullable() }),
+  rootfs: z.object({ archive: z.literal(ROOTFS_ARCHIVE).nullable(), upperdir: z.string().nullable() }),
   timings: z.record(z.string(), z.number()),
-  files: z.array(z.object({ path: z.string(), size: z.number(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+  files: z.array(
+    z.object({ path: z.string().regex(RELATIVE), size: z.number(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+  ),
 });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
@@ -63,9 +85,72 @@ export async function hashFiles(dir: string, files: readonly string[]): Promise<
   return out;
 }
 
-/** Reads and validates `<dir>/manifest.json`, then checks every file's size and sha256. */
-export async function verifyCheckpoint(dir: string): Promise<Manifest> {
-  const manifest = ManifestSchema.parse(JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`)));
+/** Writes `manifest.json` and its `manifest.hmac` into `dir` (files 0600, not yet fsync'ed). */
+export function writeManifest(dir: string, manifest: Manifest, secret: Uint8Array): void {
+  const bytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
+  Deno.writeFileSync(`${dir}/manifest.json`, bytes, { mode: 0o600 });
+  Deno.writeTextFileSync(`${dir}/manifest.hmac`, sign(secret, bytes) + "\n", { mode: 0o600 });
+}
+
+/** What the restoring container is: a checkpoint of anything else is refused. */
+export interface Expected {
+  readonly scope: string;
+  readonly key: string;
+  readonly image: string;
+}
+
+/** A checkpoint that is authentic and intact but belongs to another scope, key or image. */
+export class ForeignCheckpoint extends Error {}
+
+/** Every regular file below `dir` (relative); throws on anything else than files and directories. */
+function strictListing(dir: string, rel = ""): string[] {
+  const out: string[] = [];
+  for (const entry of Deno.readDirSync(rel ? `${dir}/${rel}` : dir)) {
+    const path = rel ? `${rel}/${entry.name}` : entry.name;
+    const info = Deno.lstatSync(`${dir}/${path}`);
+    if (info.isDirectory) out.push(...strictListing(dir, path));
+    else if (info.isFile) out.push(path);
+    else throw new Error(`"${path}" is neither a file nor a directory`);
+  }
+  return out;
+}
+
+/**
+ * Authenticates and checks the checkpoint in `dir` for a restore into `expected` (see the
+ * module doc). Throws {@link ForeignCheckpoint} for a checkpoint of another scope, key or
+ * image, an Error for anything corrupt or forged.
+ */
+export async function verifyCheckpoint(dir: string, secret: Uint8Array, expected: Expected): Promise<Manifest> {
+  const bytes = Deno.readFileSync(`${dir}/manifest.json`);
+  let mac: string;
+  try {
+    mac = Deno.readTextFileSync(`${dir}/manifest.hmac`);
+  } catch {
+    throw new Error("its manifest has no signature (manifest.hmac)");
+  }
+  if (!verifySignature(secret, bytes, mac)) {
+    throw new Error("its manifest is not signed with this node's checkpoint secret (modified, or made elsewhere)");
+  }
+  const manifest = ManifestSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
+  if (manifest.scope !== expected.scope || manifest.key !== expected.key) {
+    throw new ForeignCheckpoint(
+      `it belongs to key "${manifest.key}" of scope "${manifest.scope}", not "${expected.key}" of "${expected.scope}"`,
+    );
+  }
+  if (manifest.image !== expected.image) {
+    throw new ForeignCheckpoint(
+      `it was made from another image (${manifest.image}, this container: ${expected.image})`,
+    );
+  }
+  const listed = new Set(manifest.files.map((f) => f.path));
+  if (manifest.rootfs.archive !== null && !listed.has(manifest.rootfs.archive)) {
+    throw new Error(`its manifest names the archive "${manifest.rootfs.archive}" but does not list it`);
+  }
+  const present = strictListing(dir).filter((p) => !UNLISTED.has(p));
+  const extra = present.filter((p) => !listed.has(p));
+  if (extra.length > 0 || present.length !== listed.size) {
+    throw new Error(`its files do not match its manifest${extra.length > 0 ? ` ("${extra[0]}" is not listed)` : ""}`);
+  }
   const actual = await hashFiles(dir, manifest.files.map((f) => f.path));
   for (const [i, expected] of manifest.files.entries()) {
     const got = actual[i]!;

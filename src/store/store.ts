@@ -1,38 +1,64 @@
 /**
  * Where checkpoints live and how they are committed.
  *
- * Layout under a checkpoint root (local mode: `ARCH_CHECKPOINT_HOST_PATH`):
+ * Layout under a checkpoint root:
  *
- *     <root>/<namespace>/<key>/
+ *     <root>/<scope>/<key>/
  *         current -> ckpt-<stamp>      the committed checkpoint (a symlink)
- *         ckpt-<stamp>/                manifest.json, criu/, rootfs.tar
+ *         ckpt-<stamp>/                manifest.json, manifest.hmac, criu/, rootfs.tar
  *         .tmp-<stamp>/                being written; never taken for a checkpoint
+ *         .claim/                      the key's claim (`claim.ts`) while an operation runs
  *         quarantine-<stamp>/          a checkpoint whose restore failed, kept to inspect
  *
  * Guarantees: a checkpoint becomes visible only by the atomic rename of the `current`
  * symlink, after its files and directory are fsync'ed; the previous checkpoint of the key
  * stays current until then. Directories are 0700 and files 0600 (images hold memory and
- * secrets). Namespace and key must be safe single path elements, so nothing built from
- * them can leave `<root>`.
+ * secrets). Scope and key must be safe single path elements, and the directories down to
+ * the key's are entered without following symlinks (`safe_dir.ts`). Operations that change
+ * a key run under its claim; a key is deleted by renaming it away first, so it vanishes at
+ * once for everyone.
  */
 
 import { isSafeSegment } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
+import { beneath } from "./safe_dir.ts";
+import { type Claim, claimKey, type ClaimOptions } from "./claim.ts";
 
 export class KeyStore {
   readonly dir: string;
 
-  constructor(readonly root: string, readonly namespace: string, readonly key: string) {
-    if (!isSafeSegment(namespace)) throw new Error(`unsafe namespace "${namespace}"`);
+  constructor(readonly root: string, readonly scope: string, readonly key: string) {
+    if (!isSafeSegment(scope)) throw new Error(`unsafe key scope "${scope}"`);
     if (!isSafeSegment(key)) throw new Error(`unsafe checkpoint key "${key}"`);
-    this.dir = `${root}/${namespace}/${key}`;
+    this.dir = `${root}/${scope}/${key}`;
   }
 
-  /** Creates the key directory (0700) and a fresh temporary checkpoint directory in it. */
+  /** Whether the key's directory exists (checked component by component, never through a symlink). */
+  exists(): boolean {
+    return beneath(this.root, [this.scope, this.key], false) !== undefined;
+  }
+
+  /** Creates the key's directory (0700, component by component) if needed. */
+  ensure(): void {
+    beneath(this.root, [this.scope, this.key], true);
+  }
+
+  /** Takes the key's claim (creating the key directory if `create`). */
+  async claim(op: string, options: ClaimOptions & { create?: boolean }): Promise<Claim> {
+    if (options.create) this.ensure();
+    else if (!this.exists()) throw new Deno.errors.NotFound(`no checkpoint key "${this.key}"`);
+    return await claimKey(this.dir, op, options);
+  }
+
+  /**
+   * A fresh temporary checkpoint directory. Under the claim: leftovers of writers that died
+   * (`.tmp-*`) are removed first.
+   */
   beginCheckpoint(): string {
-    Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    Deno.chmodSync(`${this.root}/${this.namespace}`, 0o700);
-    Deno.chmodSync(this.dir, 0o700);
+    this.ensure();
+    for (const entry of Deno.readDirSync(this.dir)) {
+      if (entry.name.startsWith(".tmp-")) Deno.removeSync(`${this.dir}/${entry.name}`, { recursive: true });
+    }
     const tmp = `${this.dir}/.tmp-${stamp()}`;
     Deno.mkdirSync(tmp, { mode: 0o700 });
     return tmp;
@@ -44,10 +70,10 @@ export class KeyStore {
    * atomically, fsync the key directory, then remove the checkpoint it replaced. Returns the
    * committed directory.
    */
-  commit(tmp: string): string {
+  commit(tmp: string, name = newCheckpointName()): string {
+    if (!name.startsWith("ckpt-") || !isSafeSegment(name)) throw new Error(`bad checkpoint name "${name}"`);
     privateTree(tmp);
     fsyncPath(tmp);
-    const name = `ckpt-${stamp()}`;
     const final = `${this.dir}/${name}`;
     Deno.renameSync(tmp, final);
     const previous = this.currentPath();
@@ -59,28 +85,18 @@ export class KeyStore {
     return final;
   }
 
-  /**
-   * Takes the key's exclusive lock (flock on `<key>/.lock`), waiting for a holder to finish:
-   * two checkpoints of one key never interleave. Released when the returned handle is disposed.
-   */
-  async lock(): Promise<Disposable> {
-    Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const file = await Deno.open(`${this.dir}/.lock`, { read: true, write: true, create: true, mode: 0o600 });
-    await file.lock(true);
-    return { [Symbol.dispose]: () => file.close() };
-  }
-
   /** Removes an uncommitted temporary directory (after a failure). */
   abort(tmp: string): void {
     Deno.removeSync(tmp, { recursive: true });
   }
 
-  /** The committed checkpoint directory, if any. */
+  /** The committed checkpoint directory, if any (a real directory named by `current`). */
   currentPath(): string | undefined {
     try {
       const target = Deno.readLinkSync(`${this.dir}/current`);
       if (!isSafeSegment(target) || !target.startsWith("ckpt-")) return undefined;
-      return `${this.dir}/${target}`;
+      const info = Deno.lstatSync(`${this.dir}/${target}`);
+      return info.isDirectory ? `${this.dir}/${target}` : undefined;
     } catch {
       return undefined;
     }
@@ -97,11 +113,13 @@ export class KeyStore {
     return dest;
   }
 
-  /** Marks the current checkpoint consumed (restored once). */
+  /** Marks the current checkpoint consumed (restored once); durable before it returns. */
   markConsumed(): void {
     const current = this.currentPath();
     if (current !== undefined) {
       Deno.writeTextFileSync(`${current}/consumed`, new Date().toISOString() + "\n", { mode: 0o600 });
+      fsyncPath(`${current}/consumed`);
+      fsyncPath(current);
     }
   }
 
@@ -109,17 +127,29 @@ export class KeyStore {
     const current = this.currentPath();
     if (current === undefined) return false;
     try {
-      Deno.statSync(`${current}/consumed`);
+      Deno.lstatSync(`${current}/consumed`);
       return true;
     } catch {
       return false;
     }
   }
 
-  /** Removes everything of this key. */
+  /**
+   * Removes everything of this key: renamed away first (atomic: from then on the key has no
+   * checkpoint for anyone, and its claim went with it), then deleted.
+   */
   removeAll(): void {
-    Deno.removeSync(this.dir, { recursive: true });
+    if (!this.exists()) return;
+    const aside = `${this.root}/${this.scope}/.removed-${stamp()}`;
+    Deno.renameSync(this.dir, aside);
+    fsyncPath(`${this.root}/${this.scope}`);
+    Deno.removeSync(aside, { recursive: true });
   }
+}
+
+/** A fresh name for a committed checkpoint directory (`ckpt-<stamp>`). */
+export function newCheckpointName(): string {
+  return `ckpt-${stamp()}`;
 }
 
 let counter = 0;

@@ -43,6 +43,8 @@ export async function makeLab(): Promise<Lab> {
       runc: RUNC,
       stateDir: `${dir}/state`,
       logFile: `${dir}/arch.log`,
+      secretFile: `${dir}/secret`,
+      criuConfigDir: `${dir}/criu`,
       checkpointRoots: [`${dir}/ckpt`],
       defaultCheckpointRoot: `${dir}/ckpt`,
     }),

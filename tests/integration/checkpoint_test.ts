@@ -174,26 +174,40 @@ stackTest("restore into a new container with the same key", async (t, stack) => 
     assertEquals([after.starts, after.ticks[0], after.verifyFailures], [0, before.lastTick + 1, 0]);
   });
 
-  await t.step("a checkpoint is restored once; ARCH_RESTORE_CONSUMED=1 allows again", async () => {
-    const key = uniqueName("once");
-    const a = uniqueName("a");
-    await stack.docker(archDockerRun(a, key));
-    await waitTicks(stack, a, 5);
-    assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
-    const b = uniqueName("b");
-    await stack.docker(archDockerRun(b, key));
-    await waitTicks(stack, b, 1);
-    assertEquals((await dockerLogs(stack, b)).starts, 0);
-    const c = uniqueName("c");
-    await stack.docker(archDockerRun(c, key));
-    await waitTicks(stack, c, 1);
-    assertEquals((await dockerLogs(stack, c)).starts, 1, "consumed checkpoint not restored again");
-    const d = uniqueName("d");
-    await stack.docker(archDockerRun(d, key, ["--env", "ARCH_RESTORE_CONSUMED=1"]));
-    await waitTicks(stack, d, 1);
-    assertEquals((await dockerLogs(stack, d)).starts, 0, "restored again on request");
-    await stack.docker(["rm", "-f", a, b, c, d]);
-  });
+  await t.step(
+    "a checkpoint is restored once; ARCH_RESTORE_CONSUMED=1 allows again where the admin allows",
+    async () => {
+      const key = uniqueName("once");
+      const a = uniqueName("a");
+      await stack.docker(archDockerRun(a, key));
+      await waitTicks(stack, a, 5);
+      assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+      const b = uniqueName("b");
+      await stack.docker(archDockerRun(b, key));
+      await waitTicks(stack, b, 1);
+      assertEquals((await dockerLogs(stack, b)).starts, 0);
+      const c = uniqueName("c");
+      await stack.docker(archDockerRun(c, key));
+      await waitTicks(stack, c, 1);
+      assertEquals((await dockerLogs(stack, c)).starts, 1, "consumed checkpoint not restored again");
+      const d = uniqueName("d");
+      // Not by the tenant's word alone (point 1): refused while the host says "never"...
+      const refused = await stack.docker(archDockerRun(d, key, ["--env", "ARCH_RESTORE_CONSUMED=1"]), { check: false });
+      ok(refused.stderr.includes("ARCH_RESTORE_CONSUMED=1 is not allowed on this node"), refused.stderr);
+      await stack.docker(["rm", "-f", d], { check: false });
+      // ...allowed once the admin says "on-request".
+      const config = JSON.parse(Deno.readTextFileSync(stack.archConfig));
+      Deno.writeTextFileSync(stack.archConfig, JSON.stringify({ ...config, restoreConsumed: "on-request" }));
+      try {
+        await stack.docker(archDockerRun(d, key, ["--env", "ARCH_RESTORE_CONSUMED=1"]));
+        await waitTicks(stack, d, 1);
+        assertEquals((await dockerLogs(stack, d)).starts, 0, "restored again on request");
+      } finally {
+        Deno.writeTextFileSync(stack.archConfig, JSON.stringify(config));
+      }
+      await stack.docker(["rm", "-f", a, b, c, d]);
+    },
+  );
 });
 
 stackTest("failures never lose a container", async (t, stack) => {
@@ -252,7 +266,10 @@ stackTest("failures never lose a container", async (t, stack) => {
     const manifest = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`));
     const { sha256File } = await import("../../src/store/manifest.ts");
     for (const f of manifest.files) Object.assign(f, await sha256File(`${current}/${f.path}`));
-    Deno.writeTextFileSync(`${current}/manifest.json`, JSON.stringify(manifest));
+    // Signed with the node's secret: made by someone who holds it (the admin), not forged.
+    const { loadSecret } = await import("../../src/store/secret.ts");
+    const { writeManifest } = await import("../../src/store/manifest.ts");
+    writeManifest(current, manifest, loadSecret(`${stack.scratch}/arch/secret`, false));
     const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
     await stack.docker(["rm", "-f", name, b]);
     const logs = [...Deno.readDirSync(`${criuLogDir(stack.archLog)}/moby/${key}`)].map((e) => e.name).sort();
@@ -425,7 +442,11 @@ stackTest("arch finalize and the drain", async (t, stack) => {
       ],
       [
         ["--env", "ARCH_CHECKPOINT_HOST_PATH=/etc"],
-        'ARCH_CHECKPOINT_HOST_PATH="/etc" is outside the allowed checkpoint roots',
+        'ARCH_CHECKPOINT_HOST_PATH="/etc" is not under an allowed checkpoint root',
+      ],
+      [
+        ["--env", "ARCH_RESTORE_CONSUMED=1"],
+        'ARCH_RESTORE_CONSUMED=1 is not allowed on this node (host config "restoreConsumed" is "never")',
       ],
       [
         ["--env", `ARCH_CHECKPOINT_HOST_PATH=${stack.checkpointRoot}/missing`],

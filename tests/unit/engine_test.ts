@@ -94,6 +94,10 @@ Deno.test("checkRoot: one sentence naming the variable, the value and the fix", 
   try {
     Deno.mkdirSync(`${dir}/allowed/ok`, { recursive: true });
     Deno.mkdirSync(`${dir}/other`);
+    Deno.mkdirSync(`${dir}/allowed/open`, { mode: 0o777 });
+    Deno.chmodSync(`${dir}/allowed/open`, 0o777);
+    Deno.mkdirSync(`${dir}/allowed/tenant`);
+    Deno.chownSync(`${dir}/allowed/tenant`, 1000, 1000);
     Deno.symlinkSync(`${dir}/other`, `${dir}/allowed/escape`);
     const allowed = [`${dir}/allowed`];
     const V = "ARCH_CHECKPOINT_HOST_PATH";
@@ -102,16 +106,25 @@ Deno.test("checkRoot: one sentence naming the variable, the value and the fix", 
       ["relative", "is not an absolute path"],
       [`${dir}/allowed/../other`, 'contains ".."'],
       [`${dir}/allowed/missing`, "does not exist"],
-      [`${dir}/other`, "is outside the allowed checkpoint roots"],
-      [`${dir}/allowed/escape`, "is outside the allowed checkpoint roots"],
+      [`${dir}/other`, "is not under an allowed checkpoint root"],
+      [`${dir}/allowed/escape`, "is not under an allowed checkpoint root"],
+      // point 3: a root others could change is refused, not used
+      [`${dir}/allowed/open`, "cannot be used:"],
+      [`${dir}/allowed/tenant`, "cannot be used:"],
     ];
     for (const [value, why] of refused) {
       await t.step(value, () => {
         const msg = checkRoot(value, V, allowed) ?? "";
         ok(msg.startsWith(`${V}="${value}" ${why}`), msg);
-        ok(msg.includes(`use an existing directory under "${dir}/allowed"`), msg);
+        ok(msg.includes(`use a directory under "${dir}/allowed"`), msg);
       });
     }
+    // point 4: outside the allowed roots, an existing and a missing path get the same answer
+    await t.step("does not reveal whether a host path exists", () => {
+      const existing = checkRoot("/etc", V, allowed)!.replace("/etc", "X");
+      const missing = checkRoot("/nonexistent-arch-path", V, allowed)!.replace("/nonexistent-arch-path", "X");
+      assertEquals(existing, missing);
+    });
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -119,12 +132,15 @@ Deno.test("checkRoot: one sentence naming the variable, the value and the fix", 
 
 Deno.test("HostConfigSchema defaults and refusals", () => {
   const d = HostConfigSchema.parse({});
-  assertEquals([d.stateDir, d.checkpointRoots, d.onRestoreFailure, d.restoreConsumed], [
+  assertEquals([d.stateDir, d.checkpointRoots, d.onRestoreFailure, d.restoreConsumed, d.secretFile], [
     "/run/arch",
-    ["/var/lib/arch", "/mnt"],
+    ["/var/lib/arch"], // point 3: /mnt (tenant volumes) is not a default root
     "fresh",
-    false,
+    "never",
+    "/etc/arch/secret",
   ]);
+  assertEquals(HostConfigSchema.safeParse({ restoreConsumed: true }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ scope: "a+b" }).success, false);
   assertEquals(HostConfigSchema.safeParse({ stateDir: "relative" }).success, false);
   assertEquals(HostConfigSchema.safeParse({ checkpointRoots: ["/a/../b"] }).success, false);
   assertEquals(HostConfigSchema.safeParse({ unknownField: 1 }).success, false);

@@ -1,0 +1,247 @@
+/**
+ * No container is ever left frozen by ARCH.
+ *
+ * Before ARCH pauses a container it writes a marker `<stateDir>/paused/<namespace>/<id>.json`
+ * naming itself (pid + start time, see `process/liveness.ts`) and the phase: `paused`
+ * (nothing committed: the container must be resumed) or `committed` (its checkpoint is
+ * the key's current one: the container must be stopped, never resumed into running past
+ * its checkpoint). The marker goes only once the container was verifiably released
+ * (`runc state` no longer says `paused`). So whatever ends an ARCH process — an error, a
+ * signal, `kill -9`, a crash — the marker survives it, and {@link recoverPaused} (run by
+ * every `arch` command, `finalize` and `doctor`) finishes the job of a dead owner.
+ * SIGTERM, SIGINT and SIGHUP are handled in-process: the guards this process holds are
+ * released before it exits.
+ */
+
+import { isSafeSegment } from "../util/paths.ts";
+import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
+import { runc, runcArgs, runcStatus, type RuncTarget } from "./runc.ts";
+
+/**
+ * `paused`: nothing committed, resume. `committing`: the commit of `checkpoint` is under
+ * way; stop if it became the key's current checkpoint, else resume. `committed`: stop (or
+ * resume, if `keepRunning`: `arch checkpoint --leave-running`).
+ */
+export type PausePhase = "paused" | "committing" | "committed";
+
+export interface PauseMarker {
+  readonly namespace: string;
+  readonly id: string;
+  /** runc's `--root` of the container. */
+  readonly root: string;
+  readonly owner: ProcessIdentity;
+  readonly phase: PausePhase;
+  /** The checkpoint directory being committed (phase `committing`). */
+  readonly checkpoint?: string | undefined;
+  readonly keepRunning: boolean;
+  readonly since: string;
+}
+
+/** Whether `checkpoint` (a `<key>/ckpt-*` directory) is its key's current checkpoint. */
+function isCurrent(checkpoint: string): boolean {
+  const slash = checkpoint.lastIndexOf("/");
+  try {
+    return Deno.readLinkSync(`${checkpoint.slice(0, slash)}/current`) === checkpoint.slice(slash + 1);
+  } catch {
+    return false;
+  }
+}
+
+/** What releasing a container in this marker's state means: stop it, or resume it. */
+export function releaseAction(marker: Pick<PauseMarker, "phase" | "checkpoint" | "keepRunning">): "stop" | "resume" {
+  if (marker.keepRunning || marker.phase === "paused") return "resume";
+  if (marker.phase === "committed") return "stop";
+  return marker.checkpoint !== undefined && isCurrent(marker.checkpoint) ? "stop" : "resume";
+}
+
+/** Bound for each runc call of a release (pause/resume/kill/state on a healthy node take ms). */
+const RUNC_CALL_MS = 15_000;
+
+const markerDir = (stateDir: string) => `${stateDir}/paused`;
+
+function markerPath(stateDir: string, namespace: string, id: string): string {
+  if (!isSafeSegment(namespace) || !isSafeSegment(id)) throw new Error(`unsafe container name "${namespace}/${id}"`);
+  return `${markerDir(stateDir)}/${namespace}/${id}.json`;
+}
+
+function writeMarker(stateDir: string, marker: PauseMarker): void {
+  const path = markerPath(stateDir, marker.namespace, marker.id);
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  Deno.writeTextFileSync(tmp, JSON.stringify(marker) + "\n", { mode: 0o600 });
+  Deno.renameSync(tmp, path);
+}
+
+function removeMarker(stateDir: string, namespace: string, id: string): void {
+  try {
+    Deno.removeSync(markerPath(stateDir, namespace, id));
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** Guards this process holds, released by the signal handler. */
+const active = new Set<PauseGuard>();
+
+/**
+ * Releases a paused container: `resume` (phase `paused`), or `stop` (phase `committed`:
+ * SIGKILL, then resume so the kill is delivered; a frozen task only dies once thawed).
+ * Returns `undefined` once `runc state` confirms it is not paused any more, else why not.
+ */
+export async function release(target: RuncTarget, action: "stop" | "resume"): Promise<string | undefined> {
+  const bounded = { timeoutMs: RUNC_CALL_MS };
+  let problem: string | undefined;
+  if (action === "stop") {
+    const kill = await runc(target, runcArgs.kill(target, "KILL"), bounded);
+    if (kill.code !== 0) problem = `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
+  }
+  const resume = await runc(target, runcArgs.resume(target), bounded);
+  const status = await runcStatus(target, RUNC_CALL_MS);
+  if (status === "paused") {
+    return problem ?? `runc resume failed: ${resume.stderr.trim() || `exit ${resume.code}`}`;
+  }
+  if (action === "stop" && status === "running" && problem !== undefined) return problem;
+  return undefined;
+}
+
+/** One pause of one container by this process. */
+export class PauseGuard {
+  #phase: PausePhase = "paused";
+  #checkpoint: string | undefined;
+  #held = false;
+
+  constructor(
+    readonly stateDir: string,
+    readonly namespace: string,
+    readonly target: RuncTarget,
+    readonly keepRunning = false,
+  ) {}
+
+  /** Writes the marker, then pauses. On failure the marker goes and the error is thrown. */
+  async pause(): Promise<void> {
+    this.#write();
+    this.#held = true;
+    active.add(this);
+    const r = await runc(this.target, runcArgs.pause(this.target), { timeoutMs: RUNC_CALL_MS });
+    if (r.code !== 0) {
+      const why = await release(this.target, "resume"); // a pause that timed out may have half-happened
+      if (why === undefined) this.#drop();
+      throw new Error(`cannot pause "${this.target.id}": ${r.stderr.trim() || `exit ${r.code}`}`);
+    }
+  }
+
+  /** The commit of `checkpoint` starts: if it lands, a release stops the container. */
+  committing(checkpoint: string): void {
+    this.#phase = "committing";
+    this.#checkpoint = checkpoint;
+    this.#write();
+  }
+
+  /** The checkpoint is committed: from now on, a release stops the container. */
+  committed(): void {
+    this.#phase = "committed";
+    this.#write();
+  }
+
+  /** What {@link release} will do now. */
+  action(): "stop" | "resume" {
+    return releaseAction({ phase: this.#phase, checkpoint: this.#checkpoint, keepRunning: this.keepRunning });
+  }
+
+  /**
+   * Resumes or stops the container, per {@link action}. Returns `undefined` when done, else
+   * why not; then the marker stays, and the next `arch` command on the node tries again.
+   */
+  async release(): Promise<string | undefined> {
+    if (!this.#held) return undefined;
+    const why = await release(this.target, this.action());
+    if (why === undefined) this.#drop();
+    return why;
+  }
+
+  #write(): void {
+    writeMarker(this.stateDir, {
+      namespace: this.namespace,
+      id: this.target.id,
+      root: this.target.root,
+      owner: selfIdentity(),
+      phase: this.#phase,
+      ...(this.#checkpoint !== undefined ? { checkpoint: this.#checkpoint } : {}),
+      keepRunning: this.keepRunning,
+      since: new Date().toISOString(),
+    });
+  }
+
+  #drop(): void {
+    this.#held = false;
+    active.delete(this);
+    removeMarker(this.stateDir, this.namespace, this.target.id);
+  }
+}
+
+/** Every marker on the node (unreadable ones skipped). */
+export function listMarkers(stateDir: string): PauseMarker[] {
+  const out: PauseMarker[] = [];
+  let namespaces: Deno.DirEntry[];
+  try {
+    namespaces = [...Deno.readDirSync(markerDir(stateDir))];
+  } catch {
+    return out;
+  }
+  for (const ns of namespaces) {
+    if (!ns.isDirectory || !isSafeSegment(ns.name)) continue;
+    for (const file of Deno.readDirSync(`${markerDir(stateDir)}/${ns.name}`)) {
+      if (!file.isFile || !file.name.endsWith(".json")) continue;
+      try {
+        const marker = JSON.parse(Deno.readTextFileSync(`${markerDir(stateDir)}/${ns.name}/${file.name}`));
+        if (marker?.namespace === ns.name && `${marker.id}.json` === file.name) out.push(marker as PauseMarker);
+      } catch { /* half-written by a process that died: its container was not paused yet */ }
+    }
+  }
+  return out;
+}
+
+/**
+ * Finds containers a dead ARCH process left paused and releases them (resume, or stop if
+ * their checkpoint was committed). Returns one line per container acted on.
+ */
+export async function recoverPaused(stateDir: string, runcPath: string): Promise<string[]> {
+  const lines: string[] = [];
+  for (const marker of listMarkers(stateDir)) {
+    if (isAlive(marker.owner)) continue;
+    const target = { runc: runcPath, root: marker.root, id: marker.id };
+    const status = await runcStatus(target, RUNC_CALL_MS);
+    if (status === undefined) {
+      removeMarker(stateDir, marker.namespace, marker.id); // the container is gone
+      continue;
+    }
+    const action = releaseAction(marker);
+    const why = await release(target, action);
+    const what = action === "stop" ? "stopped (its checkpoint was committed)" : "resumed";
+    if (why === undefined) {
+      removeMarker(stateDir, marker.namespace, marker.id);
+      lines.push(`${marker.namespace}/${marker.id}: left paused by dead process ${marker.owner.pid}, ${what}`);
+    } else {
+      lines.push(`${marker.namespace}/${marker.id}: left paused by dead process ${marker.owner.pid}, ${why}`);
+    }
+  }
+  return lines;
+}
+
+let handlersInstalled = false;
+
+/**
+ * On SIGTERM/SIGINT/SIGHUP, releases every guard this process holds, then exits with
+ * 128 + signal. For the CLI commands that pause containers.
+ */
+export function releaseOnSignals(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  const numbers = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+  for (const [signal, n] of Object.entries(numbers) as [Deno.Signal, number][]) {
+    Deno.addSignalListener(signal, async () => {
+      await Promise.all([...active].map((guard) => guard.release()));
+      Deno.exit(128 + n);
+    });
+  }
+}

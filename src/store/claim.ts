@@ -1,0 +1,155 @@
+/**
+ * The per-key claim: checkpoint, restore and delete of one key never overlap, on one node
+ * or across nodes sharing the checkpoint root over a network file system (where `flock` is
+ * not reliable).
+ *
+ * A claim is the directory `<key>/.claim`, taken with `mkdir` (atomic on local file systems,
+ * NFS and FUSE alike), holding `owner.json` (host, pid + start time, operation, a random
+ * nonce). The holder touches `owner.json` every few seconds. A claim is stale, and broken,
+ * when its owner is on this host and dead (pid + start time), or when it was not touched for
+ * `ttlMs` (an owner on another host that died or lost the file system). Breaking is a
+ * rename to a unique name followed by a check that what was renamed is the stale claim that
+ * was seen (else it is put back), so two breakers cannot both win. Waiting is bounded: a
+ * claim not obtained within `waitMs` is an error naming the holder.
+ */
+
+import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
+
+export interface ClaimOwner extends ProcessIdentity {
+  readonly host: string;
+  readonly op: string;
+  readonly nonce: string;
+  readonly at: string;
+}
+
+export interface Claim extends Disposable {
+  readonly owner: ClaimOwner;
+  /** Releases the claim (if still ours). */
+  release(): void;
+}
+
+export class ClaimTimeout extends Error {}
+
+/** Outcome of a claim attempt on a key directory that vanished (the key was deleted). */
+export class KeyGone extends Error {}
+
+export interface ClaimOptions {
+  /** How long to wait for a holder to finish. */
+  readonly waitMs: number;
+  /** A claim untouched for this long is stale (owner on another host died). */
+  readonly ttlMs?: number;
+  /** Heartbeat period (default ttl / 4). */
+  readonly heartbeatMs?: number;
+}
+
+const DEFAULT_TTL_MS = 120_000;
+
+function readOwner(dir: string): { owner: ClaimOwner | undefined; mtime: number | undefined } {
+  try {
+    const info = Deno.statSync(`${dir}/owner.json`);
+    const owner = JSON.parse(Deno.readTextFileSync(`${dir}/owner.json`)) as ClaimOwner;
+    return { owner, mtime: info.mtime?.getTime() };
+  } catch {
+    try {
+      return { owner: undefined, mtime: Deno.statSync(dir).mtime?.getTime() };
+    } catch {
+      return { owner: undefined, mtime: undefined };
+    }
+  }
+}
+
+/** Whether a claim with this owner and last touch is stale, seen from this host at `now`. */
+export function isStale(
+  owner: ClaimOwner | undefined,
+  mtime: number | undefined,
+  host: string,
+  now: number,
+  ttlMs: number,
+  alive: (id: ProcessIdentity) => boolean = isAlive,
+): boolean {
+  if (owner !== undefined && owner.host === host) return !alive(owner);
+  return mtime !== undefined && now - mtime > ttlMs;
+}
+
+function randomNonce(): string {
+  return [...crypto.getRandomValues(new Uint8Array(12))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Takes the claim on `keyDir` for `op`, waiting up to `options.waitMs`. */
+export async function claimKey(keyDir: string, op: string, options: ClaimOptions): Promise<Claim> {
+  const ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
+  const host = Deno.hostname();
+  const dir = `${keyDir}/.claim`;
+  const owner: ClaimOwner = { host, ...selfIdentity(), op, nonce: randomNonce(), at: new Date().toISOString() };
+  const deadline = Date.now() + options.waitMs;
+  let delay = 20;
+  while (true) {
+    try {
+      Deno.mkdirSync(dir, { mode: 0o700 });
+      writeOwner(dir, owner);
+      return held(dir, owner, options.heartbeatMs ?? ttlMs / 4);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) throw new KeyGone(`key directory "${keyDir}" is gone`);
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    }
+    const seen = readOwner(dir);
+    if (isStale(seen.owner, seen.mtime, host, Date.now(), ttlMs)) {
+      breakStale(dir, seen.owner);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      const who = seen.owner === undefined
+        ? "a process that is starting"
+        : `"${seen.owner.op}" by pid ${seen.owner.pid} on ${seen.owner.host} since ${seen.owner.at}`;
+      throw new ClaimTimeout(`checkpoint key is busy (${who}) for more than ${Math.round(options.waitMs / 1000)} s`);
+    }
+    await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(1, deadline - Date.now()))));
+    delay = Math.min(delay * 2, 500);
+  }
+}
+
+function writeOwner(dir: string, owner: ClaimOwner): void {
+  Deno.writeTextFileSync(`${dir}/owner.json`, JSON.stringify(owner) + "\n", { mode: 0o600 });
+}
+
+function breakStale(dir: string, stale: ClaimOwner | undefined): void {
+  const aside = `${dir}-stale-${randomNonce()}`;
+  try {
+    Deno.renameSync(dir, aside);
+  } catch {
+    return; // someone else broke or released it
+  }
+  const moved = readOwner(aside).owner;
+  if (stale !== undefined && moved?.nonce !== stale.nonce) {
+    // Between our look and the rename, the stale claim was broken and a live one taken:
+    // give it back (if nobody took the name meanwhile, which only a live claim could).
+    try {
+      Deno.renameSync(aside, dir);
+      return;
+    } catch { /* a newer claim exists: ours to discard */ }
+  }
+  try {
+    Deno.removeSync(aside, { recursive: true });
+  } catch { /* best effort */ }
+}
+
+function held(dir: string, owner: ClaimOwner, heartbeatMs: number): Claim {
+  const timer = setInterval(() => {
+    try {
+      const now = new Date();
+      Deno.utimeSync(`${dir}/owner.json`, now, now);
+    } catch { /* lost (key deleted under us by our own operation): nothing to refresh */ }
+  }, heartbeatMs);
+  Deno.unrefTimer(timer);
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    clearInterval(timer);
+    if (readOwner(dir).owner?.nonce !== owner.nonce) return; // broken by someone: not ours any more
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* the key directory went with it */ }
+  };
+  return { owner, release, [Symbol.dispose]: release };
+}

@@ -1,0 +1,48 @@
+/**
+ * Fault injection for the tests that kill ARCH at each phase of a checkpoint or restore
+ * (the product's central promise: nothing lost, nothing left frozen, whatever dies when).
+ *
+ * A test writes a phase name into `<stateDir>/fault-injection` (the state directory is
+ * root-only); the first ARCH process that reaches that phase removes the file and kills
+ * itself with SIGKILL, exactly as `kill -9` would. Without the file a fault point costs one
+ * failed `open`. Phases are listed in {@link FAULT_POINTS} so a test cannot name one that
+ * does not exist.
+ */
+
+export const FAULT_POINTS = [
+  "checkpoint-after-pause",
+  "checkpoint-during-capture",
+  "checkpoint-during-dump",
+  "checkpoint-during-fsync",
+  "checkpoint-before-commit",
+  "checkpoint-after-commit",
+  "checkpoint-before-kill",
+  "restore-during-verify",
+  "restore-during-apply",
+  "restore-during-runc-restore",
+] as const;
+
+export type FaultPoint = typeof FAULT_POINTS[number];
+
+/** The file a test writes; exported for the tests. */
+export const faultFile = (stateDir: string) => `${stateDir}/fault-injection`;
+
+/** Dies by SIGKILL if a test asked for a fault at `point`. */
+export function faultPoint(stateDir: string, point: FaultPoint): void {
+  let wanted: string;
+  try {
+    wanted = Deno.readTextFileSync(faultFile(stateDir)).trim();
+  } catch {
+    return;
+  }
+  if (wanted !== point) return;
+  // Claim the fault by renaming the file away: of two processes at the same point, one dies.
+  const taken = `${faultFile(stateDir)}.${Deno.pid}`;
+  try {
+    Deno.renameSync(faultFile(stateDir), taken);
+    Deno.removeSync(taken);
+  } catch {
+    return;
+  }
+  Deno.kill(Deno.pid, "SIGKILL");
+}
