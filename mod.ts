@@ -3,12 +3,14 @@
  *
  * - `arch runc-wrapper <runc argv...>`: stands in for runc (the `arch-runc` shim that
  *   engines are pointed at supplies this first argument).
- * - `arch exit-watcher ...`: internal, started by the wrapper to learn a container's exit status.
+ * - `arch exit-watcher <stateDir>`: internal, the node's exit watcher, started on demand by the
+ *   wrapper to learn how containers end (`src/engine/exit_watch_daemon.ts`).
  * - `arch <verb> ...`: the operator CLI (`arch --help`).
  * - `arch` alone prints the machine architecture, like coreutils `arch`, which it shadows.
  *
  * Role dispatch only; no npm module is statically reachable from here (a test checks), and
- * only this file exits the process.
+ * only this file (and the launcher's stage 0, `src/runc/stage0.ts`, which imports it and
+ * calls {@link run}) exits the process.
  */
 
 import { failOpen, runWrapper } from "./src/runc/wrapper.ts";
@@ -48,7 +50,8 @@ async function main(args: readonly string[]): Promise<number> {
   return await runCli([...args]);
 }
 
-if (import.meta.main) {
+/** Runs the role `Deno.args` names and exits with its status. */
+export async function run(): Promise<never> {
   let code: number;
   try {
     code = await main(Deno.args);
@@ -59,3 +62,5 @@ if (import.meta.main) {
   }
   Deno.exit(code);
 }
+
+if (import.meta.main) await run();

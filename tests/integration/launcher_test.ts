@@ -1,0 +1,214 @@
+/**
+ * `dist/arch-runc` is fail-open: when ARCH cannot run at all (Deno or the bundle missing, a
+ * chunk of the bundle missing or corrupt), a call still reaches the real runc, with runc's
+ * own output and exit status, nothing added on stdout or stderr, and runc run once.
+ *
+ * Each case writes a launcher (the build's own `launcherScript`/`runcShim`) into a temporary
+ * directory, beside a copy of the built bundle (`dist/lib`) damaged as the case says.
+ * Needs the built dist/ and runc; the `runc run` case also needs root and busybox.
+ */
+
+import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { launcherScript, runcShim, STAGE0, staticClosure } from "../../scripts/build.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+const LIB = `${ROOT}/dist/lib`;
+const RUNC = "/usr/sbin/runc";
+const BUSYBOX = "/usr/bin/busybox";
+const dec = new TextDecoder();
+
+function missing(): string | undefined {
+  for (const path of [`${LIB}/mod.js`, `${LIB}/${STAGE0}`, RUNC]) {
+    try {
+      Deno.statSync(path);
+    } catch {
+      return `${path} is missing (deno task build; install.ts)`;
+    }
+  }
+  return undefined;
+}
+const why = missing();
+if (why !== undefined && Deno.env.get("CI") === "true") throw new Error(`launcher tests cannot run in CI: ${why}`);
+if (why !== undefined) console.error(`skipping launcher tests: ${why}`);
+
+async function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(cmd, { args, env, stdin: "null" }).output();
+  return { code: out.code, signal: out.signal, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Strips time stamps and argv[0] (runc prints the path it was invoked by). */
+const normal = (r: Awaited<ReturnType<typeof run>>, self: string) => {
+  const clean = (s: string) => s.replace(/time="[^"]*"/g, "time=T").replaceAll(self, RUNC);
+  return { ...r, stdout: clean(r.stdout), stderr: clean(r.stderr) };
+};
+
+function writeExecutable(path: string, text: string): void {
+  Deno.writeTextFileSync(path, text, { mode: 0o755 });
+  Deno.chmodSync(path, 0o755);
+}
+
+/** A launcher lab: a copy of the bundle, an ARCH configuration, `arch` and `arch-runc`. */
+class Lab {
+  readonly dir = Deno.makeTempDirSync({ prefix: "arch-launcher-" });
+  readonly lib = `${this.dir}/lib`;
+  readonly runc = `${this.dir}/arch-runc`;
+  readonly env: Record<string, string>;
+
+  constructor(deno = Deno.execPath()) {
+    Deno.mkdirSync(this.lib);
+    for (const entry of Deno.readDirSync(LIB)) {
+      if (entry.isFile) Deno.copyFileSync(`${LIB}/${entry.name}`, `${this.lib}/${entry.name}`);
+    }
+    const config = `${this.dir}/config.json`;
+    // A runc that does not exist: ARCH warns about it in its log (which tells that ARCH ran)
+    // and uses the default runc.
+    Deno.writeTextFileSync(
+      config,
+      JSON.stringify({ runc: "/nonexistent/runc", stateDir: `${this.dir}/run`, logFile: `${this.dir}/arch.log` }),
+    );
+    Deno.chmodSync(config, 0o600);
+    this.env = { ARCH_CONFIG: config };
+    const arch = `${this.dir}/arch`;
+    writeExecutable(arch, launcherScript(deno, this.lib, `${this.dir}/.deno`, arch));
+    writeExecutable(this.runc, launcherScript(deno, this.lib, `${this.dir}/.deno`, arch, "runc-wrapper "));
+  }
+
+  /** A chunk `mod.js` imports statically. */
+  staticChunk(): string {
+    const chunk = staticClosure(this.lib, "mod.js").files.find((f) => f !== "mod.js");
+    ok(chunk !== undefined, "mod.js imports no chunk statically");
+    return `${this.lib}/${chunk}`;
+  }
+
+  /** Whether ARCH's code ran (it logged the configuration problem). */
+  archRan(): boolean {
+    try {
+      return Deno.readTextFileSync(`${this.dir}/arch.log`).includes("ignoring configured runc");
+    } catch {
+      return false;
+    }
+  }
+
+  [Symbol.dispose](): void {
+    Deno.removeSync(this.dir, { recursive: true });
+  }
+}
+
+/** What the call must look like: runc's own result, through ARCH or not as `throughArch` says. */
+async function assertLikeRunc(lab: Lab, throughArch: boolean, launcher = lab.runc): Promise<void> {
+  const root = `${lab.dir}/runc-root`;
+  for (const args of [["--version"], ["--root", root, "state", "nope"], ["--root", root, "list"]]) {
+    const direct = normal(await run(RUNC, args), launcher);
+    const wrapped = normal(await run(launcher, args, lab.env), launcher);
+    assertEquals(wrapped, direct, args.join(" "));
+  }
+  assertEquals(lab.archRan(), throughArch, throughArch ? "ARCH did not run" : "ARCH ran");
+}
+
+const DAMAGES: [string, (lab: Lab) => void][] = [
+  ["intact (the normal path)", () => {}],
+  ["Deno missing", (lab) => {
+    writeExecutable(
+      lab.runc,
+      launcherScript("/nonexistent/deno", lab.lib, `${lab.dir}/.deno`, `${lab.dir}/arch`, "runc-wrapper "),
+    );
+  }],
+  ["Deno not executable", (lab) => {
+    const deno = `${lab.dir}/deno`;
+    Deno.writeTextFileSync(deno, "");
+    writeExecutable(lab.runc, launcherScript(deno, lab.lib, `${lab.dir}/.deno`, `${lab.dir}/arch`, "runc-wrapper "));
+  }],
+  ["stage 0 missing", (lab) => Deno.removeSync(`${lab.lib}/${STAGE0}`)],
+  ["program missing", (lab) => Deno.removeSync(`${lab.lib}/mod.js`)],
+  ["a chunk of the program missing", (lab) => Deno.removeSync(lab.staticChunk())],
+  ["the program truncated", (lab) => {
+    const text = Deno.readTextFileSync(`${lab.lib}/mod.js`);
+    Deno.writeTextFileSync(`${lab.lib}/mod.js`, text.slice(0, text.length / 2));
+  }],
+  [
+    "a chunk that throws when loaded",
+    (lab) => Deno.writeTextFileSync(lab.staticChunk(), "throw new Error('corrupt');\n"),
+  ],
+  ["a chunk that is not JavaScript", (lab) => Deno.writeTextFileSync(lab.staticChunk(), "\u0000\u0001garbage ((\n")],
+  ["a lib directory gone", (lab) => Deno.removeSync(lab.lib, { recursive: true })],
+];
+
+Deno.test({ name: "arch-runc reaches the real runc whatever is broken", ignore: why !== undefined }, async (t) => {
+  for (const [name, damage] of DAMAGES) {
+    await t.step(name, async () => {
+      using lab = new Lab();
+      damage(lab);
+      await assertLikeRunc(lab, name.startsWith("intact"));
+    });
+  }
+});
+
+Deno.test({ name: "the compiled-mode shim fails open too", ignore: why !== undefined }, async (t) => {
+  await t.step("ARCH present: the call goes through ARCH", async () => {
+    using lab = new Lab();
+    const shim = `${lab.dir}/shim`;
+    writeExecutable(shim, runcShim(`${lab.dir}/arch`));
+    await assertLikeRunc(lab, true, shim);
+  });
+  await t.step("ARCH missing: the call goes to runc", async () => {
+    using lab = new Lab();
+    const shim = `${lab.dir}/shim`;
+    writeExecutable(shim, runcShim(`${lab.dir}/no-arch`));
+    await assertLikeRunc(lab, false, shim);
+  });
+});
+
+Deno.test({ name: "the fallback never execs the launcher itself", ignore: why !== undefined }, async () => {
+  using lab = new Lab();
+  // arch-runc installed as the first runc candidate, its Deno gone: it must skip itself
+  writeExecutable(
+    lab.runc,
+    launcherScript("/nonexistent/deno", lab.lib, `${lab.dir}/.deno`, `${lab.dir}/arch`, "runc-wrapper ", [
+      lab.runc,
+      RUNC,
+    ]),
+  );
+  await assertLikeRunc(lab, false);
+  // and with no runc at all it ends, silently, with 127
+  writeExecutable(
+    lab.runc,
+    launcherScript("/nonexistent/deno", lab.lib, `${lab.dir}/.deno`, `${lab.dir}/arch`, "runc-wrapper ", [lab.runc]),
+  );
+  assertEquals(await run(lab.runc, ["--version"]), { code: 127, signal: null, stdout: "", stderr: "" });
+});
+
+function canRunContainers(): boolean {
+  try {
+    Deno.statSync(BUSYBOX);
+    return Deno.uid() === 0;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "a container runs once, with its exit status, under a broken bundle",
+  ignore: why !== undefined || !canRunContainers(),
+}, async () => {
+  using lab = new Lab();
+  Deno.removeSync(lab.staticChunk());
+  const bundle = `${lab.dir}/bundle`;
+  const out = `${lab.dir}/out`;
+  Deno.mkdirSync(`${bundle}/rootfs/bin`, { recursive: true });
+  Deno.mkdirSync(out);
+  Deno.copyFileSync(BUSYBOX, `${bundle}/rootfs/bin/busybox`);
+  Deno.chmodSync(`${bundle}/rootfs/bin/busybox`, 0o755);
+  for (const dir of ["proc", "dev", "sys", "out"]) Deno.mkdirSync(`${bundle}/rootfs/${dir}`);
+  const spec = await run(RUNC, ["spec", "--bundle", bundle]);
+  assertEquals(spec.code, 0, spec.stderr);
+  const config = JSON.parse(Deno.readTextFileSync(`${bundle}/config.json`));
+  config.process.terminal = false;
+  config.process.args = ["/bin/busybox", "sh", "-c", "echo ran >> /out/runs; exit 7"];
+  config.root = { path: "rootfs", readonly: false };
+  config.mounts.push({ destination: "/out", type: "bind", source: out, options: ["rbind", "rw"] });
+  Deno.writeTextFileSync(`${bundle}/config.json`, JSON.stringify(config));
+  const id = `launcher-${crypto.randomUUID().slice(0, 8)}`;
+  const result = await run(lab.runc, ["--root", `${lab.dir}/runc-root`, "run", "--bundle", bundle, id], lab.env);
+  assertEquals(result, { code: 7, signal: null, stdout: "", stderr: "" });
+  assertEquals(Deno.readTextFileSync(`${out}/runs`), "ran\n");
+});
