@@ -168,6 +168,7 @@ export async function checkpointContainer(
   let committed: string;
   try {
     tmp = store.beginCheckpoint();
+    guard.working(tmp);
     let t = performance.now();
     const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`);
     faultPoint(options.stateDir, "checkpoint-during-capture");

@@ -33,6 +33,8 @@ export interface PauseMarker {
   readonly phase: PausePhase;
   /** The checkpoint directory being committed (phase `committing`). */
   readonly checkpoint?: string | undefined;
+  /** The temporary checkpoint directory runc and CRIU write into. */
+  readonly workDir?: string | undefined;
   readonly keepRunning: boolean;
   readonly since: string;
 }
@@ -56,6 +58,48 @@ export function releaseAction(marker: Pick<PauseMarker, "phase" | "checkpoint" |
 
 /** Bound for each runc call of a release (pause/resume/kill/state on a healthy node take ms). */
 const RUNC_CALL_MS = 15_000;
+/** How long a release waits for a dump that outlived its ARCH process to finish. */
+const HELPER_WAIT_MS = 60_000;
+
+/**
+ * Processes that still have a file or working directory under `dir`: a `runc checkpoint`
+ * and its CRIU that outlived the ARCH process that started them (killed, or past its
+ * deadline). CRIU puts the container's cgroup back into the freezer state it found —
+ * paused — when it finishes, so a release must come after it, not before.
+ */
+export function processesUsing(dir: string): number[] {
+  const out: number[] = [];
+  const under = (link: string) => link === dir || link.startsWith(`${dir}/`);
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name) || Number(entry.name) === Deno.pid) continue;
+    try {
+      if (under(Deno.readLinkSync(`/proc/${entry.name}/cwd`))) {
+        out.push(Number(entry.name));
+        continue;
+      }
+      for (const fd of Deno.readDirSync(`/proc/${entry.name}/fd`)) {
+        try {
+          if (under(Deno.readLinkSync(`/proc/${entry.name}/fd/${fd.name}`))) {
+            out.push(Number(entry.name));
+            break;
+          }
+        } catch { /* closed meanwhile */ }
+      }
+    } catch { /* gone, or a kernel thread */ }
+  }
+  return out;
+}
+
+/** Waits until no process uses `dir` (or `timeoutMs` passes). Returns whether none does. */
+async function helpersGone(dir: string | undefined, timeoutMs = HELPER_WAIT_MS): Promise<boolean> {
+  if (dir === undefined) return true;
+  const deadline = Date.now() + timeoutMs;
+  while (processesUsing(dir).length > 0) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
 
 const markerDir = (stateDir: string) => `${stateDir}/paused`;
 
@@ -108,6 +152,7 @@ export async function release(target: RuncTarget, action: "stop" | "resume"): Pr
 export class PauseGuard {
   #phase: PausePhase = "paused";
   #checkpoint: string | undefined;
+  #workDir: string | undefined;
   #held = false;
 
   constructor(
@@ -128,6 +173,12 @@ export class PauseGuard {
       if (why === undefined) this.#drop();
       throw new Error(`cannot pause "${this.target.id}": ${r.stderr.trim() || `exit ${r.code}`}`);
     }
+  }
+
+  /** runc and CRIU write into `dir`: a release waits for whatever still does. */
+  working(dir: string): void {
+    this.#workDir = dir;
+    this.#write();
   }
 
   /** The commit of `checkpoint` starts: if it lands, a release stops the container. */
@@ -154,8 +205,11 @@ export class PauseGuard {
    */
   async release(): Promise<string | undefined> {
     if (!this.#held) return undefined;
+    const gone = await helpersGone(this.#workDir);
     const why = await release(this.target, this.action());
-    if (why === undefined) this.#drop();
+    // A dump still running could freeze it again when it ends: then the marker stays, and
+    // the next arch command releases it once more.
+    if (why === undefined && gone) this.#drop();
     return why;
   }
 
@@ -167,6 +221,7 @@ export class PauseGuard {
       owner: selfIdentity(),
       phase: this.#phase,
       ...(this.#checkpoint !== undefined ? { checkpoint: this.#checkpoint } : {}),
+      ...(this.#workDir !== undefined ? { workDir: this.#workDir } : {}),
       keepRunning: this.keepRunning,
       since: new Date().toISOString(),
     });
@@ -215,11 +270,12 @@ export async function recoverPaused(stateDir: string, runcPath: string): Promise
       removeMarker(stateDir, marker.namespace, marker.id); // the container is gone
       continue;
     }
+    const gone = await helpersGone(marker.workDir);
     const action = releaseAction(marker);
     const why = await release(target, action);
     const what = action === "stop" ? "stopped (its checkpoint was committed)" : "resumed";
     if (why === undefined) {
-      removeMarker(stateDir, marker.namespace, marker.id);
+      if (gone) removeMarker(stateDir, marker.namespace, marker.id);
       lines.push(`${marker.namespace}/${marker.id}: left paused by dead process ${marker.owner.pid}, ${what}`);
     } else {
       lines.push(`${marker.namespace}/${marker.id}: left paused by dead process ${marker.owner.pid}, ${why}`);
