@@ -32,6 +32,7 @@ import type { ContainerRecord } from "../registry/registry.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { bundleRootfs } from "../engine/checkpoint.ts";
 import { ClaimTimeout, KeyGone } from "../store/claim.ts";
+import { faultPoint } from "../util/faults.ts";
 
 export async function handle(ctx: WrapperContext): Promise<number | undefined> {
   switch (ctx.call.command) {
@@ -149,7 +150,16 @@ async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
     // The container runs now: whatever fails below must not turn this call into a create.
     const restored = { ...record, restored: true, restoredFrom: outcome.from };
     try {
+      faultPoint(host.stateDir, "restore-after-restored");
       store.markConsumed();
+    } catch (error) {
+      // Not marked: unpublish it instead (a rename needs no space), or it could run twice.
+      ctx.log.error("restored, but cannot mark the checkpoint consumed", { error: String(error) });
+      try {
+        if (!resolved.config.restoreConsumed) store.quarantine();
+      } catch { /* logged above */ }
+    }
+    try {
       ctx.registry.put(restored);
       ctx.log.info("restored from checkpoint", { checkpoint: outcome.from, timings: outcome.timings });
     } catch (error) {

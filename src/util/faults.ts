@@ -4,7 +4,8 @@
  *
  * A test writes a phase name into `<stateDir>/fault-injection` (the state directory is
  * root-only); the first ARCH process that reaches that phase removes the file and kills
- * itself with SIGKILL, exactly as `kill -9` would. Without the file a fault point costs one
+ * itself with SIGKILL, exactly as `kill -9` would; `throw:<phase>` makes it throw an Error
+ * there instead (an unexpected failure, such as a full disk). Without the file a fault point costs one
  * failed `open`. Phases are listed in {@link FAULT_POINTS} so a test cannot name one that
  * does not exist.
  */
@@ -20,6 +21,7 @@ export const FAULT_POINTS = [
   "restore-during-verify",
   "restore-during-apply",
   "restore-during-runc-restore",
+  "restore-after-restored",
 ] as const;
 
 export type FaultPoint = typeof FAULT_POINTS[number];
@@ -27,7 +29,7 @@ export type FaultPoint = typeof FAULT_POINTS[number];
 /** The file a test writes; exported for the tests. */
 export const faultFile = (stateDir: string) => `${stateDir}/fault-injection`;
 
-/** Dies by SIGKILL if a test asked for a fault at `point`. */
+/** Dies by SIGKILL (or throws) if a test asked for a fault at `point`. */
 export function faultPoint(stateDir: string, point: FaultPoint): void {
   let wanted: string;
   try {
@@ -35,7 +37,7 @@ export function faultPoint(stateDir: string, point: FaultPoint): void {
   } catch {
     return;
   }
-  if (wanted !== point) return;
+  if (wanted !== point && wanted !== `throw:${point}`) return;
   // Claim the fault by renaming the file away: of two processes at the same point, one dies.
   const taken = `${faultFile(stateDir)}.${Deno.pid}`;
   try {
@@ -44,5 +46,6 @@ export function faultPoint(stateDir: string, point: FaultPoint): void {
   } catch {
     return;
   }
+  if (wanted.startsWith("throw:")) throw new Error(`injected failure at ${point}`);
   Deno.kill(Deno.pid, "SIGKILL");
 }

@@ -348,7 +348,13 @@ stackTest("checkpoint data after the container ends", async (t, stack) => {
   await t.step("docker: a failing exit keeps the data for inspection", async () => {
     const { key, exit } = await restoredRun(3);
     assertEquals(exit, "3");
-    await new Promise((r) => setTimeout(r, 500));
+    // No fixed sleep: wait for ARCH's own verdict on the deleted container.
+    await eventually("ARCH's verdict", () => {
+      const log = Deno.readTextFileSync(stack.archLog).split("\n");
+      return Promise.resolve(
+        log.some((l) => l.includes(`"key":"${key}"`) && l.includes("checkpoint data kept")) ? true : undefined,
+      );
+    });
     ok(await exists(`${keyDir(key)}/current`));
   });
 
@@ -356,15 +362,17 @@ stackTest("checkpoint data after the container ends", async (t, stack) => {
     for (const code of [0, 4]) {
       const key = uniqueName("ctrend");
       const dir = `${stack.checkpointRoot}/default/${key}`;
-      const run = async (id: string) =>
-        await stack.ctr(
-          archCtrRun(id, key, ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)]),
-        );
+      const run = async (id: string) => {
+        const log = `${stack.scratch}/${id}.log`;
+        const cmd = ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)];
+        await stack.ctr(archCtrRun(id, key, cmd, log));
+        return log;
+      };
       const status = async (id: string) =>
         (await stack.ctr(["tasks", "ls"])).stdout.split("\n").find((l) => l.startsWith(id))?.split(/\s+/)[2];
       const first = uniqueName("c1");
-      await run(first);
-      await new Promise((r) => setTimeout(r, 500));
+      const firstLog = await run(first);
+      await eventually("ticks", async () => ((await ctrLog(firstLog)).lastTick >= 3 ? true : undefined));
       assertEquals((await archCheckpoint(stack, first)).code, 0);
       const second = uniqueName("c2");
       await run(second);
@@ -412,8 +420,12 @@ stackTest("arch finalize and the drain", async (t, stack) => {
     assertEquals(refused.code, 1, refused.stderr);
     ok(refused.stderr.includes('node is draining after "arch finalize"'), refused.stderr);
     ok(refused.stderr.includes("arch finalize --undo"), refused.stderr);
+    // A new task (the stopped one deleted first, else ctr fails with "already exists" for
+    // a reason that has nothing to do with the drain).
+    await stack.ctr(["tasks", "delete", ctrId]);
     const c = await stack.ctr(["tasks", "start", ctrId], { check: false });
     assertEquals(c.code !== 0, true);
+    ok(c.stderr.includes('node is draining after "arch finalize"'), c.stderr);
 
     // the operator lifts the drain (or the node reboots): containers resume
     assertEquals((await archCli(stack, ["finalize", "--undo"])).code, 0);
