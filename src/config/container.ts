@@ -28,6 +28,12 @@ export function readBundleSpec(bundle: string): BundleSpec {
   return JSON.parse(Deno.readTextFileSync(`${bundle}/config.json`)) as BundleSpec;
 }
 
+/** The rootfs path of a bundle (`root.path`, relative to the bundle unless absolute). */
+export function rootfsPath(spec: BundleSpec, bundle: string): string {
+  const path = spec.root?.path ?? "rootfs";
+  return path.startsWith("/") ? path : `${bundle}/${path}`;
+}
+
 /** The container's environment as a map (last definition wins, as in execve). */
 export function envOf(spec: BundleSpec): Map<string, string> {
   const env = new Map<string, string>();

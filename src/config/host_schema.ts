@@ -5,7 +5,7 @@
  */
 
 import { z } from "zod";
-import { DEFAULT_CONFIG_PATH, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR, readHostBasics } from "./host.ts";
+import { DEFAULT_CONFIG_PATH, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR, type HostBasics, readHostBasics } from "./host.ts";
 import { UsageError } from "../util/errors.ts";
 
 const absolute = z.string().refine((p) => p.startsWith("/") && !p.split("/").includes(".."), {
@@ -63,7 +63,15 @@ export function hostConfigPath(): string {
  * {@link UsageError} naming the file, the field and the fix.
  */
 export function loadHostConfig(path = hostConfigPath(), self: readonly string[] = [Deno.execPath()]): HostConfig {
-  const basics = readHostBasics(path, self);
+  return hostConfigFrom(readHostBasics(path, self));
+}
+
+/**
+ * Validates a host configuration the wrapper already read (`host.ts`), without reading the
+ * file again. Throws like {@link loadHostConfig}.
+ */
+export function hostConfigFrom(basics: HostBasics): HostConfig {
+  const path = basics.configPath;
   const problem = basics.problems[0];
   if (problem !== undefined) throw new UsageError(`${problem}: fix ${path}`);
   const parsed = HostConfigSchema.safeParse(basics.raw);

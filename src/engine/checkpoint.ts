@@ -34,7 +34,7 @@ import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir } from "../rootfs/diff.ts";
 import { runc, runcArgs, type RuncTarget } from "./runc.ts";
 import { toolVersions } from "./versions.ts";
-import { readBundleSpec } from "../config/container.ts";
+import { readBundleSpec, rootfsPath } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
 import { PauseGuard } from "./pause_guard.ts";
@@ -74,8 +74,7 @@ export interface CheckpointOptions {
 
 /** The rootfs path of a bundle (config.json `root.path`, relative to the bundle). */
 export function bundleRootfs(bundle: string): string {
-  const path = readBundleSpec(bundle).root?.path ?? "rootfs";
-  return path.startsWith("/") ? path : `${bundle}/${path}`;
+  return rootfsPath(readBundleSpec(bundle), bundle);
 }
 
 /** Memory charged to the cgroup of `pid` (cgroup v2 `memory.current`), if readable. */

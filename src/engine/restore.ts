@@ -19,7 +19,6 @@ import type { KeyStore } from "../store/store.ts";
 import { type Expected, ForeignCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
 import { applyToRootfs } from "../rootfs/diff.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
-import { bundleRootfs } from "./checkpoint.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
 import { faultPoint } from "../util/faults.ts";
@@ -61,6 +60,8 @@ export interface RestoreOptions {
   readonly stateDir: string;
   readonly secret: Uint8Array;
   readonly expected: Expected;
+  /** The new container's mounted rootfs. */
+  readonly rootfs: string;
   readonly criuLogs?: string;
 }
 
@@ -108,7 +109,7 @@ export async function restoreContainer(
   try {
     if (manifest.rootfs.archive !== null) {
       applied = true; // from here on the rootfs may have changed
-      const applying = applyToRootfs(`${dir}/${manifest.rootfs.archive}`, bundleRootfs(bundle), store.dir);
+      const applying = applyToRootfs(`${dir}/${manifest.rootfs.archive}`, options.rootfs);
       faultPoint(options.stateDir, "restore-during-apply");
       await applying;
     }

@@ -99,9 +99,9 @@ stackTest("checkpoint and restore", async (t, stack) => {
 });
 
 /** Runs an ARCH container with `key` until `ticks`, checkpoints it, returns where the checkpoint is. */
-async function checkpointed(stack: EmbeddedStack, key: string, ticks: number) {
+async function checkpointed(stack: EmbeddedStack, key: string, ticks: number, cmd: string[] = []) {
   const name = uniqueName("a");
-  await stack.docker(archDockerRun(name, key));
+  await stack.docker(archDockerRun(name, key, [], cmd));
   await waitTicks(stack, name, ticks);
   assertEquals((await archCheckpoint(stack, await fullId(stack, name))).code, 0);
   const keyDir = `${stack.checkpointRoot}/moby/${key}`;
@@ -259,7 +259,10 @@ stackTest("failures never lose a container", async (t, stack) => {
 
   await t.step("a checkpoint that verifies but CRIU cannot restore: quarantined, fresh start", async () => {
     const key = uniqueName("badimg");
-    const { name, keyDir, current } = await checkpointed(stack, key, 3);
+    // The saved layer holds a file and deletes one of the image's: the fresh start after the
+    // failed restore must see the image's files, not the half-restored layer (point 9).
+    const setup = "echo saved > /data/saved.txt && rm /etc/image-file && exec workload --interval-ms 50";
+    const { name, keyDir, current } = await checkpointed(stack, key, 3, ["sh", "-c", setup]);
     // Truncate CRIU's process tree image and fix up the manifest, as an incompatible image
     // that is not corrupt in transit would look: verification passes, runc restore fails.
     Deno.writeFileSync(`${current}/criu/pstree.img`, new Uint8Array(8));
@@ -271,6 +274,9 @@ stackTest("failures never lose a container", async (t, stack) => {
     const { writeManifest } = await import("../../src/store/manifest.ts");
     writeManifest(current, manifest, loadSecret(`${stack.scratch}/arch/secret`, false));
     const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
+    const sh = async (cmd: string) => (await stack.docker(["exec", b, "sh", "-c", cmd], { check: false })).stdout;
+    assertEquals(await sh("test -e /data/saved.txt && echo leaked || echo clean"), "clean\n");
+    assertEquals(await sh("test -e /etc/image-file && echo image || echo deleted"), "image\n");
     await stack.docker(["rm", "-f", name, b]);
     const logs = [...Deno.readDirSync(`${criuLogDir(stack.archLog)}/moby/${key}`)].map((e) => e.name).sort();
     ok(logs.includes("last-dump.log") && logs.some((n) => n.endsWith("-restore-failed.log")), logs.join(" "));

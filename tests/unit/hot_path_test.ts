@@ -4,9 +4,10 @@
  */
 import { deepEqual as assertEquals } from "node:assert/strict";
 
-Deno.test("mod.ts statically reaches no npm or node: module", async () => {
+/** Every module `entry` reaches through static imports. */
+async function staticClosure(entry: string): Promise<string[]> {
   const root = new URL("../../", import.meta.url).pathname;
-  const out = await new Deno.Command(Deno.execPath(), { args: ["info", "--json", "mod.ts"], cwd: root }).output();
+  const out = await new Deno.Command(Deno.execPath(), { args: ["info", "--json", entry], cwd: root }).output();
   const info = JSON.parse(new TextDecoder().decode(out.stdout)) as {
     modules: {
       specifier: string;
@@ -15,7 +16,7 @@ Deno.test("mod.ts statically reaches no npm or node: module", async () => {
   };
   const bySpecifier = new Map(info.modules.map((m) => [m.specifier, m]));
   const seen = new Set<string>();
-  const stack = [new URL("mod.ts", `file://${root}`).href];
+  const stack = [new URL(entry, `file://${root}`).href];
   while (stack.length > 0) {
     const spec = stack.pop()!;
     if (seen.has(spec)) continue;
@@ -24,8 +25,20 @@ Deno.test("mod.ts statically reaches no npm or node: module", async () => {
       if (dep.code?.specifier !== undefined && dep.isDynamic !== true) stack.push(dep.code.specifier);
     }
   }
-  const heavy = [...seen].filter((s) => s.startsWith("npm:") || s.startsWith("node:"));
-  assertEquals(heavy, []);
+  return [...seen];
+}
+
+const heavy = (modules: string[]) => modules.filter((s) => s.startsWith("npm:") || s.startsWith("node:"));
+
+Deno.test("mod.ts statically reaches no npm or node: module", async () => {
+  const seen = await staticClosure("mod.ts");
+  assertEquals(heavy(seen), []);
   // and the walk did see the wrapper's modules
-  assertEquals([...seen].some((s) => s.endsWith("/src/runc/handoff.ts")), true);
+  assertEquals(seen.some((s) => s.endsWith("/src/runc/handoff.ts")), true);
+});
+
+Deno.test("start and delete of an ARCH container load no npm or node: module (zod is for create)", async () => {
+  const seen = await staticClosure("src/runc/enabled.ts");
+  assertEquals(heavy(seen), []);
+  assertEquals(seen.some((s) => s.endsWith("/src/store/store.ts")), true);
 });
