@@ -24,6 +24,7 @@
  */
 
 import { RUNC_CANDIDATES } from "../src/config/host.ts";
+import { DENO_ENV } from "../src/runc/handoff.ts";
 
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const dist = `${root}/dist`;
@@ -114,6 +115,7 @@ export function launcherScript(
   const body = `while read -r f1 f2 f3 soft rest; do
   [ "$f1 $f2 $f3" = "Max open files" ] && ARCH_LAUNCHER_NOFILE=$soft && break
 done </proc/self/limits
+${DENO_ENV.map((v) => `[ -n "\${${v}+set}" ] && export ARCH_SAVED_${v}="\$${v}"`).join("\n")}
 ARCH_LAUNCHER_NOFILE=$ARCH_LAUNCHER_NOFILE ARCH_LAUNCHER_SELF="$0" ARCH_LAUNCHER_ARCH="${archPath}" DENO_DIR="${cacheDir}" DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 \\
   exec "${denoPath}" run --quiet --allow-all --no-config --no-lock --no-remote --no-npm --cached-only \\
   "${entry}" ${role}"$@"

@@ -11,6 +11,13 @@
  * If `execv` itself fails (runc missing, not executable) it returns the errno.
  */
 
+/**
+ * Variables the launcher sets for Deno and that the engine might have set too: the launcher
+ * keeps the engine's value in `ARCH_SAVED_<name>`, and the hand-off puts it back (or removes
+ * the variable if the engine had not set it), so runc sees the engine's environment.
+ */
+export const DENO_ENV = ["DENO_DIR", "DENO_NO_UPDATE_CHECK", "DENO_NO_PROMPT"] as const;
+
 /** Environment variables the launcher sets for Deno itself; runc must not see them. */
 export const LAUNCHER_ENV = [
   "ARCH_LAUNCHER_NOFILE",
@@ -84,6 +91,11 @@ export function execRunc(path: string, argv0: string, args: readonly string[]): 
   const lib = openLibc();
   restoreNofile(lib);
   for (const name of LAUNCHER_ENV) Deno.env.delete(name);
+  for (const name of DENO_ENV) {
+    const saved = Deno.env.get(`ARCH_SAVED_${name}`);
+    if (saved !== undefined) Deno.env.set(name, saved);
+    Deno.env.delete(`ARCH_SAVED_${name}`);
+  }
   lib.signal(SIGPIPE, 0n); // SIG_DFL
   const file = cString(path);
   const argv = cStringArray([argv0, ...args]);

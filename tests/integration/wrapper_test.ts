@@ -108,6 +108,11 @@ Deno.test({ name: "the hand-off keeps pid, exit status, signals, fds and limits"
       const strip = (s: string) => s.split("\n").filter((l) => !l.startsWith("PWD=") && !l.startsWith("_=")).join("\n");
       assertEquals(strip(wrapped), strip(direct));
     });
+    await t.step("Deno's variables keep the values the caller gave them (the launcher sets its own)", async () => {
+      const callers = { ...env, DENO_DIR: "/callers/cache", DENO_NO_PROMPT: "" };
+      const wrapped = (await run(ARCH_RUNC, ["-c", "env | grep ^DENO | sort"], callers)).stdout;
+      assertEquals(wrapped, "DENO_DIR=/callers/cache\nDENO_NO_PROMPT=\n");
+    });
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
