@@ -6,6 +6,7 @@
 
 import { Command, CommanderError } from "commander";
 import { UsageError } from "../util/errors.ts";
+import { ensureSystemPath } from "../process/programs.ts";
 
 const VERSION = "0.1.0";
 
@@ -66,6 +67,7 @@ export function buildProgram(onResult: (code: number) => void): Command {
 
 /** Runs the CLI and returns the exit status. */
 export async function runCli(argv: string[]): Promise<number> {
+  ensureSystemPath(); // cron and systemd units may start arch with a PATH without /usr/sbin (criu)
   let code = 0;
   const program = buildProgram((c) => (code = c));
   try {

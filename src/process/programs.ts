@@ -62,3 +62,25 @@ export function resolveProgram(name: string, path = SEARCH_PATH): string | undef
   }
   return undefined;
 }
+
+/**
+ * `path` with the directories of {@link SEARCH_PATH} it lacks appended: ARCH and the runc
+ * and CRIU it starts find their programs also when started with a minimal PATH (cron's
+ * `/usr/bin:/bin` has no `criu`, which lives in /usr/sbin).
+ *
+ * @example
+ * ```ts
+ * import { withSystemPath } from "./programs.ts";
+ * if (withSystemPath("/usr/bin:/bin") !== "/usr/bin:/bin:/usr/sbin:/sbin") throw new Error();
+ * ```
+ */
+export function withSystemPath(path: string | undefined): string {
+  const dirs = (path ?? "").split(":").filter((d) => d !== "");
+  for (const dir of SEARCH_PATH.split(":")) if (!dirs.includes(dir)) dirs.push(dir);
+  return dirs.join(":");
+}
+
+/** Makes this process's PATH (inherited by what it starts) include the system directories. */
+export function ensureSystemPath(): void {
+  Deno.env.set("PATH", withSystemPath(Deno.env.get("PATH")));
+}

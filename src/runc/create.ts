@@ -23,6 +23,7 @@ import { findUpperdir } from "../rootfs/upperdir.ts";
 import { ClaimTimeout, KeyGone } from "../store/claim.ts";
 import { faultPoint } from "../util/faults.ts";
 import { watchExit } from "./watch_exit.ts";
+import { ensureSystemPath } from "../process/programs.ts";
 
 export async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
   let host;
@@ -88,6 +89,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
 
   const store = new KeyStore(checkpointRoot, scope, key);
   if (!store.exists() || store.currentPath() === undefined) return undefined;
+  ensureSystemPath(); // runc restore runs criu from PATH; an engine started by hand may lack /usr/sbin
   let claim;
   try {
     claim = await store.claim("restore", { waitMs: host.lockWaitSeconds * 1000 });

@@ -8,7 +8,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
 import { faultFile } from "../../src/util/faults.ts";
-import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
+import { ARCH, archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 interface Progress {
   readonly starts: number;
@@ -88,6 +88,24 @@ stackTest("tenants and keys", async (t, stack) => {
     ok(r.stderr.includes("was made from another image"), r.stderr);
     ok(await exists(`${stack.checkpointRoot}/moby/${key}/current`), "kept for its own job");
     await stack.docker(["rm", "-f", victim]);
+  });
+});
+
+stackTest("from cron", async (t, stack) => {
+  await t.step("point 5: arch checkpoint started with cron's PATH (no /usr/sbin, no criu) works", async () => {
+    const key = uniqueName("cron");
+    const name = uniqueName("cron");
+    await stack.docker(archDockerRun(name, key));
+    await waitTicks(stack, name, 3);
+    const out = await new Deno.Command(ARCH, {
+      args: ["checkpoint", await fullId(stack, name)],
+      env: { ARCH_CONFIG: stack.archConfig, PATH: "/usr/bin:/bin" },
+      clearEnv: true,
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, text);
+    ok(await exists(`${stack.checkpointRoot}/moby/${key}/current`));
+    await stack.docker(["rm", "-f", name]);
   });
 });
 
