@@ -234,6 +234,14 @@ async function crossCheck(archive: string, members: readonly TarMember[]): Promi
   }
 }
 
+/** The layer was refused before anything was written: the rootfs is as it was (no reset needed). */
+export class LayerRefusedError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LayerRefusedError";
+  }
+}
+
 /** Deletes `path` (recursively, never through a symlink); absent is fine. */
 function removeIfPresent(path: string): void {
   try {
@@ -246,17 +254,8 @@ function removeIfPresent(path: string): void {
 /** The `-X` file takes one name a line with trailing blanks stripped: other names go on the command line. */
 const lineSafe = (name: string) => !name.includes("\n") && !/[ \t\v\f\r]$/.test(name);
 
-/**
- * Applies `archive` (from {@link captureUpperdir}) to the mounted `rootfs`, in place: every
- * check runs before the first write (see the module comment), so a refused layer leaves the
- * rootfs untouched; a failure while writing leaves it partly applied (reset it before a
- * fresh start). Throws an Error with one sentence.
- *
- * `stagingParent` is no longer used (nothing is staged); it is accepted so that existing
- * callers compile, and can be dropped.
- */
-export async function applyToRootfs(archive: string, rootfs: string, stagingParent?: string): Promise<void> {
-  void stagingParent;
+/** Steps 1 and 2 of the module comment: reads the archive and checks it against `rootfs`, writing nothing. */
+async function checkLayer(archive: string, rootfs: string): Promise<ApplyPlan> {
   let members: TarMember[];
   try {
     members = listTarMembers(archive);
@@ -277,6 +276,24 @@ export async function applyToRootfs(archive: string, rootfs: string, stagingPare
       `not enough free inodes on the file system of "${rootfs}" for the saved writable layer: ` +
         `need ${plan.inodes}, have ${space.availableInodes}`,
     );
+  }
+  return plan;
+}
+
+/**
+ * Applies `archive` (from {@link captureUpperdir}) to the mounted `rootfs`, in place: every
+ * check runs before the first write (see the module comment), so a refused layer leaves the
+ * rootfs untouched and throws {@link LayerRefusedError}; a failure while writing throws
+ * another Error and leaves the rootfs partly applied (reset it before a fresh start). Every
+ * error is one sentence. Nothing is written outside `rootfs` (no staging copy, no temporary
+ * file).
+ */
+export async function applyToRootfs(archive: string, rootfs: string): Promise<void> {
+  let plan: ApplyPlan;
+  try {
+    plan = await checkLayer(archive, rootfs);
+  } catch (error) {
+    throw new LayerRefusedError((error as Error).message, { cause: error });
   }
   // Every check passed: from here on the rootfs changes.
   for (const rel of plan.remove) removeIfPresent(`${rootfs}${rel}`);

@@ -15,8 +15,10 @@
  *
  * Guarantees: every refusal that can be decided up front (not an overlay, a bind mount of a
  * subtree, escaped characters or flags ARCH cannot reproduce, an unknown relative layout,
- * layers that are not directories) is made before the unmount, leaving the rootfs as it
- * was. Any failure throws an Error with one sentence; the caller then refuses the container
+ * layers that are not directories, the same overlay mounted anywhere else: at another
+ * mount point or in another mount namespace, as a container still running from it would
+ * have it, and an unmount refused because it is in use) is made before anything changes,
+ * leaving the rootfs as it was. Any failure throws an Error with one sentence; the caller then refuses the container
  * instead of starting it. Not guaranteed: the mount's propagation type and peer group are
  * the kernel's defaults for a new mount at that point, not necessarily the old ones; the
  * upperdir's own mode, owner and xattrs (the rootfs root's) stay as the apply left them.
@@ -88,6 +90,36 @@ export function remountArguments(overlay: OverlayMount): { flags: bigint; data: 
   return { flags, data: data.join(",") };
 }
 
+/**
+ * Where else the file system `dev` (`major:minor` of mountinfo) is mounted, in this mount
+ * namespace (other than at `mountPoint`) or in any other (one mountinfo read per namespace):
+ * an overlay still mounted elsewhere (a container still running from it) must not have its
+ * upperdir emptied.
+ */
+function otherMounts(dev: string, mountPoint: string): string | undefined {
+  const self = Deno.readLinkSync("/proc/self/ns/mnt");
+  const seen = new Set<string>();
+  for (const entry of [{ name: "self" }, ...Deno.readDirSync("/proc")]) {
+    if (entry.name !== "self" && !/^[0-9]+$/.test(entry.name)) continue;
+    let ns: string;
+    let mountinfo: string;
+    try {
+      ns = Deno.readLinkSync(`/proc/${entry.name}/ns/mnt`);
+      if (seen.has(ns)) continue;
+      seen.add(ns);
+      mountinfo = Deno.readTextFileSync(`/proc/${entry.name}/mountinfo`);
+    } catch {
+      continue; // the process is gone
+    }
+    for (const line of mountinfo.split("\n")) {
+      const fields = line.split(" ");
+      if (fields[2] !== dev || (ns === self && fields[4] === mountPoint)) continue;
+      return ns === self ? `at "${fields[4]}"` : `in the mount namespace of process ${entry.name}`;
+    }
+  }
+  return undefined;
+}
+
 /** Removes everything inside `dir` (not `dir` itself), never following a symlink. */
 function emptyDirectory(dir: string): void {
   for (const entry of Deno.readDirSync(dir)) Deno.removeSync(`${dir}/${entry.name}`, { recursive: true });
@@ -147,6 +179,8 @@ function reset(rootfs: string): void {
   if (upperdir === "/" || workdir === "/" || mountPoint.startsWith(`${upperdir}/`)) {
     return fail(`its upperdir "${upperdir}" or workdir "${workdir}" is not a layer directory`);
   }
+  const elsewhere = otherMounts(overlay.dev, mountPoint);
+  if (elsewhere !== undefined) return fail(`its overlay is also mounted ${elsewhere}: is a container still using it?`);
   try {
     umount(mountPoint);
   } catch (error) {

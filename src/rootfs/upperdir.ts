@@ -21,6 +21,8 @@ function unescape(s: string): string {
 /** One overlay mount as mountinfo shows it. */
 export interface OverlayMount {
   readonly mountPoint: string;
+  /** The superblock's device number (`0:52`): the same in every mount of this overlay. */
+  readonly dev: string;
   /** The path inside the file system that is mounted (`/` unless a bind mount of a subtree). */
   readonly root: string;
   /** The mount source (`overlay` for Docker and containerd). */
@@ -72,6 +74,7 @@ export function overlayFromMountinfo(mountinfo: string, mountPoint: string): Ove
       .filter((p) => p !== "");
     found = {
       mountPoint,
+      dev: fields[2] ?? "",
       root: unescape(fields[3] ?? ""),
       source: unescape(source ?? ""),
       mountOptions: (fields[5] ?? "").split(","),

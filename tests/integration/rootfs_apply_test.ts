@@ -14,13 +14,6 @@ if (ignore && Deno.env.get("CI") === "true") throw new Error("the rootfs tests n
 
 const GiB = 1024 ** 3;
 
-/** A directory that only the test uses as `stagingParent` (the current code stages nothing). */
-function stagingIn(dir: string): string {
-  const path = `${dir}/staging`;
-  Deno.mkdirSync(path, { recursive: true });
-  return path;
-}
-
 Deno.test({ name: "apply reproduces the old container's files like overlay does", ignore }, async () => {
   await using fs = await scratchFs(256);
   const image = `${fs.dir}/image`;
@@ -52,7 +45,7 @@ Deno.test({ name: "apply reproduces the old container's files like overlay does"
     await captureUpperdir(old.upper, archive);
   }
   await using fresh = await mountOverlay(fs.dir, [image]);
-  await applyToRootfs(archive, fresh.merged, stagingIn(fs.dir));
+  await applyToRootfs(archive, fresh.merged);
   assertEquals(snapshot(fresh.merged), expected);
 });
 
@@ -74,7 +67,7 @@ Deno.test({ name: "a sparse file keeps its holes through capture and apply", ign
   ok(Deno.statSync(archive).size < 1024 * 1024, `archive of ${Deno.statSync(archive).size} bytes`);
   const rootfs = `${target.dir}/rootfs`;
   Deno.mkdirSync(rootfs);
-  await applyToRootfs(archive, rootfs, stagingIn(fs.dir));
+  await applyToRootfs(archive, rootfs);
   const info = Deno.statSync(`${rootfs}/disk.img`);
   assertEquals(info.size, 64 * GiB);
   const allocated = info.blocks! * 512;
@@ -89,17 +82,23 @@ Deno.test({ name: "a sparse file keeps its holes through capture and apply", ign
 
 Deno.test({ name: "apply stages nothing outside the rootfs", ignore }, async () => {
   await using fs = await scratchFs(64);
-  await using small = await scratchFs(1); // the old staging copy of the layer does not fit here
+  await using small = await scratchFs(1); // no staging copy of the layer would fit here
   const upper = `${fs.dir}/upper`;
   writeTree(upper, { "data/big": "b".repeat(4 * 1024 * 1024), "data/small": "s" });
   const archive = `${fs.dir}/layer.tar`;
   await captureUpperdir(upper, archive);
   const rootfs = `${fs.dir}/rootfs`;
   Deno.mkdirSync(rootfs);
-  const staging = stagingIn(small.dir);
-  await applyToRootfs(archive, rootfs, staging);
+  const tmp = Deno.env.get("TMPDIR");
+  Deno.env.set("TMPDIR", small.dir);
+  try {
+    await applyToRootfs(archive, rootfs);
+  } finally {
+    if (tmp === undefined) Deno.env.delete("TMPDIR");
+    else Deno.env.set("TMPDIR", tmp);
+  }
   assertEquals(Deno.statSync(`${rootfs}/data/big`).size, 4 * 1024 * 1024);
-  assertEquals([...Deno.readDirSync(staging)], []);
+  assertEquals([...Deno.readDirSync(small.dir)], []);
 });
 
 Deno.test({ name: "apply refuses a layer that does not fit, before writing anything", ignore }, async () => {
@@ -113,9 +112,9 @@ Deno.test({ name: "apply refuses a layer that does not fit, before writing anyth
   writeTree(rootfs, { "etc/passwd": "root:x:0:0::/root:/bin/sh\n" });
   const before = snapshot(rootfs);
   await rejects(
-    applyToRootfs(archive, rootfs, stagingIn(fs.dir)),
+    applyToRootfs(archive, rootfs),
     new RegExp(
-      `^Error: not enough free space on the file system of "${rootfs}" for the saved writable layer: ` +
+      `^LayerRefusedError: not enough free space on the file system of "${rootfs}" for the saved writable layer: ` +
         `need 16\\.0 MiB, have [0-9.]+ MiB$`,
     ),
   );
@@ -140,7 +139,7 @@ Deno.test(
     }
     await using fresh = await mountOverlay(fs.dir, [newImage]);
     const before = snapshot(fresh.merged);
-    await rejects(applyToRootfs(archive, fresh.merged, stagingIn(fs.dir)), /symlink/);
+    await rejects(applyToRootfs(archive, fresh.merged), /symlink/);
     assertEquals(snapshot(fresh.merged), before);
     assertEquals([...Deno.readDirSync(`${fs.dir}/host-etc`)], []);
   },
@@ -173,7 +172,7 @@ Deno.test({ name: "every tar the apply runs is checked: one that fails fails the
     Deno.env.set("FAIL_AT", String(failAt));
     let outcome: unknown;
     try {
-      outcome = await applyToRootfs(archive, rootfs, stagingIn(fs.dir)).then(() => "applied", (e: Error) => e);
+      outcome = await applyToRootfs(archive, rootfs).then(() => "applied", (e: Error) => e);
     } finally {
       Deno.env.set("PATH", path);
     }

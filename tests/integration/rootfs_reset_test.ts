@@ -60,7 +60,7 @@ Deno.test({ name: "resetRootfs shows the image's files again, same mount options
   }
   await using rootfs = await mountOverlay(fs.dir, [image]);
   const line = mountLine(rootfs.merged);
-  await applyToRootfs(archive, rootfs.merged, fs.dir); // the restore that then failed
+  await applyToRootfs(archive, rootfs.merged); // the restore that then failed
   ok(!snapshot(rootfs.merged).some((l) => l.startsWith("/etc/hostname")));
   await resetRootfs(rootfs.merged);
   assertEquals(snapshot(rootfs.merged), snapshot(image));
@@ -155,6 +155,22 @@ Deno.test({ name: "resetRootfs refuses, changing nothing, what it cannot reset",
     );
     ok(isMounted(rootfs.merged));
     assertEquals(snapshot(rootfs.merged), before);
+  });
+  await t.step("an overlay mounted elsewhere too (a container still running from it)", async () => {
+    await using rootfs = await mountOverlay(fs.dir, [image]);
+    scribble(rootfs.merged);
+    const before = snapshot(rootfs.merged);
+    const other = Deno.makeTempDirSync({ dir: fs.dir });
+    await mountProgram(["--bind", rootfs.merged, other]);
+    try {
+      await rejects(
+        resetRootfs(rootfs.merged),
+        /its overlay is also mounted at ".*": is a container still using it\?$/,
+      );
+      assertEquals(snapshot(rootfs.merged), before);
+    } finally {
+      await umountProgram(other);
+    }
   });
   await t.step("a rootfs that is not an overlay", async () => {
     const dir = Deno.makeTempDirSync({ dir: fs.dir });
