@@ -183,7 +183,7 @@ async function build(): Promise<void> {
     writeExecutable(`${dist}/arch`, launcherScript(deno, `${dist}/lib`, `${dist}/.deno`, `${dist}/arch`));
   }
   // In launcher mode arch-runc is the launcher with the role built in (one exec fewer on the
-  // hot path); a compiled arch gets the two-line shim.
+  // hot path); a compiled arch gets a small shim. Both fail open (see the module comment).
   writeExecutable(
     `${dist}/arch-runc`,
     denort !== undefined
