@@ -60,7 +60,11 @@ const REAP_GIVE_UP_MS = 60_000;
 /** How often the watcher checks that its directory still exists. */
 const DIR_CHECK_MS = 5_000;
 
-/** Records `status` on the container's record if it still describes the same container. */
+/**
+ * Records `status` on the container's record if it still describes the same container. An
+ * unknown status never replaces a known one (a watcher that died after recording but before
+ * saving its set re-reads that entry and finds the process gone).
+ */
 export function recordExit(
   registry: Registry,
   namespace: string,
@@ -70,6 +74,7 @@ export function recordExit(
 ): void {
   const record = registry.get(namespace, id);
   if (record === undefined || record.createdAt !== createdAt) return;
+  if (status === undefined && record.exit !== undefined) return;
   registry.put({
     ...record,
     exit: status === undefined ? { unknown: true } : { ...status, at: new Date().toISOString() },

@@ -1,6 +1,6 @@
 /**
  * The exit watcher's messages and state file: every field validated, damaged input refused
- * or skipped, never trusted.
+ * or skipped, never trusted; and how it records an exit.
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
@@ -17,6 +17,8 @@ import {
   type WatchRequest,
 } from "../../src/engine/exit_watch_protocol.ts";
 import { parseStatStartTime } from "../../src/engine/exit_watch.ts";
+import { recordExit } from "../../src/engine/exit_watch_daemon.ts";
+import { Registry } from "../../src/registry/registry.ts";
 
 const request: WatchRequest = {
   wrapperPid: 1234,
@@ -114,4 +116,27 @@ Deno.test("parseStatStartTime reads field 22 whatever the command name holds", (
   assertEquals(parseStatStartTime(`42 (x) ${tail.replace("98765", "-5")}`), undefined);
   const self = parseStatStartTime(Deno.readTextFileSync("/proc/self/stat"));
   ok(self !== undefined && self > 0);
+});
+
+Deno.test("recordExit writes on the same container only and never replaces a known status", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const registry = new Registry(dir);
+    const record = { namespace: "moby", id: "c1", root: "/r", bundle: "/b", key: "k", createdAt: "t1" };
+    registry.put(record);
+    recordExit(registry, "moby", "c1", "t0", { code: 0 }); // an earlier container of this id
+    assertEquals(registry.get("moby", "c1")?.exit, undefined);
+    recordExit(registry, "moby", "gone", "t1", { code: 0 }); // no record: nothing written
+    assertEquals(registry.get("moby", "gone"), undefined);
+    recordExit(registry, "moby", "c1", "t1", { code: 137, signal: 9 });
+    const exit = registry.get("moby", "c1")?.exit as { code: number; signal: number; at: string };
+    assertEquals([exit.code, exit.signal, typeof exit.at], [137, 9, "string"]);
+    recordExit(registry, "moby", "c1", "t1", undefined);
+    assertEquals((registry.get("moby", "c1")?.exit as { code: number }).code, 137);
+    registry.put(record);
+    recordExit(registry, "moby", "c1", "t1", undefined);
+    assertEquals(registry.get("moby", "c1")?.exit, { unknown: true });
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
