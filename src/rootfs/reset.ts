@@ -164,7 +164,7 @@ function reset(rootfs: string): void {
   const overlay = overlayFromMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"), mountPoint);
   if (overlay === undefined) return fail("it is not an overlay mount");
   let args: { flags: bigint; data: string };
-  let paths: ReturnType<typeof resolveOverlayPaths>;
+  let paths: OverlayPaths;
   try {
     args = remountArguments(overlay);
     paths = resolveOverlayPaths(overlay);
