@@ -27,7 +27,7 @@
  */
 
 import { mount, umount } from "./_libc.ts";
-import { overlayFromMountinfo, type OverlayMount, resolveOverlayPaths } from "./upperdir.ts";
+import { overlayFromMountinfo, type OverlayMount, type OverlayPaths, resolveOverlayPaths } from "./upperdir.ts";
 
 /** mount(2) flags by the per-mount option mountinfo shows for them. */
 const MOUNT_FLAGS: Readonly<Record<string, bigint>> = {
