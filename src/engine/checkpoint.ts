@@ -113,8 +113,16 @@ export async function checkpointContainer(
   const remaining = () => options.deadline === undefined ? undefined : Math.max(0, options.deadline - Date.now());
 
   // Before the pause: everything that can fail on its own.
-  const rootfs = bundleRootfs(record.bundle);
-  const upperdir = findUpperdir(rootfs);
+  let rootfs: string, upperdir: string | undefined;
+  try {
+    rootfs = bundleRootfs(record.bundle);
+    upperdir = findUpperdir(rootfs);
+  } catch (error) {
+    throw new CheckpointError(
+      `cannot find the writable layer of "${record.id}": ${(error as Error).message}`,
+      "config",
+    );
+  }
   if (upperdir === undefined) {
     throw new CheckpointError(
       `container "${record.id}" has no overlay rootfs: ARCH cannot save its files, so it does not checkpoint it`,

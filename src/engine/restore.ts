@@ -17,7 +17,7 @@
 import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
 import type { KeyStore } from "../store/store.ts";
 import { type Expected, ForeignCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
-import { applyToRootfs } from "../rootfs/diff.ts";
+import { applyToRootfs, LayerRefusedError } from "../rootfs/diff.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
@@ -108,12 +108,13 @@ export async function restoreContainer(
   }
   try {
     if (manifest.rootfs.archive !== null) {
-      applied = true; // from here on the rootfs may have changed
+      applied = true; // from here on the rootfs may have changed (unless the layer was refused up front)
       const applying = applyToRootfs(`${dir}/${manifest.rootfs.archive}`, options.rootfs);
       faultPoint(options.stateDir, "restore-during-apply");
       await applying;
     }
   } catch (error) {
+    if (error instanceof LayerRefusedError) applied = false;
     return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
   }
   lap("rootfs");

@@ -56,7 +56,14 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     return 1;
   }
   const rootfs = rootfsPath(spec, bundle);
-  if (findUpperdir(rootfs) === undefined) {
+  let upperdir: string | undefined;
+  try {
+    upperdir = findUpperdir(rootfs);
+  } catch (error) {
+    ctx.fail(`cannot find the writable layer of this container: ${(error as Error).message}`);
+    return 1;
+  }
+  if (upperdir === undefined) {
     ctx.fail(
       `the rootfs of this container ("${rootfs}") is not an overlay mount, so ARCH could not save its files: ` +
         `run it with an overlay snapshotter/storage driver, or without ARCH_ENABLE=1`,

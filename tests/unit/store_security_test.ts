@@ -202,7 +202,7 @@ Deno.test("point 7: the per-key claim", async (t) => {
       assertEquals(order, ["a-release", "b"]);
     });
     await t.step("a claim left by a dead process on this host is broken at once", async () => {
-      const child = new Deno.Command("true").spawn();
+      const child = new Deno.Command(Deno.execPath(), { args: ["--version"], stdout: "null" }).spawn();
       const pid = child.pid;
       await child.status;
       Deno.mkdirSync(`${dir}/.claim`);
