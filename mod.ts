@@ -14,19 +14,7 @@
  */
 
 import { failOpen, runWrapper } from "./src/runc/wrapper.ts";
-import { DEFAULT_CONFIG_PATH } from "./src/config/host.ts";
-
-/** Real paths that are ARCH itself, which the configured runc must not be. */
-function selfPaths(): string[] {
-  const paths = [Deno.execPath()];
-  const launcher = Deno.env.get("ARCH_LAUNCHER_SELF");
-  try {
-    if (launcher !== undefined) paths.push(Deno.realPathSync(launcher));
-  } catch {
-    // a launcher that vanished is not a runc candidate either
-  }
-  return paths;
-}
+import { DEFAULT_CONFIG_PATH, selfPaths } from "./src/config/host.ts";
 
 async function main(args: readonly string[]): Promise<number> {
   const [role, ...rest] = args;

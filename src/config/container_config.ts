@@ -39,6 +39,8 @@ const within = (path: string, root: string) => path === root || path.startsWith(
 const POD_NAMESPACE = "io.kubernetes.cri.sandbox-namespace";
 /** containerd's namespace for Kubernetes (CRI): only there are the CRI annotations the engine's own. */
 const CRI_NAMESPACE = "k8s.io";
+/** A Kubernetes namespace name (DNS label). */
+const POD_NS = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /**
  * The key scope of a container (see the module doc); an error sentence if a part of it is
@@ -59,7 +61,7 @@ export function keyScope(
 ): string {
   const parts = adminScope !== undefined ? [adminScope, engineNamespace] : [engineNamespace];
   const pod = annotations[POD_NAMESPACE];
-  if (engineNamespace === CRI_NAMESPACE && pod !== undefined && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(pod)) {
+  if (engineNamespace === CRI_NAMESPACE && pod !== undefined && POD_NS.test(pod)) {
     parts.push(pod);
   }
   return parts.join("+");
@@ -67,6 +69,24 @@ export function keyScope(
 
 /** Why `root` cannot hold checkpoints, or `undefined`. `variable` names where it came from. */
 export function checkRoot(root: string, variable: string, allowed: readonly string[]): string | undefined {
+  const r = resolveRoot(root, variable, allowed);
+  return "problem" in r ? r.problem : undefined;
+}
+
+/**
+ * The real path of a checkpoint root, resolved once (what was checked is what is used), or
+ * the sentence saying why it cannot be one.
+ */
+export function resolveRoot(
+  root: string,
+  variable: string,
+  allowed: readonly string[],
+): { real: string } | { problem: string } {
+  const r = rootCheck(root, variable, allowed);
+  return typeof r === "string" ? { problem: r } : r;
+}
+
+function rootCheck(root: string, variable: string, allowed: readonly string[]): string | { real: string } {
   const fix = `use a directory under ${allowed.map((r) => `"${r}"`).join(" or ")} (host config "checkpointRoots")`;
   const refuse = (why: string) => `${variable}="${root}" ${why}: ${fix}`;
   if (!root.startsWith("/")) return refuse("is not an absolute path");
@@ -91,7 +111,7 @@ export function checkRoot(root: string, variable: string, allowed: readonly stri
   if (unsafe !== undefined) {
     return refuse(`cannot be used: ${unsafe} (a checkpoint root must be a directory only root can change)`);
   }
-  return undefined;
+  return { real };
 }
 
 /** Resolves and validates an enabled container's configuration. */
@@ -107,8 +127,8 @@ export function containerConfig(
   const given = env.get("ARCH_CHECKPOINT_HOST_PATH");
   const variable = given !== undefined ? "ARCH_CHECKPOINT_HOST_PATH" : "defaultCheckpointRoot (host config)";
   const root = given ?? host.defaultCheckpointRoot;
-  const problem = checkRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
-  if (problem !== undefined) return { ok: false, error: problem };
+  const checked = resolveRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
+  if ("problem" in checked) return { ok: false, error: checked.problem };
   const requested = env.get("ARCH_RESTORE_CONSUMED") === "1";
   if (requested && host.restoreConsumed === "never") {
     return {
@@ -117,12 +137,20 @@ export function containerConfig(
         `remove it, or ask the admin for "on-request"`,
     };
   }
+  const pod = spec.annotations?.[POD_NAMESPACE];
+  if (engineNamespace === CRI_NAMESPACE && (pod === undefined || !POD_NS.test(pod))) {
+    return {
+      ok: false,
+      error: `this container of containerd's Kubernetes namespace has no valid "${POD_NAMESPACE}" annotation, ` +
+        `so ARCH cannot scope its checkpoints to its pod's namespace: use containerd's CRI plugin (1.5 or later)`,
+    };
+  }
   const scope = keyScope(engineNamespace, spec.annotations ?? {}, host.scope);
   if (!isSafeSegment(scope)) return { ok: false, error: `the key scope "${scope}" is not a valid path element` };
   return {
     ok: true,
     config: {
-      checkpointRoot: Deno.realPathSync(root),
+      checkpointRoot: checked.real,
       scope,
       key: key.key,
       keySource: key.source,

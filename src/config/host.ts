@@ -119,3 +119,18 @@ export function readHostBasics(configPath: string, self: readonly string[]): Hos
     problems,
   };
 }
+
+/**
+ * Real paths that are ARCH itself (this executable and, in launcher mode, the launcher the
+ * engine ran), which the configured or fallback runc must never be.
+ */
+export function selfPaths(): string[] {
+  const paths = [Deno.execPath()];
+  const launcher = Deno.env.get("ARCH_LAUNCHER_SELF");
+  try {
+    if (launcher !== undefined) paths.push(Deno.realPathSync(launcher));
+  } catch {
+    // a launcher that vanished is not a runc candidate either
+  }
+  return paths;
+}

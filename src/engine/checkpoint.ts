@@ -131,10 +131,8 @@ export async function checkpointContainer(
   }
   let versions, image;
   try {
-    [versions, image] = await Promise.all([
-      toolVersions(runcPath),
-      Promise.resolve(imageIdentity(rootfs, options.stateDir)),
-    ]);
+    image = imageIdentity(rootfs, options.stateDir);
+    versions = await toolVersions(runcPath);
   } catch (error) {
     throw new CheckpointError(
       `cannot prepare the checkpoint of "${record.id}": ${(error as Error).message}`,

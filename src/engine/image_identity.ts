@@ -17,42 +17,7 @@
  */
 
 import { createHash } from "node:crypto";
-
-/** Octal escapes of mountinfo (space, tab, newline, backslash). */
-function unescape(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/**
- * The overlay lower layers (top first) of the mount at `mountPoint` in `mountinfo`, or
- * `undefined` if that mount is not an overlay. Relative lowerdirs (Docker with long option
- * strings) are not resolvable here and make it `undefined` too.
- *
- * @example
- * ```ts
- * import { lowerdirsFromMountinfo } from "./image_identity.ts";
- * const line = "99 1 0:50 / /m rw - overlay overlay rw,lowerdir=/a:/b,upperdir=/u,workdir=/w";
- * if (lowerdirsFromMountinfo(line, "/m")?.join(" ") !== "/a /b") throw new Error();
- * ```
- */
-export function lowerdirsFromMountinfo(mountinfo: string, mountPoint: string): string[] | undefined {
-  let found: string[] | undefined;
-  for (const line of mountinfo.split("\n")) {
-    const [left, right] = line.split(" - ");
-    if (left === undefined || right === undefined) continue;
-    if (unescape(left.split(" ")[4] ?? "") !== mountPoint) continue;
-    const [fstype, , superOptions] = right.split(" ");
-    const lower = (superOptions ?? "").split(",").find((o) => o.startsWith("lowerdir="));
-    if (fstype !== "overlay" || lower === undefined) {
-      found = undefined;
-      continue;
-    }
-    // lowerdir=a:b:c, where "\:" would be a literal colon (not produced by the engines)
-    const layers = unescape(lower.slice("lowerdir=".length)).split(":").filter((l) => l !== "");
-    found = layers.every((l) => l.startsWith("/")) ? layers : undefined;
-  }
-  return found;
-}
+import { overlayFromMountinfo, resolveOverlayPaths } from "../rootfs/upperdir.ts";
 
 /** Docker's per-container init layer, which is not part of the image. */
 const isDockerInitLayer = (layer: string) => /-init\/diff\/?$/.test(layer);
@@ -104,8 +69,9 @@ function cachedLayerDigest(layer: string, cacheDir: string | undefined): string 
  * `stateDir` holds the per-layer cache.
  */
 export function imageIdentity(rootfs: string, stateDir: string | undefined): string | undefined {
-  const layers = lowerdirsFromMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"), Deno.realPathSync(rootfs));
-  if (layers === undefined) return undefined;
+  const overlay = overlayFromMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"), Deno.realPathSync(rootfs));
+  if (overlay === undefined) return undefined;
+  const layers = resolveOverlayPaths(overlay).lowerdirs; // Docker's long option strings use relative layers
   const cacheDir = stateDir === undefined ? undefined : `${stateDir}/layers`;
   const hash = createHash("sha256");
   for (const given of layers) {

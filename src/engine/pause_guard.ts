@@ -15,7 +15,7 @@
 
 import { isSafeSegment } from "../util/paths.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
-import { runc, runcArgs, runcStatus, type RuncTarget } from "./runc.ts";
+import { runc, runcArgs, runcState, type RuncTarget } from "./runc.ts";
 
 /**
  * `paused`: nothing committed, resume. `committing`: the commit of `checkpoint` is under
@@ -126,6 +126,8 @@ function removeMarker(stateDir: string, namespace: string, id: string): void {
 
 /** Guards this process holds, released by the signal handler. */
 const active = new Set<PauseGuard>();
+/** Set by the signal handler: no new pause, no new commit. */
+let stopping = false;
 
 /**
  * Releases a paused container: `resume` (phase `paused`), or `stop` (phase `committed`:
@@ -134,18 +136,17 @@ const active = new Set<PauseGuard>();
  */
 export async function release(target: RuncTarget, action: "stop" | "resume"): Promise<string | undefined> {
   const bounded = { timeoutMs: RUNC_CALL_MS };
-  let problem: string | undefined;
   if (action === "stop") {
+    // Never resume a committed container whose kill failed: it would run past its checkpoint.
     const kill = await runc(target, runcArgs.kill(target, "KILL"), bounded);
-    if (kill.code !== 0) problem = `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
+    if (kill.code !== 0 && (await runcState(target, RUNC_CALL_MS)) !== "gone") {
+      return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
+    }
   }
   const resume = await runc(target, runcArgs.resume(target), bounded);
-  const status = await runcStatus(target, RUNC_CALL_MS);
-  if (status === "paused") {
-    return problem ?? `runc resume failed: ${resume.stderr.trim() || `exit ${resume.code}`}`;
-  }
-  if (action === "stop" && status === "running" && problem !== undefined) return problem;
-  return undefined;
+  const status = await runcState(target, RUNC_CALL_MS);
+  if (status === "gone" || status === "running" || status === "stopped") return undefined;
+  return `runc resume failed (state ${status ?? "unknown"}): ${resume.stderr.trim() || `exit ${resume.code}`}`;
 }
 
 /** One pause of one container by this process. */
@@ -164,6 +165,7 @@ export class PauseGuard {
 
   /** Writes the marker, then pauses. On failure the marker goes and the error is thrown. */
   async pause(): Promise<void> {
+    if (stopping) throw new Error("arch is stopping (signal): no new pause");
     this.#write();
     this.#held = true;
     active.add(this);
@@ -183,6 +185,7 @@ export class PauseGuard {
 
   /** The commit of `checkpoint` starts: if it lands, a release stops the container. */
   committing(checkpoint: string): void {
+    if (stopping) throw new Error("arch is stopping (signal): not committing");
     this.#phase = "committing";
     this.#checkpoint = checkpoint;
     this.#write();
@@ -265,8 +268,8 @@ export async function recoverPaused(stateDir: string, runcPath: string): Promise
   for (const marker of listMarkers(stateDir)) {
     if (isAlive(marker.owner)) continue;
     const target = { runc: runcPath, root: marker.root, id: marker.id };
-    const status = await runcStatus(target, RUNC_CALL_MS);
-    if (status === undefined) {
+    const status = await runcState(target, RUNC_CALL_MS);
+    if (status === "gone") {
       removeMarker(stateDir, marker.namespace, marker.id); // the container is gone
       continue;
     }
@@ -296,7 +299,11 @@ export function releaseOnSignals(): void {
   const numbers = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
   for (const [signal, n] of Object.entries(numbers) as [Deno.Signal, number][]) {
     Deno.addSignalListener(signal, async () => {
-      await Promise.all([...active].map((guard) => guard.release()));
+      stopping = true;
+      // Guards taken or moved on while releasing are released in the next round.
+      for (let round = 0; round < 10 && active.size > 0; round++) {
+        await Promise.all([...active].map((guard) => guard.release()));
+      }
       Deno.exit(128 + n);
     });
   }

@@ -16,7 +16,7 @@
 
 import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
 import type { KeyStore } from "../store/store.ts";
-import { type Expected, ForeignCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
+import { type Expected, ForeignCheckpoint, UnauthenticatedCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
 import { applyToRootfs, LayerRefusedError } from "../rootfs/diff.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
@@ -54,6 +54,8 @@ export function restoreArgv(create: RuncCall, imagePath: string, workPath: strin
 export type RestoreOutcome =
   | { kind: "restored"; from: string; timings: Record<string, number> }
   | { kind: "foreign"; reason: string }
+  /** This node cannot restore it (its secret, its CRIU, its free space): left as it is for a node that can. */
+  | { kind: "refused"; reason: string }
   | { kind: "failed"; reason: string; quarantined: string | undefined; applied: boolean };
 
 export interface RestoreOptions {
@@ -91,18 +93,30 @@ export async function restoreContainer(
   let manifest;
   try {
     const here = toolVersions(runcPath);
+    here.catch(() => {}); // awaited below; a verification failure first must not leave it unhandled
     const verifying = verifyCheckpoint(dir, options.secret, options.expected);
     faultPoint(options.stateDir, "restore-during-verify");
     manifest = await verifying;
     lap("verify");
-    const why = incompatibility(manifest, await here);
-    if (why !== undefined) return fail(`checkpoint ${dir} cannot be restored here: ${why}`);
+    let versions;
+    try {
+      versions = await here;
+    } catch (error) {
+      return { kind: "refused", reason: `cannot read this node's runc/CRIU versions: ${(error as Error).message}` };
+    }
+    const why = incompatibility(manifest, versions);
+    if (why !== undefined) {
+      return { kind: "refused", reason: `checkpoint ${dir} cannot be restored on this node: ${why}` };
+    }
   } catch (error) {
     if (error instanceof ForeignCheckpoint) {
       return {
         kind: "foreign",
         reason: `the checkpoint of key "${store.key}" is not this container's: ${error.message}`,
       };
+    }
+    if (error instanceof UnauthenticatedCheckpoint) {
+      return { kind: "refused", reason: `checkpoint ${dir} cannot be trusted on this node: ${error.message}` };
     }
     return fail(`checkpoint ${dir} failed verification: ${(error as Error).message}`);
   }
@@ -114,7 +128,12 @@ export async function restoreContainer(
       await applying;
     }
   } catch (error) {
-    if (error instanceof LayerRefusedError) applied = false;
+    if (error instanceof LayerRefusedError) {
+      applied = false;
+      if (/free (space|inodes)/.test(error.message)) {
+        return { kind: "refused", reason: `cannot apply the saved writable layer here: ${error.message}` };
+      }
+    }
     return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
   }
   lap("rootfs");

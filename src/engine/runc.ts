@@ -35,6 +35,20 @@ export function runc(t: RuncTarget, args: string[], extra: Partial<CommandSpec> 
   return runCommand({ cmd: t.runc, args, ...extra });
 }
 
+/**
+ * The container's status from `runc state`: `gone` if runc says it does not exist,
+ * `undefined` if runc could not tell (an error, a timeout).
+ */
+export async function runcState(t: RuncTarget, timeoutMs?: number): Promise<string | undefined> {
+  const r = await runc(t, runcArgs.state(t), timeoutMs === undefined ? {} : { timeoutMs });
+  if (r.code !== 0) return /does not exist|not found|no such/i.test(r.stderr) ? "gone" : undefined;
+  try {
+    return (JSON.parse(r.stdout) as { status?: string }).status;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The container's status from `runc state`, or `undefined` if runc does not know it. */
 export async function runcStatus(t: RuncTarget, timeoutMs?: number): Promise<string | undefined> {
   const r = await runc(t, runcArgs.state(t), timeoutMs === undefined ? {} : { timeoutMs });

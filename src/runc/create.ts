@@ -118,7 +118,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   try {
     const { loadSecret } = await import("../store/secret.ts");
     const { imageIdentity } = await import("../engine/image_identity.ts");
-    secret = loadSecret(host.secretFile, true);
+    secret = loadSecret(host.secretFile, false); // never made here: a new secret would authenticate nothing
     image = imageIdentity(rootfs, host.stateDir);
     if (image === undefined) throw new Error(`cannot identify the image of the container`);
   } catch (error) {
@@ -126,13 +126,21 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     return 1;
   }
   const { restoreContainer } = await import("../engine/restore.ts");
-  const outcome = await restoreContainer(ctx.call, store, ctx.runc, {
-    stateDir: host.stateDir,
-    secret,
-    expected: { scope, key, image },
-    rootfs,
-    criuLogs: criuLogDir(ctx.host.logFile),
-  });
+  let outcome;
+  try {
+    outcome = await restoreContainer(ctx.call, store, ctx.runc, {
+      stateDir: host.stateDir,
+      secret,
+      expected: { scope, key, image },
+      rootfs,
+      criuLogs: criuLogDir(ctx.host.logFile),
+    });
+  } catch (error) {
+    // Never back to the wrapper (its fail-open would create the container on a rootfs the
+    // restore may have changed): refuse; the checkpoint stays, the engine may retry.
+    ctx.fail(`restore of checkpoint ${current} failed unexpectedly: ${(error as Error).message}`);
+    return 1;
+  }
   if (outcome.kind === "restored") {
     // The container runs now: whatever fails below must not turn this call into a create.
     const restored = { ...record, restored: true, restoredFrom: outcome.from };
@@ -154,6 +162,10 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     }
     await watchExit(ctx, restored);
     return 0;
+  }
+  if (outcome.kind === "refused") {
+    ctx.fail(`${outcome.reason}; the checkpoint is kept for a node that can restore it`);
+    return 1;
   }
   if (outcome.kind === "foreign") {
     ctx.fail(`${outcome.reason}: remove ${store.dir} to start this container fresh, or start it with its own image`);

@@ -14,23 +14,11 @@
  */
 
 import { execRunc } from "./handoff.ts";
-import { DEFAULT_CONFIG_PATH, readHostBasics } from "../config/host.ts";
+import { DEFAULT_CONFIG_PATH, readHostBasics, selfPaths } from "../config/host.ts";
 
 /** The program's module: the bundled `mod.ts`. */
 interface Program {
   run(): Promise<never>;
-}
-
-/** Real paths that are ARCH itself, which the fallback runc must not be. */
-function selfPaths(): string[] {
-  const paths = [Deno.execPath()];
-  const launcher = Deno.env.get("ARCH_LAUNCHER_SELF");
-  try {
-    if (launcher !== undefined) paths.push(Deno.realPathSync(launcher));
-  } catch {
-    // a launcher that vanished is not a runc candidate either
-  }
-  return paths;
 }
 
 /**

@@ -102,6 +102,12 @@ export interface Expected {
 /** A checkpoint that is authentic and intact but belongs to another scope, key or image. */
 export class ForeignCheckpoint extends Error {}
 
+/**
+ * A checkpoint this node cannot authenticate: not signed with its secret. Most often the
+ * node lacks the cluster's secret, so the checkpoint is left alone, not quarantined.
+ */
+export class UnauthenticatedCheckpoint extends Error {}
+
 /** Every regular file below `dir` (relative); throws on anything else than files and directories. */
 function strictListing(dir: string, rel = ""): string[] {
   const out: string[] = [];
@@ -126,10 +132,12 @@ export async function verifyCheckpoint(dir: string, secret: Uint8Array, expected
   try {
     mac = Deno.readTextFileSync(`${dir}/manifest.hmac`);
   } catch {
-    throw new Error("its manifest has no signature (manifest.hmac)");
+    throw new UnauthenticatedCheckpoint("its manifest has no signature (manifest.hmac)");
   }
   if (!verifySignature(secret, bytes, mac)) {
-    throw new Error("its manifest is not signed with this node's checkpoint secret (modified, or made elsewhere)");
+    throw new UnauthenticatedCheckpoint(
+      "its manifest is not signed with this node's checkpoint secret (made with another secret, or modified)",
+    );
   }
   const manifest = ManifestSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
   if (manifest.scope !== expected.scope || manifest.key !== expected.key) {

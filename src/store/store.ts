@@ -79,9 +79,11 @@ export class KeyStore {
     const previous = this.currentPath();
     const link = `${this.dir}/.current-${stamp()}`;
     Deno.symlinkSync(name, link);
-    Deno.renameSync(link, `${this.dir}/current`);
-    fsyncPath(this.dir);
-    if (previous !== undefined && previous !== final) Deno.removeSync(previous, { recursive: true });
+    Deno.renameSync(link, `${this.dir}/current`); // the commit point
+    try {
+      fsyncPath(this.dir);
+      if (previous !== undefined && previous !== final) Deno.removeSync(previous, { recursive: true });
+    } catch { /* committed; a leftover previous checkpoint is only space (removed with the key) */ }
     return final;
   }
 
@@ -117,7 +119,15 @@ export class KeyStore {
   markConsumed(): void {
     const current = this.currentPath();
     if (current !== undefined) {
-      Deno.writeTextFileSync(`${current}/consumed`, new Date().toISOString() + "\n", { mode: 0o600 });
+      try {
+        // createNew: O_EXCL, so a planted `consumed` symlink is never written through
+        Deno.writeTextFileSync(`${current}/consumed`, new Date().toISOString() + "\n", {
+          mode: 0o600,
+          createNew: true,
+        });
+      } catch (error) {
+        if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+      }
       fsyncPath(`${current}/consumed`);
       fsyncPath(current);
     }

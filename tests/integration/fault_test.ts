@@ -12,36 +12,10 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
+import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { faultFile, type FaultPoint } from "../../src/util/faults.ts";
 import { Registry } from "../../src/registry/registry.ts";
 import { archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
-
-interface Progress {
-  readonly starts: number;
-  readonly lastTick: number;
-  readonly firstTick: number;
-  readonly verifyFailures: number;
-}
-
-async function progress(stack: EmbeddedStack, name: string): Promise<Progress> {
-  const lines = (await stack.docker(["logs", name])).stdout.split("\n");
-  const ticks = lines.filter((l) => l.startsWith("tick ")).map((l) => Number(l.split(" ")[1]));
-  return {
-    starts: lines.filter((l) => l.startsWith("start ")).length,
-    lastTick: ticks.at(-1) ?? 0,
-    firstTick: ticks[0] ?? 0,
-    verifyFailures: lines.filter((l) => l.startsWith("verify FAIL")).length,
-  };
-}
-
-const waitTicks = (stack: EmbeddedStack, name: string, atLeast: number) =>
-  eventually(`${name} at tick ${atLeast}`, async () => {
-    const p = await progress(stack, name);
-    return p.lastTick >= atLeast ? p : undefined;
-  }, 30_000);
-
-const fullId = async (stack: EmbeddedStack, name: string) =>
-  (await stack.docker(["inspect", "-f", "{{.Id}}", name])).stdout.trim();
 
 const status = async (stack: EmbeddedStack, name: string) =>
   (await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim();
@@ -119,7 +93,7 @@ stackTest("kill -9 of arch checkpoint at each phase", async (t, stack) => {
       assertEquals(first.code, 0, first.stdout + first.stderr);
       const previous = current(stack, key);
       ok(previous !== undefined);
-      const atPrevious = (await progress(stack, name)).lastTick; // the previous checkpoint is at or before it
+      const atPrevious = (await dockerProgress(stack, name)).lastTick; // the previous checkpoint is at or before it
       await waitTicks(stack, name, atPrevious + 5);
 
       armFault(stack, point);
@@ -139,10 +113,10 @@ stackTest("kill -9 of arch checkpoint at each phase", async (t, stack) => {
         assertEquals(current(stack, key) !== previous, true, "the new checkpoint is current");
       } else {
         assertEquals(current(stack, key), previous, "the previous checkpoint is still current");
-        const p = await progress(stack, name);
+        const p = await dockerProgress(stack, name);
         await waitTicks(stack, name, p.lastTick + 3); // and it makes progress again
       }
-      const lastRun = (await progress(stack, name)).lastTick;
+      const lastRun = (await dockerProgress(stack, name)).lastTick;
       await stack.docker(["rm", "-f", name]);
       if (expectStopped) await assertRestores(stack, key, atPrevious, lastRun + 1); // the new checkpoint
       else await assertRestores(stack, key, 1, atPrevious + 1); // the previous one
@@ -165,7 +139,7 @@ stackTest("kill -9 of the runc wrapper at each phase of a restore", async (t, st
       await waitTicks(stack, name, 5);
       const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
       assertEquals(r.code, 0, r.stdout + r.stderr);
-      const checkpointed = (await progress(stack, name)).lastTick;
+      const checkpointed = (await dockerProgress(stack, name)).lastTick;
       const committed = current(stack, key);
 
       armFault(stack, point);

@@ -7,33 +7,9 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../../src/stack/stack.ts";
+import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { faultFile } from "../../src/util/faults.ts";
 import { ARCH, archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
-
-interface Progress {
-  readonly starts: number;
-  readonly lastTick: number;
-  readonly firstTick: number;
-}
-
-async function progress(stack: EmbeddedStack, name: string): Promise<Progress> {
-  const lines = (await stack.docker(["logs", name])).stdout.split("\n");
-  const ticks = lines.filter((l) => l.startsWith("tick ")).map((l) => Number(l.split(" ")[1]));
-  return {
-    starts: lines.filter((l) => l.startsWith("start ")).length,
-    lastTick: ticks.at(-1) ?? 0,
-    firstTick: ticks[0] ?? 0,
-  };
-}
-
-const waitTicks = (stack: EmbeddedStack, name: string, atLeast: number) =>
-  eventually(`${name} at tick ${atLeast}`, async () => {
-    const p = await progress(stack, name);
-    return p.lastTick >= atLeast ? p : undefined;
-  }, 30_000);
-
-const fullId = async (stack: EmbeddedStack, name: string) =>
-  (await stack.docker(["inspect", "-f", "{{.Id}}", name])).stdout.trim();
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
@@ -89,6 +65,31 @@ stackTest("tenants and keys", async (t, stack) => {
     ok(await exists(`${stack.checkpointRoot}/moby/${key}/current`), "kept for its own job");
     await stack.docker(["rm", "-f", victim]);
   });
+});
+
+stackTest("authentic checkpoints", async (t, stack) => {
+  await t.step(
+    "point 2: a node without the checkpoint's secret refuses it and leaves it for one that has it",
+    async () => {
+      const key = uniqueName("secret");
+      const job = await checkpointedJob(stack, key);
+      const secretFile = `${stack.scratch}/arch/secret`;
+      const secret = Deno.readFileSync(secretFile);
+      Deno.writeTextFileSync(secretFile, "another-node-another-secret-0123456789\n", { mode: 0o600 });
+      try {
+        const refused = await stack.docker(archDockerRun(uniqueName("x"), key), { check: false });
+        assertEquals(refused.code, 125, refused.stderr);
+        ok(refused.stderr.includes("not signed with this node's checkpoint secret"), refused.stderr);
+        ok(await exists(`${stack.checkpointRoot}/moby/${key}/current`), "kept, not quarantined");
+      } finally {
+        Deno.writeFileSync(secretFile, secret, { mode: 0o600 });
+      }
+      const next = uniqueName("next");
+      await stack.docker(archDockerRun(next, key));
+      assertEquals((await waitTicks(stack, next, 1)).starts, 0, "restored where the secret is right");
+      await stack.docker(["rm", "-f", job, next]);
+    },
+  );
 });
 
 stackTest("from cron", async (t, stack) => {
@@ -240,7 +241,7 @@ stackTest("what comes after", async (t, stack) => {
     } finally {
       Deno.writeTextFileSync(stack.archConfig, JSON.stringify(config));
     }
-    const p = await progress(stack, name);
+    const p = await dockerProgress(stack, name);
     await waitTicks(stack, name, p.lastTick + 3);
     ok(!(await exists(`${stack.checkpointRoot}/moby/${key}/current`)));
     await stack.docker(["rm", "-f", name]);

@@ -12,6 +12,7 @@ import {
   listFiles,
   type Manifest,
   MANIFEST_VERSION,
+  UnauthenticatedCheckpoint,
   verifyCheckpoint,
   writeManifest,
 } from "../../src/store/manifest.ts";
@@ -85,7 +86,8 @@ Deno.test("point 2: only authentic, confined checkpoints verify", async (t) => {
     await t.step("a checkpoint signed with another secret is refused", async () => {
       const store = await makeCheckpoint(root);
       forge(store, () => {}, new TextEncoder().encode("another-secret-another-secret-xx"));
-      await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED), /not signed/);
+      // its own class: a node without the cluster's secret leaves it alone (not quarantined)
+      await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED), UnauthenticatedCheckpoint);
     });
     await t.step("an unsigned checkpoint is refused", async () => {
       const store = await makeCheckpoint(root);
