@@ -13,7 +13,7 @@
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { checkpointContainer, type CheckpointResult } from "../engine/checkpoint.ts";
-import { runcStatus } from "../engine/runc.ts";
+import { runcState } from "../engine/runc.ts";
 import { clearDraining, setDraining } from "../engine/drain.ts";
 import { UsageError } from "../util/errors.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
@@ -113,10 +113,8 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   const running: ContainerRecord[] = [];
   const deadline = Date.now() + deadlineS * 1000;
   for (const record of registry.list()) {
-    const status = await runcStatus(
-      { runc: host.runcPath, root: record.root, id: record.id },
-      Math.max(1, deadline - Date.now()),
-    );
+    // A fixed bound: a deadline already short must not make running containers look absent.
+    const status = await runcState({ runc: host.runcPath, root: record.root, id: record.id }, 5_000);
     if (status === "running") running.push(record);
   }
   if (running.length === 0) {

@@ -70,23 +70,14 @@ export function keyScope(
 /** Why `root` cannot hold checkpoints, or `undefined`. `variable` names where it came from. */
 export function checkRoot(root: string, variable: string, allowed: readonly string[]): string | undefined {
   const r = resolveRoot(root, variable, allowed);
-  return "problem" in r ? r.problem : undefined;
+  return typeof r === "string" ? r : undefined;
 }
 
 /**
  * The real path of a checkpoint root, resolved once (what was checked is what is used), or
  * the sentence saying why it cannot be one.
  */
-export function resolveRoot(
-  root: string,
-  variable: string,
-  allowed: readonly string[],
-): { real: string } | { problem: string } {
-  const r = rootCheck(root, variable, allowed);
-  return typeof r === "string" ? { problem: r } : r;
-}
-
-function rootCheck(root: string, variable: string, allowed: readonly string[]): string | { real: string } {
+export function resolveRoot(root: string, variable: string, allowed: readonly string[]): string | { real: string } {
   const fix = `use a directory under ${allowed.map((r) => `"${r}"`).join(" or ")} (host config "checkpointRoots")`;
   const refuse = (why: string) => `${variable}="${root}" ${why}: ${fix}`;
   if (!root.startsWith("/")) return refuse("is not an absolute path");
@@ -128,7 +119,7 @@ export function containerConfig(
   const variable = given !== undefined ? "ARCH_CHECKPOINT_HOST_PATH" : "defaultCheckpointRoot (host config)";
   const root = given ?? host.defaultCheckpointRoot;
   const checked = resolveRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
-  if ("problem" in checked) return { ok: false, error: checked.problem };
+  if (typeof checked === "string") return { ok: false, error: checked };
   const requested = env.get("ARCH_RESTORE_CONSUMED") === "1";
   if (requested && host.restoreConsumed === "never") {
     return {

@@ -48,14 +48,3 @@ export async function runcState(t: RuncTarget, timeoutMs?: number): Promise<stri
     return undefined;
   }
 }
-
-/** The container's status from `runc state`, or `undefined` if runc does not know it. */
-export async function runcStatus(t: RuncTarget, timeoutMs?: number): Promise<string | undefined> {
-  const r = await runc(t, runcArgs.state(t), timeoutMs === undefined ? {} : { timeoutMs });
-  if (r.code !== 0) return undefined;
-  try {
-    return (JSON.parse(r.stdout) as { status?: string }).status;
-  } catch {
-    return undefined;
-  }
-}

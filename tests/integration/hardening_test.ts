@@ -227,6 +227,24 @@ stackTest("what comes after", async (t, stack) => {
     await stack.ctr(["containers", "rm", id], { check: false });
   });
 
+  await t.step("point 11: finalize past its deadline starts no checkpoint and pauses nothing", async () => {
+    const key = uniqueName("late");
+    const name = uniqueName("late");
+    await stack.docker(archDockerRun(name, key));
+    await waitTicks(stack, name, 3);
+    try {
+      const r = await archCli(stack, ["finalize", "--deadline", "0.000001"]);
+      assertEquals(r.code, 1, r.stdout + r.stderr);
+      ok(r.stdout.includes("not started: finalize deadline passed"), r.stdout);
+      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim(), "running");
+      const p = await dockerProgress(stack, name);
+      await waitTicks(stack, name, p.lastTick + 3);
+    } finally {
+      assertEquals((await archCli(stack, ["finalize", "--undo"])).code, 0);
+    }
+    await stack.docker(["rm", "-f", name]);
+  });
+
   await t.step("point 11: the per-checkpoint size limit refuses before pausing, the job runs on", async () => {
     const key = uniqueName("big");
     const name = uniqueName("big");
