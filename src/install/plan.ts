@@ -18,7 +18,7 @@
 import { criuProblem, minimumCriu, type Version } from "../engine/compat.ts";
 
 /** Engine packages taken from trixie (`apt-get install -t trixie`). */
-export const TRIXIE_PACKAGES = ["runc", "containerd", "docker.io", "docker-cli"] as const;
+export const TRIXIE_PACKAGES = ["runc", "containerd", "docker.io", "docker-cli", "podman"] as const;
 /** CRIU from sid, for kernels >= 6.16: CRIU and the libraries it needs newer than trixie's. */
 export const SID_CRIU_PACKAGES = ["criu", "libcompel1", "libnet9", "libnl-3-200"] as const;
 /** Packages from the machine's own suite. `iproute2`: CRIU runs `ip` to dump a network namespace. */
@@ -32,6 +32,10 @@ export const BASE_PACKAGES = [
   "libc6-dev",
   "util-linux",
   "mount",
+  // the shared-FS tests: a real network file system (sshfs over an SFTP server on loopback)
+  "sshfs",
+  "socat",
+  "openssh-sftp-server",
 ] as const;
 /** The newer engine generation the tests also run on, unpacked into {@link TEST_ENGINES_DIR}. */
 export const TEST_ENGINE_PACKAGES = ["runc", "containerd", "docker.io", "docker-cli"] as const;
@@ -112,7 +116,10 @@ export function planInstall(state: ObservedState): Step[] {
   const criuOk = state.criuVersion !== undefined && criuProblem(state.criuVersion, state.kernel) === undefined;
   const criuFromSid = (minimumCriu(state.kernel) as Version)[1] >= 2;
   const sid = criuOk ? [] : criuFromSid ? [...SID_CRIU_PACKAGES] : [];
-  const trixie = [...missing(TRIXIE_PACKAGES), ...(!criuOk && !criuFromSid ? ["criu"] : [])];
+  // CRIU from sid needs libraries newer than Debian 12's (libgnutls30t64, ...) that its pin
+  // may not take from sid: trixie's CRIU is installed first (-t trixie brings them from
+  // trixie), then replaced by sid's. Asked for alone, apt keeps Debian 12's and gives up.
+  const trixie = [...missing(TRIXIE_PACKAGES), ...(!criuOk ? ["criu"] : [])];
   const base = missing(BASE_PACKAGES);
   const engines = state.testEngines?.wanted === true && !state.testEngines.present;
   const ensure = (path: string, content: string) => {

@@ -38,7 +38,7 @@ Deno.test("planInstall", async (t) => {
       `write ${SID_PIN_PATH}`,
       "apt-get update",
       `apt-get install ${BASE_PACKAGES.join(" ")}`,
-      `apt-get install -t trixie ${TRIXIE_PACKAGES.join(" ")}`,
+      `apt-get install -t trixie ${[...TRIXIE_PACKAGES, "criu"].join(" ")}`,
       `apt-get install ${SID_CRIU_PACKAGES.join(" ")}`,
       "criu check",
     ]);
@@ -62,6 +62,7 @@ Deno.test("planInstall", async (t) => {
     const steps = planInstall({ installed: all(), files: aptFiles, criuVersion: "Version: 4.1.1", kernel: NEW_KERNEL });
     assertEquals(steps.map(describeStep), [
       "apt-get update",
+      "apt-get install -t trixie criu",
       `apt-get install ${SID_CRIU_PACKAGES.join(" ")}`,
       "criu check",
     ]);
