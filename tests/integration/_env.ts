@@ -4,8 +4,8 @@
  * with CI=true it fails the run, so they never silently skip there.
  */
 
-import { EmbeddedStack, type StackOptions } from "../../src/stack/stack.ts";
-import { describeEngines, type Engines, systemEngines, unpackedEngines } from "../../src/stack/engines.ts";
+import { EmbeddedStack, type StackOptions } from "../stack/stack.ts";
+import { describeEngines, type Engines, systemEngines, unpackedEngines } from "../stack/engines.ts";
 import { TEST_ENGINES_DIR } from "../../src/install/plan.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");

@@ -10,7 +10,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../../src/stack/stack.ts";
+import type { EmbeddedStack } from "../stack/stack.ts";
 import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 const PORT = "8080";

@@ -5,7 +5,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { processesMentioning, sweepScratch } from "../../src/stack/stack.ts";
+import { processesMentioning, sweepScratch } from "../stack/stack.ts";
 import { ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const mountsUnder = (dir: string) =>

@@ -5,8 +5,8 @@
  * never replaces the system's packages.
  */
 
-import { SEARCH_PATH } from "../process/programs.ts";
-import { TEST_ENGINES_DIR } from "../install/plan.ts";
+import { SEARCH_PATH } from "../../src/process/programs.ts";
+import { TEST_ENGINES_DIR } from "../../src/install/plan.ts";
 
 export interface Engines {
   /** Short name used in test names: `trixie`, `sid`. */

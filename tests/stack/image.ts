@@ -8,7 +8,7 @@
  * gcc, GNU tar and /usr/bin/busybox (Debian busybox-static).
  */
 
-import { mustRun } from "../process/exec.ts";
+import { mustRun } from "../../src/process/exec.ts";
 
 export const TEST_IMAGE = "docker.io/library/arch-test:latest";
 
@@ -86,7 +86,7 @@ export async function buildTestImage(cacheDir: string, workloadSource: string): 
         WorkingDir: "/",
       },
       rootfs: { type: "layers", diff_ids: [`sha256:${layerDigest}`] },
-      history: [{ created_by: "arch test image (src/stack/image.ts)" }],
+      history: [{ created_by: "arch test image (tests/stack/image.ts)" }],
     });
     const configDigest = await sha256Hex(config);
     const manifest = json({

@@ -13,7 +13,7 @@
  * Requires root and the engine binaries (see install.ts).
  */
 
-import { CommandError, type CommandResult, type CommandSpec, runCommand } from "../process/exec.ts";
+import { CommandError, type CommandResult, type CommandSpec, runCommand } from "../../src/process/exec.ts";
 import { buildTestImage, TEST_IMAGE } from "./image.ts";
 import type { Engines } from "./engines.ts";
 
