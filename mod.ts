@@ -26,7 +26,7 @@ async function main(args: readonly string[]): Promise<number> {
     }
   }
   if (role === "exit-watcher") {
-    const { runExitWatcher } = await import("./src/engine/exit_watcher.ts");
+    const { runExitWatcher } = await import("./src/engine/exit_watch_client.ts");
     return await runExitWatcher(rest);
   }
   if (role === undefined) {

@@ -7,8 +7,7 @@
 import { Command, CommanderError } from "commander";
 import { UsageError } from "../util/errors.ts";
 import { ensureSystemPath } from "../process/programs.ts";
-
-const VERSION = "0.1.0";
+import { ARCH_VERSION } from "../version.ts";
 
 function printError(msg: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(`arch: ${msg}\n`));
@@ -18,7 +17,7 @@ function printError(msg: string): void {
 export function buildProgram(onResult: (code: number) => void): Command {
   const program = new Command("arch")
     .description("Checkpoint/restore for containers on spot instances (ARCH)")
-    .version(VERSION, "--version", "print the version")
+    .version(ARCH_VERSION, "--version", "print the version")
     .helpOption("-h, --help", "show help")
     .exitOverride()
     .configureOutput({ outputError: (str) => printError(str.replace(/^error: /, "").trimEnd()) });

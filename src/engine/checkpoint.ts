@@ -31,7 +31,7 @@ import {
   writeManifest,
 } from "../store/manifest.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
-import { captureUpperdir } from "../rootfs/diff.ts";
+import { captureUpperdir } from "../rootfs/layer_archive.ts";
 import { runc, runcArgs, type RuncTarget } from "./runc.ts";
 import { toolVersions } from "./versions.ts";
 import { readBundleSpec, rootfsPath } from "../config/container.ts";

@@ -1,9 +1,9 @@
 /**
  * The node's exit watcher: ONE detached process per state directory that holds a pidfd of
  * every running ARCH container's init process and records how each ended in the registry
- * (see `exit_watch.ts` for the kernel mechanism, `exit_watch_protocol.ts` for its files).
+ * (see `pidfd.ts` for the kernel mechanism, `exit_watch_protocol.ts` for its files).
  *
- * - Started on demand by the runc wrapper (`exit_watcher.ts`), in its own session, stdio on
+ * - Started on demand by the runc wrapper (`exit_watch_client.ts`), in its own session, stdio on
  *   /dev/null, under a tiny shell supervisor that restarts it after a crash. A single
  *   instance per node: it holds an exclusive flock on `lock` for its lifetime; a second one
  *   exits at once with status 0.
@@ -32,7 +32,7 @@ import {
   startTimeOf,
   tryLockFile,
   wake,
-} from "./exit_watch.ts";
+} from "./pidfd.ts";
 import {
   encodeReply,
   encodeWatchedState,

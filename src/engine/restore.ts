@@ -17,7 +17,7 @@
 import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
 import type { KeyStore } from "../store/store.ts";
 import { type Expected, ForeignCheckpoint, UnauthenticatedCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
-import { applyToRootfs, LayerRefusedError } from "../rootfs/diff.ts";
+import { applyToRootfs, LayerRefusedError } from "../rootfs/layer_archive.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";

@@ -1,8 +1,7 @@
 /** Versions recorded in a manifest and compared on restore. */
 
 import { runCommand } from "../process/exec.ts";
-
-export const ARCH_VERSION = "0.1.0";
+import { ARCH_VERSION } from "../version.ts";
 
 export interface ToolVersions {
   readonly arch: { readonly version: string };

@@ -17,8 +17,22 @@
 
 import { criuProblem, minimumCriu, type Version } from "../engine/compat.ts";
 
-/** Engine packages taken from trixie (`apt-get install -t trixie`). */
-export const TRIXIE_PACKAGES = ["runc", "containerd", "docker.io", "docker-cli", "podman"] as const;
+/**
+ * Packages taken from trixie (`apt-get install -t trixie`): the engines, and the network file
+ * system of the shared-FS tests (sshfs over an SFTP server on loopback). The latter come from
+ * trixie too because the engines' install moves shared libraries and openssh-client to trixie,
+ * and Debian 12's openssh-sftp-server then no longer installs.
+ */
+export const TRIXIE_PACKAGES = [
+  "runc",
+  "containerd",
+  "docker.io",
+  "docker-cli",
+  "podman",
+  "sshfs",
+  "socat",
+  "openssh-sftp-server",
+] as const;
 /** CRIU from sid, for kernels >= 6.16: CRIU and the libraries it needs newer than trixie's. */
 export const SID_CRIU_PACKAGES = ["criu", "libcompel1", "libnet9", "libnl-3-200"] as const;
 /** Packages from the machine's own suite. `iproute2`: CRIU runs `ip` to dump a network namespace. */
@@ -32,10 +46,6 @@ export const BASE_PACKAGES = [
   "libc6-dev",
   "util-linux",
   "mount",
-  // the shared-FS tests: a real network file system (sshfs over an SFTP server on loopback)
-  "sshfs",
-  "socat",
-  "openssh-sftp-server",
 ] as const;
 /** The newer engine generation the tests also run on, unpacked into {@link TEST_ENGINES_DIR}. */
 export const TEST_ENGINE_PACKAGES = ["runc", "containerd", "docker.io", "docker-cli"] as const;

@@ -1,33 +1,10 @@
 /**
  * The few libc calls the rootfs modules need, through FFI (no fork, no package):
- * statvfs(3), mount(2), umount2(2) and the errno of the last failed call. Folder-internal.
+ * statvfs(3), mount(2), umount2(2), with errors that say what failed. Folder-internal.
  * Requires `--allow-ffi`; mount and umount2 require root (CAP_SYS_ADMIN).
  */
 
-const symbols = {
-  statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
-  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
-  umount2: { parameters: ["buffer", "i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-} as const;
-
-let libc: Deno.DynamicLibrary<typeof symbols>["symbols"] | undefined;
-const lib = () => (libc ??= Deno.dlopen("libc.so.6", symbols).symbols);
-
-const encoder = new TextEncoder();
-const cString = (s: string): Uint8Array<ArrayBuffer> => {
-  const bytes = new Uint8Array(encoder.encode(s).length + 1);
-  encoder.encodeInto(s, bytes);
-  return bytes;
-};
-
-/** The errno of the last failed libc call on this thread, as `EBUSY (Device or resource busy)`-like text. */
-function lastError(): string {
-  const errno = new Deno.UnsafePointerView(lib().__errno_location()!).getInt32();
-  const text = lib().strerror(errno);
-  return text === null ? `errno ${errno}` : `${Deno.UnsafePointerView.getCString(text)} (errno ${errno})`;
-}
+import { cString, lastError, libc as lib } from "../util/libc.ts";
 
 /** A failed system call: its name, argument and the reason the kernel gave. */
 export class SyscallError extends Error {

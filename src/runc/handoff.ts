@@ -11,6 +11,8 @@
  * If `execv` itself fails (runc missing, not executable) it returns the errno.
  */
 
+import { cString, errno, type Libc, libc } from "../util/libc.ts";
+
 /**
  * Variables the launcher sets for Deno and that the engine might have set too: the launcher
  * keeps the engine's value in `ARCH_SAVED_<name>`, and the hand-off puts it back (or removes
@@ -30,30 +32,6 @@ export const LAUNCHER_ENV = [
 
 const RLIMIT_NOFILE = 7;
 const SIGPIPE = 13;
-
-const symbols = {
-  execv: { parameters: ["buffer", "buffer"], result: "i32" },
-  signal: { parameters: ["i32", "usize"], result: "usize" },
-  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
-
-let libc: Libc | undefined;
-function openLibc(): Libc {
-  libc ??= Deno.dlopen("libc.so.6", symbols).symbols;
-  return libc;
-}
-
-const encoder = new TextEncoder();
-
-function cString(s: string): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(encoder.encode(s).length + 1);
-  encoder.encodeInto(s, bytes);
-  return bytes;
-}
 
 /** Builds a NULL-terminated `char *[]`; the returned strings must stay referenced. */
 function cStringArray(items: readonly string[]): { array: BigUint64Array<ArrayBuffer>; keep: Uint8Array[] } {
@@ -78,17 +56,12 @@ function restoreNofile(lib: Libc): void {
   }
 }
 
-function errno(lib: Libc): number {
-  const p = lib.__errno_location();
-  return p === null ? -1 : new Deno.UnsafePointerView(p).getInt32();
-}
-
 /**
  * Replaces the current process with `path`, argv[0] `argv0`, and the current environment
  * minus {@link LAUNCHER_ENV}. Returns only on failure, with the errno.
  */
 export function execRunc(path: string, argv0: string, args: readonly string[]): number {
-  const lib = openLibc();
+  const lib = libc();
   restoreNofile(lib);
   for (const name of LAUNCHER_ENV) Deno.env.delete(name);
   for (const name of DENO_ENV) {
@@ -100,5 +73,5 @@ export function execRunc(path: string, argv0: string, args: readonly string[]): 
   const file = cString(path);
   const argv = cStringArray([argv0, ...args]);
   lib.execv(file, argv.array);
-  return errno(lib);
+  return errno();
 }

@@ -138,7 +138,7 @@ async function intercept(
       writeRuncLogError(logPath, logFormat, `arch: ${msg}`);
     },
   };
-  const enabled = await import("./enabled.ts");
+  const enabled = await import("../engine/lifecycle.ts");
   return await enabled.handle(ctx);
 }
 

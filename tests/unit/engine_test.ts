@@ -1,7 +1,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { CONTAINERD_CREATE, CONTAINERD_GLOBAL } from "./_argv_fixtures.ts";
 import { restoreArgv } from "../../src/engine/restore.ts";
-import { decodeWaitStatus } from "../../src/engine/exit_watch.ts";
+import { decodeWaitStatus } from "../../src/engine/pidfd.ts";
 import { incompatibility, type ToolVersions } from "../../src/engine/versions.ts";
 import { checkRoot } from "../../src/config/container_config.ts";
 import { parseRuncArgv } from "../../src/runc/argv.ts";

@@ -16,7 +16,7 @@ import {
   watcherPaths,
   type WatchRequest,
 } from "../../src/engine/exit_watch_protocol.ts";
-import { parseStatStartTime } from "../../src/engine/exit_watch.ts";
+import { parseStatStartTime } from "../../src/engine/pidfd.ts";
 import { recordExit } from "../../src/engine/exit_watch_daemon.ts";
 import { Registry } from "../../src/registry/registry.ts";
 

@@ -38,7 +38,7 @@ Deno.test("mod.ts statically reaches no npm or node: module", async () => {
 });
 
 Deno.test("start and delete of an ARCH container load no npm or node: module (zod is for create)", async () => {
-  const seen = await staticClosure("src/runc/enabled.ts");
+  const seen = await staticClosure("src/engine/lifecycle.ts");
   assertEquals(heavy(seen), []);
   assertEquals(seen.some((s) => s.endsWith("/src/store/store.ts")), true);
 });

@@ -1,5 +1,11 @@
 import { deepEqual as assertEquals, ok, throws } from "node:assert/strict";
-import { assertNoSymlinkParents, formatBytes, isSafeMemberName, planApply, tarEscape } from "../../src/rootfs/diff.ts";
+import {
+  assertNoSymlinkParents,
+  formatBytes,
+  isSafeMemberName,
+  planApply,
+  tarEscape,
+} from "../../src/rootfs/layer_archive.ts";
 import {
   overlayFromMountinfo,
   type OverlayMount,

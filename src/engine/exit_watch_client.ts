@@ -11,7 +11,7 @@
  * checkpoint data is kept). Nothing is written to stdout or stderr.
  */
 
-import { closeFd, openPidfd } from "./exit_watch.ts";
+import { closeFd, openPidfd } from "./pidfd.ts";
 import {
   encodeRequest,
   parseReply,

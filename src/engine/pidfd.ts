@@ -17,6 +17,8 @@
  * root (pidfd_getfd) and `--allow-ffi`.
  */
 
+import { libc as lib } from "../util/libc.ts";
+
 /** Unified syscall numbers (x86_64 and arm64 alike since Linux 5.x). */
 const SYS_PIDFD_OPEN = 434n;
 const SYS_PIDFD_GETFD = 438n;
@@ -36,22 +38,6 @@ const O_CLOEXEC = 0o2000000;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 
-const symbols = {
-  syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
-  /** Blocks a thread of Deno's pool until a descriptor is ready: one call at a time, never one per pidfd. */
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "u64"], result: "i64" },
-  write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  flock: { parameters: ["i32", "i32"], result: "i32" },
-} as const;
-
-let libc: Deno.DynamicLibrary<typeof symbols>["symbols"] | undefined;
-const lib = () => (libc ??= Deno.dlopen("libc.so.6", symbols).symbols);
-
 /** How a process ended, as the engine reports it. */
 export interface ExitStatus {
   /** Exit code if it exited, `128 + signal` if a signal killed it (as shells and docker show). */
@@ -64,7 +50,7 @@ export interface ExitStatus {
  *
  * @example
  * ```ts
- * import { decodeWaitStatus } from "./exit_watch.ts";
+ * import { decodeWaitStatus } from "./pidfd.ts";
  * if (decodeWaitStatus(9).code !== 137 || decodeWaitStatus(3 << 8).code !== 3) throw new Error();
  * ```
  */
@@ -134,7 +120,7 @@ export function startTimeOf(pid: number): number | undefined {
  *
  * @example
  * ```ts
- * import { parseStatStartTime } from "./exit_watch.ts";
+ * import { parseStatStartTime } from "./pidfd.ts";
  * const line = "42 (a) b) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
  * if (parseStatStartTime(line) !== 98765) throw new Error();
  * ```

@@ -16,7 +16,7 @@
  * call to runc unchanged.
  */
 
-import type { WrapperContext } from "./wrapper.ts";
+import type { WrapperContext } from "../runc/wrapper.ts";
 import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
 import type { ContainerRecord } from "../registry/registry.ts";

@@ -1,6 +1,6 @@
-/** Hands a container's init process to the node's exit watcher (see `engine/exit_watcher.ts`). */
+/** Hands a container's init process to the node's exit watcher (see `exit_watch_client.ts`). */
 
-import type { WrapperContext } from "./wrapper.ts";
+import type { WrapperContext } from "../runc/wrapper.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
 
 /** Starts the exit watcher for the container's init process (pid from its pid file). */
@@ -9,7 +9,7 @@ export async function watchExit(ctx: WrapperContext, record: ContainerRecord): P
     const pidFile = typeof record.pidFile === "string" ? record.pidFile : undefined;
     const pid = pidFile !== undefined ? Number(Deno.readTextFileSync(pidFile).trim()) : NaN;
     if (!(pid > 0)) throw new Error(`no pid file for the container`);
-    const { spawnExitWatcher } = await import("../engine/exit_watcher.ts");
+    const { spawnExitWatcher } = await import("./exit_watch_client.ts");
     if (!await spawnExitWatcher(ctx.host.stateDir, ctx.namespace, ctx.id, record.createdAt, pid)) {
       throw new Error(`process ${pid} already gone`);
     }

@@ -9,16 +9,16 @@
  * nothing may turn the call into a `runc create`.
  */
 
-import type { WrapperContext } from "./wrapper.ts";
+import type { WrapperContext } from "../runc/wrapper.ts";
 import { envOf, rootfsPath } from "../config/container.ts";
 import { containerConfig } from "../config/container_config.ts";
 import { hostConfigFrom } from "../config/host_schema.ts";
-import { stringOption } from "./argv.ts";
+import { stringOption } from "../runc/argv.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
-import { annotateBundle, ensureCriuConfig } from "../engine/criu_config.ts";
-import { isDraining } from "../engine/drain.ts";
+import { annotateBundle, ensureCriuConfig } from "./criu_config.ts";
+import { isDraining } from "./drain.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { ClaimTimeout, KeyGone } from "../store/claim.ts";
 import { faultPoint } from "../util/faults.ts";
@@ -117,7 +117,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   let secret, image;
   try {
     const { loadSecret } = await import("../store/secret.ts");
-    const { imageIdentity } = await import("../engine/image_identity.ts");
+    const { imageIdentity } = await import("./image_identity.ts");
     secret = loadSecret(host.secretFile, false); // never made here: a new secret would authenticate nothing
     image = imageIdentity(rootfs, host.stateDir);
     if (image === undefined) throw new Error(`cannot identify the image of the container`);
@@ -125,7 +125,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     ctx.fail(`cannot verify checkpoint ${current}: ${(error as Error).message}`);
     return 1;
   }
-  const { restoreContainer } = await import("../engine/restore.ts");
+  const { restoreContainer } = await import("./restore.ts");
   let outcome;
   try {
     outcome = await restoreContainer(ctx.call, store, ctx.runc, {
