@@ -12,7 +12,7 @@
  */
 
 import { ARCH } from "../integration/_env.ts";
-import { spawnExitWatcher } from "../../src/engine/exit_watcher.ts";
+import { spawnExitWatcher } from "../../src/engine/exit_watch_client.ts";
 import { watcherPaths } from "../../src/engine/exit_watch_protocol.ts";
 import { Registry } from "../../src/registry/registry.ts";
 

@@ -7,8 +7,8 @@
 
 import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { ARCH, eventually } from "./_env.ts";
-import { handOverPidfd, spawnExitWatcher } from "../../src/engine/exit_watcher.ts";
-import { closeFd, exitStatus, openPidfd } from "../../src/engine/exit_watch.ts";
+import { handOverPidfd, spawnExitWatcher } from "../../src/engine/exit_watch_client.ts";
+import { closeFd, exitStatus, openPidfd } from "../../src/engine/pidfd.ts";
 import { watcherPaths } from "../../src/engine/exit_watch_protocol.ts";
 import { Registry } from "../../src/registry/registry.ts";
 

@@ -5,7 +5,7 @@
  */
 
 import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
-import { applyToRootfs, captureUpperdir } from "../../src/rootfs/diff.ts";
+import { applyToRootfs, captureUpperdir } from "../../src/rootfs/layer_archive.ts";
 import { resolveProgram } from "../../src/process/programs.ts";
 import { mountOverlay, scratchFs, snapshot, writeTree } from "./_rootfs_fixtures.ts";
 

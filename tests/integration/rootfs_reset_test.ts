@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { resetRootfs } from "../../src/rootfs/reset.ts";
-import { applyToRootfs, captureUpperdir } from "../../src/rootfs/diff.ts";
+import { applyToRootfs, captureUpperdir } from "../../src/rootfs/layer_archive.ts";
 import {
   isMounted,
   mountOverlay,
