@@ -14,6 +14,7 @@ import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { checkpointContainer, type CheckpointResult } from "../engine/checkpoint.ts";
 import { runcState } from "../engine/runc.ts";
+import { targetOf } from "../runc/command.ts";
 import { clearDraining, setDraining } from "../engine/drain.ts";
 import { UsageError } from "../util/errors.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
@@ -114,7 +115,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   const deadline = Date.now() + deadlineS * 1000;
   for (const record of registry.list()) {
     // A fixed bound: a deadline already short must not make running containers look absent.
-    const status = await runcState({ runc: host.runcPath, root: record.root, id: record.id }, 5_000);
+    const status = await runcState(targetOf(host.runcPath, record), 5_000);
     if (status === "running") running.push(record);
   }
   if (running.length === 0) {

@@ -32,7 +32,8 @@ import {
 } from "../store/manifest.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir } from "../rootfs/layer_archive.ts";
-import { runc, runcArgs, type RuncTarget } from "./runc.ts";
+import { runc, runcArgv, type RuncTarget } from "./runc.ts";
+import { targetOf } from "../runc/command.ts";
 import { toolVersions } from "./versions.ts";
 import { readBundleSpec, rootfsPath } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
@@ -105,7 +106,7 @@ export async function checkpointContainer(
   if (typeof root !== "string" || typeof scope !== "string") {
     throw new CheckpointError(`container "${record.id}" has no checkpoint root or key scope`, "config");
   }
-  const target: RuncTarget = { runc: runcPath, root: record.root, id: record.id };
+  const target: RuncTarget = targetOf(runcPath, record);
   const store = new KeyStore(root, scope, record.key);
   const timings: Record<string, number> = {};
   const t0 = performance.now();
@@ -192,7 +193,7 @@ export async function checkpointContainer(
     const left = remaining();
     const dumping = runc(
       target,
-      runcArgs.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
+      runcArgv.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
       left === undefined ? {} : { timeoutMs: left },
     );
     faultPoint(options.stateDir, "checkpoint-during-dump");

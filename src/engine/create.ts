@@ -14,6 +14,7 @@ import { envOf, rootfsPath } from "../config/container.ts";
 import { containerConfig } from "../config/container_config.ts";
 import { hostConfigFrom } from "../config/host_schema.ts";
 import { stringOption } from "../runc/argv.ts";
+import { carriedGlobal } from "../runc/command.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
@@ -83,6 +84,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     namespace: ctx.namespace,
     id: ctx.id,
     root: ctx.root,
+    runcGlobal: carriedGlobal(ctx.call.global),
     bundle,
     scope,
     key,

@@ -15,7 +15,8 @@
 
 import { isSafeSegment } from "../util/paths.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
-import { runc, runcArgs, runcState, type RuncTarget } from "./runc.ts";
+import { runc, runcArgv, runcState, type RuncTarget } from "./runc.ts";
+import { targetOf } from "../runc/command.ts";
 
 /**
  * `paused`: nothing committed, resume. `committing`: the commit of `checkpoint` is under
@@ -29,6 +30,8 @@ export interface PauseMarker {
   readonly id: string;
   /** runc's `--root` of the container. */
   readonly root: string;
+  /** The other global flags the container was created with (`runc/command.ts`). */
+  readonly runcGlobal?: Readonly<Record<string, string | boolean | string[]>>;
   readonly owner: ProcessIdentity;
   readonly phase: PausePhase;
   /** The checkpoint directory being committed (phase `committing`). */
@@ -138,12 +141,12 @@ export async function release(target: RuncTarget, action: "stop" | "resume"): Pr
   const bounded = { timeoutMs: RUNC_CALL_MS };
   if (action === "stop") {
     // Never resume a committed container whose kill failed: it would run past its checkpoint.
-    const kill = await runc(target, runcArgs.kill(target, "KILL"), bounded);
+    const kill = await runc(target, runcArgv.kill(target, "KILL"), bounded);
     if (kill.code !== 0 && (await runcState(target, RUNC_CALL_MS)) !== "gone") {
       return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
     }
   }
-  const resume = await runc(target, runcArgs.resume(target), bounded);
+  const resume = await runc(target, runcArgv.resume(target), bounded);
   const status = await runcState(target, RUNC_CALL_MS);
   if (status === "gone" || status === "running" || status === "stopped") return undefined;
   return `runc resume failed (state ${status ?? "unknown"}): ${resume.stderr.trim() || `exit ${resume.code}`}`;
@@ -169,7 +172,7 @@ export class PauseGuard {
     this.#write();
     this.#held = true;
     active.add(this);
-    const r = await runc(this.target, runcArgs.pause(this.target), { timeoutMs: RUNC_CALL_MS });
+    const r = await runc(this.target, runcArgv.pause(this.target), { timeoutMs: RUNC_CALL_MS });
     if (r.code !== 0) {
       const why = await release(this.target, "resume"); // a pause that timed out may have half-happened
       if (why === undefined) this.#drop();
@@ -220,7 +223,8 @@ export class PauseGuard {
     writeMarker(this.stateDir, {
       namespace: this.namespace,
       id: this.target.id,
-      root: this.target.root,
+      root: String(this.target.global.root),
+      runcGlobal: this.target.global,
       owner: selfIdentity(),
       phase: this.#phase,
       ...(this.#checkpoint !== undefined ? { checkpoint: this.#checkpoint } : {}),
@@ -267,7 +271,7 @@ export async function recoverPaused(stateDir: string, runcPath: string): Promise
   const lines: string[] = [];
   for (const marker of listMarkers(stateDir)) {
     if (isAlive(marker.owner)) continue;
-    const target = { runc: runcPath, root: marker.root, id: marker.id };
+    const target = targetOf(runcPath, marker);
     const status = await runcState(target, RUNC_CALL_MS);
     if (status === "gone") {
       removeMarker(stateDir, marker.namespace, marker.id); // the container is gone

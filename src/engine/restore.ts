@@ -14,7 +14,8 @@
  * inherits this process's stdin/stdout/stderr. Requires root, runc and CRIU.
  */
 
-import { formatOptions, type RuncCall, stringOption } from "../runc/argv.ts";
+import { type RuncCall, stringOption } from "../runc/argv.ts";
+import { carriedGlobal, runcArgv } from "../runc/command.ts";
 import type { KeyStore } from "../store/store.ts";
 import { type Expected, ForeignCheckpoint, UnauthenticatedCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
 import { applyToRootfs, LayerRefusedError } from "../rootfs/layer_archive.ts";
@@ -22,34 +23,6 @@ import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
 import { faultPoint } from "../util/faults.ts";
-
-/** Options of `runc create` that `runc restore` takes too; the others are dropped. */
-const CARRIED = ["bundle", "console-socket", "pid-file", "no-pivot"] as const;
-
-/**
- * The `runc restore` argv for a `runc create` call (pure).
- *
- * @example
- * ```ts
- * import { restoreArgv } from "./restore.ts";
- * const argv = restoreArgv(
- *   { global: { root: "/r" }, command: "create", options: { bundle: "/b", "no-new-keyring": true }, args: ["c1"] },
- *   "/img",
- *   "/work",
- * );
- * if (argv.join(" ") !== "--root /r restore --detach --bundle /b --image-path /img --work-path /work c1") throw new Error();
- * ```
- */
-export function restoreArgv(create: RuncCall, imagePath: string, workPath: string): string[] {
-  const options: Record<string, string | boolean> = { detach: true };
-  for (const name of CARRIED) {
-    const value = create.options[name];
-    if (typeof value === "string" || value === true) options[name] = value;
-  }
-  options["image-path"] = imagePath;
-  options["work-path"] = workPath;
-  return [...formatOptions(create.global), "restore", ...formatOptions(options), create.args[0]!];
-}
 
 export type RestoreOutcome =
   | { kind: "restored"; from: string; timings: Record<string, number> }
@@ -138,7 +111,11 @@ export async function restoreContainer(
   }
   lap("rootfs");
   const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });
-  const restoring = runCommand({ cmd: runcPath, args: restoreArgv(create, `${dir}/criu`, work), stdio: "inherit" });
+  const restoring = runCommand({
+    cmd: runcPath,
+    args: runcArgv.restore(create, `${dir}/criu`, work),
+    stdio: "inherit",
+  });
   faultPoint(options.stateDir, "restore-during-runc-restore");
   const result = await restoring;
   const kept = options.criuLogs === undefined
@@ -152,8 +129,8 @@ export async function restoreContainer(
     } catch { /* no log */ }
     // Whatever runc left of the half-restored container must go, or a fresh create of the
     // same id would fail.
-    const root = typeof create.global.root === "string" ? ["--root", create.global.root] : [];
-    await runCommand({ cmd: runcPath, args: [...root, "delete", "--force", create.args[0]!] });
+    const target = { runc: runcPath, global: carriedGlobal(create.global), id: create.args[0]! };
+    await runCommand({ cmd: runcPath, args: runcArgv.forceDelete(target) });
     return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
   }
   lap("restore");

@@ -1,34 +1,12 @@
 /**
- * Builds the runc command lines ARCH runs itself (pure) and runs them through the one
- * process module. Every call carries the container's own `--root`.
+ * Runs the runc command lines ARCH builds (`runc/command.ts`) through the one process
+ * module, and reads a container's status.
  */
 
 import { type CommandResult, type CommandSpec, runCommand } from "../process/exec.ts";
+import { runcArgv, type RuncTarget } from "../runc/command.ts";
 
-export interface RuncTarget {
-  readonly runc: string;
-  readonly root: string;
-  readonly id: string;
-}
-
-const base = (t: RuncTarget) => ["--root", t.root];
-
-export const runcArgs = {
-  pause: (t: RuncTarget) => [...base(t), "pause", t.id],
-  resume: (t: RuncTarget) => [...base(t), "resume", t.id],
-  kill: (t: RuncTarget, signal = "KILL") => [...base(t), "kill", t.id, signal],
-  state: (t: RuncTarget) => [...base(t), "state", t.id],
-  checkpoint: (t: RuncTarget, imagePath: string, workPath: string) => [
-    ...base(t),
-    "checkpoint",
-    "--leave-running",
-    "--image-path",
-    imagePath,
-    "--work-path",
-    workPath,
-    t.id,
-  ],
-};
+export { runcArgv, type RuncTarget };
 
 /** Runs runc with `args`; the result carries runc's stderr for error messages. */
 export function runc(t: RuncTarget, args: string[], extra: Partial<CommandSpec> = {}): Promise<CommandResult> {
@@ -40,7 +18,7 @@ export function runc(t: RuncTarget, args: string[], extra: Partial<CommandSpec> 
  * `undefined` if runc could not tell (an error, a timeout).
  */
 export async function runcState(t: RuncTarget, timeoutMs?: number): Promise<string | undefined> {
-  const r = await runc(t, runcArgs.state(t), timeoutMs === undefined ? {} : { timeoutMs });
+  const r = await runc(t, runcArgv.state(t), timeoutMs === undefined ? {} : { timeoutMs });
   if (r.code !== 0) return /does not exist|not found|no such/i.test(r.stderr) ? "gone" : undefined;
   try {
     return (JSON.parse(r.stdout) as { status?: string }).status;

@@ -1,13 +1,26 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { CONTAINERD_CREATE, CONTAINERD_GLOBAL } from "./_argv_fixtures.ts";
-import { restoreArgv } from "../../src/engine/restore.ts";
+import { carriedGlobal, runcArgv, targetOf } from "../../src/runc/command.ts";
 import { decodeWaitStatus } from "../../src/engine/pidfd.ts";
 import { incompatibility, type ToolVersions } from "../../src/engine/versions.ts";
 import { checkRoot } from "../../src/config/container_config.ts";
 import { parseRuncArgv } from "../../src/runc/argv.ts";
 import { HostConfigSchema } from "../../src/config/host_schema.ts";
 
-Deno.test("restoreArgv translates a containerd/Docker create into runc restore", async (t) => {
+Deno.test("every runc call ARCH makes on a container repeats the create's global flags, never its log", () => {
+  const parsed = parseRuncArgv([...CONTAINERD_GLOBAL, "--systemd-cgroup", "create", "--bundle", "/b", "c1"]);
+  if (!parsed.ok) throw new Error(parsed.reason);
+  const target = targetOf("/usr/sbin/runc", { root: "/r", id: "c1", runcGlobal: carriedGlobal(parsed.call.global) });
+  for (const argv of [runcArgv.pause(target), runcArgv.kill(target), runcArgv.checkpoint(target, "/i", "/w")]) {
+    ok(argv.includes("--systemd-cgroup"), argv.join(" "));
+    ok(!argv.includes("--log"), argv.join(" "));
+    assertEquals(argv.slice(argv.indexOf("--root"), argv.indexOf("--root") + 2), ["--root", "/r"]);
+  }
+  // a record of an older ARCH (root only) still works
+  assertEquals(runcArgv.state(targetOf("/usr/sbin/runc", { root: "/r", id: "c1" })), ["--root", "/r", "state", "c1"]);
+});
+
+Deno.test("runcArgv.restore translates a containerd/Docker create into runc restore", async (t) => {
   const cases: [string, string[], string[]][] = [
     [
       "containerd create",
@@ -63,7 +76,7 @@ Deno.test("restoreArgv translates a containerd/Docker create into runc restore",
     await t.step(name, () => {
       const parsed = parseRuncArgv(argv);
       if (!parsed.ok) throw new Error(parsed.reason);
-      assertEquals(restoreArgv(parsed.call, "/i", "/w"), expected);
+      assertEquals(runcArgv.restore(parsed.call, "/i", "/w"), expected);
     });
   }
 });
