@@ -3,6 +3,8 @@
  *
  * - `arch runc-wrapper <runc argv...>`: stands in for runc (the `arch-runc` shim that
  *   engines are pointed at supplies this first argument).
+ * - `arch hook <createRuntime|poststop>`: the OCI hook role (`hooks/hook.ts`), run by runc
+ *   for shared-FS containers (state on stdin).
  * - `arch exit-watcher <stateDir>`: internal, the node's exit watcher, started on demand by the
  *   wrapper to learn how containers end (`src/engine/exit_watch_daemon.ts`).
  * - `arch <verb> ...`: the operator CLI (`arch --help`).
@@ -24,6 +26,10 @@ async function main(args: readonly string[]): Promise<number> {
     } catch {
       return failOpen(rest, selfPaths());
     }
+  }
+  if (role === "hook") {
+    const { runHook } = await import("./hooks/hook.ts");
+    return await runHook(rest);
   }
   if (role === "exit-watcher") {
     const { runExitWatcher } = await import("./src/engine/exit_watch_client.ts");

@@ -17,6 +17,7 @@ export interface BundleSpec {
     readonly env?: readonly string[];
     readonly terminal?: boolean;
     readonly cwd?: string;
+    readonly user?: { readonly uid?: number; readonly gid?: number };
   };
   readonly root?: { readonly path?: string; readonly readonly?: boolean };
   readonly annotations?: { readonly [k: string]: string };

@@ -22,6 +22,8 @@ import { type BundleSpec, envOf, resolveKey } from "./container.ts";
 import type { HostConfig } from "./host_schema.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { rootProblem } from "../store/safe_dir.ts";
+import { containerPathProblem } from "../workdir/container_path.ts";
+import { mountAt } from "../util/mounts.ts";
 
 export interface ContainerConfig {
   readonly checkpointRoot: string;
@@ -30,6 +32,18 @@ export interface ContainerConfig {
   readonly keySource: string;
   /** Whether a checkpoint already restored once may be restored again for this container. */
   readonly restoreConsumed: boolean;
+  /** Shared-FS mode: the job's work directory (`workdir/`). */
+  readonly sharedFs?: SharedFsConfig;
+}
+
+/** Shared-FS mode: where the job's files and checkpoints live on the shared file system. */
+export interface SharedFsConfig {
+  /** The real path of `ARCH_SHAREDFS_HOST_PATH`. */
+  readonly root: string;
+  /** The allowed shared file system (a mount point, host config `sharedFsRoots`) that holds it. */
+  readonly mountPoint: string;
+  /** `ARCH_WORKDIR_CONTAINER_PATH`: where the work directory appears in the container. */
+  readonly containerPath: string;
 }
 
 export type ContainerConfigResult = { ok: true; config: ContainerConfig } | { ok: false; error: string };
@@ -77,13 +91,20 @@ export function checkRoot(root: string, variable: string, allowed: readonly stri
  * The real path of a checkpoint root, resolved once (what was checked is what is used), or
  * the sentence saying why it cannot be one.
  */
-export function resolveRoot(root: string, variable: string, allowed: readonly string[]): string | { real: string } {
-  const fix = `use a directory under ${allowed.map((r) => `"${r}"`).join(" or ")} (host config "checkpointRoots")`;
+export function resolveRoot(
+  root: string,
+  variable: string,
+  allowed: readonly string[],
+  field = "checkpointRoots",
+): string | { real: string } {
+  const where = allowed.length > 0 ? allowed.map((r) => `"${r}"`).join(" or ") : "a root the admin allows";
+  const fix = `use a directory under ${where} (host config "${field}")`;
   const refuse = (why: string) => `${variable}="${root}" ${why}: ${fix}`;
+  const kind = field === "checkpointRoots" ? "checkpoint root" : "root";
   if (!root.startsWith("/")) return refuse("is not an absolute path");
   if (root.split("/").includes("..")) return refuse(`contains ".."`);
   // By path first: nothing outside the allowed roots is ever looked at.
-  if (!allowed.some((r) => within(root, r))) return refuse("is not under an allowed checkpoint root");
+  if (!allowed.some((r) => within(root, r))) return refuse(`is not under an allowed ${kind}`);
   let real: string;
   try {
     real = Deno.realPathSync(root);
@@ -97,10 +118,10 @@ export function resolveRoot(root: string, variable: string, allowed: readonly st
       return [];
     }
   });
-  if (!allowedReal.some((r) => within(real, r))) return refuse("is not under an allowed checkpoint root");
+  if (!allowedReal.some((r) => within(real, r))) return refuse(`is not under an allowed ${kind}`);
   const unsafe = rootProblem(real);
   if (unsafe !== undefined) {
-    return refuse(`cannot be used: ${unsafe} (a checkpoint root must be a directory only root can change)`);
+    return refuse(`cannot be used: ${unsafe} (it must be a directory only root can change)`);
   }
   return { real };
 }
@@ -115,11 +136,19 @@ export function containerConfig(
   const env = envOf(spec);
   const key = resolveKey(env, spec.annotations ?? {}, containerId, spec.process?.args ?? []);
   if (!key.ok) return { ok: false, error: key.error };
-  const given = env.get("ARCH_CHECKPOINT_HOST_PATH");
-  const variable = given !== undefined ? "ARCH_CHECKPOINT_HOST_PATH" : "defaultCheckpointRoot (host config)";
-  const root = given ?? host.defaultCheckpointRoot;
-  const checked = resolveRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
-  if (typeof checked === "string") return { ok: false, error: checked };
+  const shared = sharedFsConfig(env, host);
+  if (typeof shared === "string") return { ok: false, error: shared };
+  let checkpointRoot: string;
+  if (shared !== undefined) {
+    checkpointRoot = `${shared.root}/checkpoint`;
+  } else {
+    const given = env.get("ARCH_CHECKPOINT_HOST_PATH");
+    const variable = given !== undefined ? "ARCH_CHECKPOINT_HOST_PATH" : "defaultCheckpointRoot (host config)";
+    const root = given ?? host.defaultCheckpointRoot;
+    const checked = resolveRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
+    if (typeof checked === "string") return { ok: false, error: checked };
+    checkpointRoot = checked.real;
+  }
   const requested = env.get("ARCH_RESTORE_CONSUMED") === "1";
   if (requested && host.restoreConsumed === "never") {
     return {
@@ -141,11 +170,52 @@ export function containerConfig(
   return {
     ok: true,
     config: {
-      checkpointRoot: checked.real,
+      checkpointRoot,
       scope,
       key: key.key,
       keySource: key.source,
       restoreConsumed: host.restoreConsumed === "always" || requested,
+      ...(shared !== undefined ? { sharedFs: shared } : {}),
     },
   };
+}
+
+/**
+ * Shared-FS mode (`ARCH_SHAREDFS_HOST_PATH` + `ARCH_WORKDIR_CONTAINER_PATH`), or `undefined`
+ * in local mode, or the sentence that refuses the container. The shared path passes the same
+ * rules as a checkpoint root (under an allowed root by path and by real path, a directory
+ * only root can change) against host config `sharedFsRoots`, and the allowed root that holds
+ * it must be mounted right now: ARCH never writes into an empty mount point.
+ */
+export function sharedFsConfig(
+  env: ReadonlyMap<string, string>,
+  host: Pick<HostConfig, "sharedFsRoots">,
+  mountinfo?: string,
+): SharedFsConfig | string | undefined {
+  const path = env.get("ARCH_SHAREDFS_HOST_PATH");
+  const containerPath = env.get("ARCH_WORKDIR_CONTAINER_PATH");
+  if (path === undefined) {
+    if (containerPath === undefined) return undefined;
+    return `ARCH_WORKDIR_CONTAINER_PATH="${containerPath}" needs ARCH_SHAREDFS_HOST_PATH (the shared file system ` +
+      `that holds the work directory): set both, or neither`;
+  }
+  if (containerPath === undefined) {
+    return `ARCH_SHAREDFS_HOST_PATH="${path}" needs ARCH_WORKDIR_CONTAINER_PATH (where the work directory appears ` +
+      `in the container, e.g. /work): set both, or neither`;
+  }
+  const bad = containerPathProblem(containerPath);
+  if (bad !== undefined) return `ARCH_WORKDIR_CONTAINER_PATH="${containerPath}" ${bad}`;
+  // By path first: nothing outside the allowed roots is ever looked at, not even whether it is mounted.
+  const allowed = host.sharedFsRoots.filter((r) => within(path, r));
+  if (!path.startsWith("/") || path.split("/").includes("..") || allowed.length === 0) {
+    return resolveRoot(path, "ARCH_SHAREDFS_HOST_PATH", host.sharedFsRoots, "sharedFsRoots") as string;
+  }
+  const mounted = allowed.find((r) => mountAt(r.replace(/\/+$/, "") || "/", mountinfo) !== undefined);
+  if (mounted === undefined) {
+    return `ARCH_SHAREDFS_HOST_PATH="${path}": the shared file system ${allowed.map((r) => `"${r}"`).join(" or ")} ` +
+      `is not mounted on this node, and ARCH never writes into an empty mount point: mount it, then start the container again`;
+  }
+  const checked = resolveRoot(path, "ARCH_SHAREDFS_HOST_PATH", [mounted], "sharedFsRoots");
+  if (typeof checked === "string") return checked;
+  return { root: checked.real, mountPoint: mounted, containerPath };
 }

@@ -26,6 +26,20 @@ export const HostConfigSchema = z.object({
    * must be root-owned and not writable by others, and never mounted into a container.
    */
   checkpointRoots: z.array(absolute).default(["/var/lib/arch"]),
+  /**
+   * Shared file systems (EFS, JuiceFS, ... mounted at the same path on every node) under which
+   * containers may ask for shared-FS mode (ARCH_SHAREDFS_HOST_PATH). Each entry must be a
+   * mount point, root-owned and not writable by others; a container is refused while it is
+   * not mounted.
+   */
+  sharedFsRoots: z.array(absolute).default([]),
+  /** Shared-FS mode: remove a job's work directory when it ended by itself with exit code 0. */
+  removeWorkdirOnSuccess: z.boolean().default(false),
+  /**
+   * A container whose key's checkpoint was already restored (by another container, maybe on
+   * another node): start it fresh (default) or refuse it.
+   */
+  onConsumedCheckpoint: z.enum(["fresh", "refuse"]).default("fresh"),
   /** Checkpoint root for enabled containers that do not set ARCH_CHECKPOINT_HOST_PATH. */
   defaultCheckpointRoot: absolute.default("/var/lib/arch/checkpoints"),
   /** On a failed restore: start the container fresh (default) or refuse to start it. */

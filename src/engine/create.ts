@@ -18,13 +18,25 @@ import { carriedGlobal } from "../runc/command.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
-import { annotateBundle, ensureCriuConfig } from "./criu_config.ts";
+import { ensureCriuConfig, rewriteBundle, withCriuConfig } from "./criu_config.ts";
+import { hostOwner, withArchHooks, withWorkdir } from "../workdir/spec.ts";
+import { ensureWorkdir } from "../workdir/workdir.ts";
 import { isDraining } from "./drain.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { ClaimTimeout, KeyGone } from "../store/claim.ts";
 import { faultPoint } from "../util/faults.ts";
 import { watchExit } from "./watch_exit.ts";
-import { ensureSystemPath } from "../process/programs.ts";
+import { ensureSystemPath, SEARCH_PATH } from "../process/programs.ts";
+
+/**
+ * The `arch` hook command the wrapper puts into an ARCH shared-FS container's config.json:
+ * the `arch` program next to this wrapper (the launcher names it), with this node's host
+ * configuration (runc runs hooks with the hook's environment only).
+ */
+function archHook(configPath: string): { path: string; env: string[] } {
+  const path = Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+  return { path, env: [`ARCH_CONFIG=${configPath}`, `PATH=${SEARCH_PATH}`] };
+}
 
 export async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
   let host;
@@ -43,7 +55,8 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   }
   const bundle = stringOption(ctx.call.options, "bundle") ?? Deno.cwd();
   const spec = ctx.spec!; // read once by the wrapper for create
-  if (!envOf(spec).has("ARCH_CHECKPOINT_HOST_PATH")) {
+  const env = envOf(spec);
+  if (!env.has("ARCH_CHECKPOINT_HOST_PATH") && !env.has("ARCH_SHAREDFS_HOST_PATH")) {
     try {
       ensureDefaultRoot(host.defaultCheckpointRoot);
     } catch (error) {
@@ -71,15 +84,47 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     );
     return 1;
   }
+  const { checkpointRoot, scope, key, keySource, sharedFs } = resolved.config;
+  let workdir: string | undefined;
+  if (sharedFs !== undefined) {
+    const owner = hostOwner(spec);
+    if (typeof owner === "string") {
+      ctx.fail(owner);
+      return 1;
+    }
+    try {
+      workdir = ensureWorkdir(sharedFs, scope, key, owner);
+    } catch (error) {
+      ctx.fail(`cannot prepare the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+      return 1;
+    }
+  }
+  let refused: string | undefined;
   try {
-    annotateBundle(bundle, ensureCriuConfig(host.criuConfigDir));
+    const criuConfig = ensureCriuConfig(host.criuConfigDir);
+    rewriteBundle(bundle, (original) => {
+      let next = withCriuConfig(original, criuConfig) ?? original;
+      if (sharedFs !== undefined && workdir !== undefined) {
+        const mounted = withWorkdir(next, workdir, sharedFs.containerPath);
+        if (typeof mounted === "string") {
+          refused = mounted;
+          return undefined;
+        }
+        next = mounted ?? next;
+        next = withArchHooks(next, archHook(ctx.host.configPath), ctx.namespace) ?? next;
+      }
+      return next === original ? undefined : next;
+    });
   } catch (error) {
     // Fail closed: left as it is, the annotation could name a CRIU configuration the
     // container's owner chose, which CRIU would run as root at the next checkpoint.
-    ctx.fail(`cannot attach ARCH's CRIU configuration to the container: ${(error as Error).message}`);
+    ctx.fail(`cannot prepare the container's config.json for ARCH: ${(error as Error).message}`);
     return 1;
   }
-  const { checkpointRoot, scope, key, keySource } = resolved.config;
+  if (refused !== undefined) {
+    ctx.fail(refused);
+    return 1;
+  }
   const record = {
     namespace: ctx.namespace,
     id: ctx.id,
@@ -90,6 +135,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     key,
     keySource,
     checkpointRoot,
+    ...(sharedFs !== undefined ? { sharedFs: { ...sharedFs, workdir } } : {}),
     pidFile: stringOption(ctx.call.options, "pid-file"),
     createdAt: new Date().toISOString(),
   };
@@ -113,7 +159,16 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   const current = store.currentPath();
   if (current === undefined) return undefined;
   if (store.isConsumed() && !resolved.config.restoreConsumed) {
-    ctx.log.info("checkpoint already restored once, starting fresh", { checkpoint: current });
+    const by = store.consumedBy();
+    if (host.onConsumedCheckpoint === "refuse") {
+      ctx.fail(
+        `the checkpoint of key "${key}" was already restored${by !== undefined ? ` ${by}` : ""}, and this node ` +
+          `refuses a second container of the key (host config "onConsumedCheckpoint"): stop the other one, or ` +
+          `start this one with another ARCH_CHECKPOINT_ID`,
+      );
+      return 1;
+    }
+    ctx.log.info("checkpoint already restored once, starting fresh", { checkpoint: current, by });
     return undefined;
   }
   let secret, image;
@@ -148,7 +203,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     const restored = { ...record, restored: true, restoredFrom: outcome.from };
     try {
       faultPoint(host.stateDir, "restore-after-restored");
-      store.markConsumed();
+      store.markConsumed({ container: ctx.id, node: Deno.hostname() });
     } catch (error) {
       // Not marked: unpublish it instead (a rename needs no space), or it could run twice.
       ctx.log.error("restored, but cannot mark the checkpoint consumed", { error: String(error) });

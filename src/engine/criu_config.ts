@@ -116,17 +116,22 @@ export function parseLossless(text: string): unknown {
 }
 
 /**
- * Points the bundle's `org.criu.config` annotation at `configPath`, rewriting
- * `<bundle>/config.json` atomically (mode kept, every other byte of meaning unchanged) only
- * when it differs. Throws if the file cannot be read or written.
+ * Rewrites `<bundle>/config.json` atomically with `edit` (mode kept, every other byte of
+ * meaning unchanged: see {@link parseLossless}), only when `edit` returns a new spec. Throws
+ * if the file cannot be read or written.
  */
-export function annotateBundle(bundle: string, configPath: string): void {
+export function rewriteBundle(bundle: string, edit: (spec: BundleSpec) => BundleSpec | undefined): void {
   const path = `${bundle}/config.json`;
-  const spec = withCriuConfig(parseLossless(Deno.readTextFileSync(path)) as BundleSpec, configPath);
+  const spec = edit(parseLossless(Deno.readTextFileSync(path)) as BundleSpec);
   if (spec === undefined) return;
   const mode = (Deno.statSync(path).mode ?? 0o644) & 0o7777;
   const tmp = `${bundle}/.config.json.arch-${Deno.pid}`;
   Deno.writeTextFileSync(tmp, JSON.stringify(spec), { mode });
   Deno.chmodSync(tmp, mode);
   Deno.renameSync(tmp, path);
+}
+
+/** Points the bundle's `org.criu.config` annotation at `configPath` (see {@link rewriteBundle}). */
+export function annotateBundle(bundle: string, configPath: string): void {
+  rewriteBundle(bundle, (spec) => withCriuConfig(spec, configPath));
 }

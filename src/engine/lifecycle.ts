@@ -19,9 +19,9 @@
 import type { WrapperContext } from "../runc/wrapper.ts";
 import { runCommand } from "../process/exec.ts";
 import { KeyStore } from "../store/store.ts";
-import type { ContainerRecord } from "../registry/registry.ts";
 import { KeyGone } from "../store/claim.ts";
 import { watchExit } from "./watch_exit.ts";
+import { awaitExit, keepReason } from "./retention.ts";
 
 export async function handle(ctx: WrapperContext): Promise<number | undefined> {
   switch (ctx.call.command) {
@@ -46,44 +46,10 @@ async function onStart(ctx: WrapperContext): Promise<number | undefined> {
   return undefined;
 }
 
-/** Waits briefly for the exit watcher's verdict (it writes just after the process is reaped). */
-async function exitOf(ctx: WrapperContext): Promise<ContainerRecord | undefined> {
-  for (let i = 0; i < 40; i++) {
-    const record = ctx.registry.get(ctx.namespace, ctx.id);
-    if (record === undefined || record.exit !== undefined) return record;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return ctx.registry.get(ctx.namespace, ctx.id);
-}
-
-/**
- * Why the key's data must stay after `record`'s container ended, or `undefined` when its
- * job is done (it ended by itself with exit code 0) and the data can go.
- */
-function keepReason(record: ContainerRecord, store: KeyStore): string | undefined {
-  const exit = record.exit as { code?: number } | undefined;
-  if (record.stoppedByCheckpoint === true) return "stopped by an ARCH checkpoint";
-  if (exit?.code === undefined) return "exit status unknown";
-  if (exit.code !== 0) return `exit code ${exit.code}`;
-  // Another container of the key may have been checkpointed since this one started.
-  const current = store.currentPath();
-  if (current === undefined) return undefined;
-  try {
-    const made = JSON.parse(Deno.readTextFileSync(`${current}/manifest.json`)) as {
-      containerId?: string;
-      createdAt?: string;
-    };
-    if (made.containerId !== record.id && (made.createdAt ?? "") > record.createdAt) {
-      return `a newer checkpoint of container "${made.containerId}" is current`;
-    }
-  } catch { /* unreadable: it is not a checkpoint anyone can restore */ }
-  return undefined;
-}
-
 async function onDelete(ctx: WrapperContext): Promise<number> {
   const result = await runCommand({ cmd: ctx.runc, args: ctx.argv, stdio: "inherit" });
   if (result.code !== 0) return result.code;
-  const record = await exitOf(ctx);
+  const record = await awaitExit(ctx.registry, ctx.namespace, ctx.id);
   ctx.registry.remove(ctx.namespace, ctx.id);
   if (record === undefined) return 0;
   const { checkpointRoot, scope } = record;

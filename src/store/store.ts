@@ -115,13 +115,17 @@ export class KeyStore {
     return dest;
   }
 
-  /** Marks the current checkpoint consumed (restored once); durable before it returns. */
-  markConsumed(): void {
+  /**
+   * Marks the current checkpoint consumed (restored once) by `by` (for the message another
+   * container of the key gets); durable before it returns.
+   */
+  markConsumed(by: { container: string; node: string } = { container: "?", node: "?" }): void {
     const current = this.currentPath();
     if (current !== undefined) {
       try {
+        const text = JSON.stringify({ at: new Date().toISOString(), ...by }) + "\n";
         // createNew: O_EXCL, so a planted `consumed` symlink is never written through
-        Deno.writeTextFileSync(`${current}/consumed`, new Date().toISOString() + "\n", {
+        Deno.writeTextFileSync(`${current}/consumed`, text, {
           mode: 0o600,
           createNew: true,
         });
@@ -130,6 +134,26 @@ export class KeyStore {
       }
       fsyncPath(`${current}/consumed`);
       fsyncPath(current);
+    }
+  }
+
+  /** Who restored the current checkpoint, as words (`by container "c1" on node "n1" at ...`). */
+  consumedBy(): string | undefined {
+    const current = this.currentPath();
+    if (current === undefined) return undefined;
+    try {
+      const file = Deno.openSync(`${current}/consumed`, { read: true });
+      const buf = new Uint8Array(1024);
+      const n = file.readSync(buf) ?? 0;
+      file.close();
+      const { at, container, node } = JSON.parse(new TextDecoder().decode(buf.subarray(0, n))) as Record<
+        string,
+        unknown
+      >;
+      const q = (v: unknown) => JSON.stringify(String(v).slice(0, 128));
+      return `by container ${q(container)} on node ${q(node)} at ${String(at).slice(0, 40)}`;
+    } catch {
+      return undefined;
     }
   }
 

@@ -1,0 +1,149 @@
+/**
+ * The OCI hook role: `arch hook <createRuntime|poststop>`, run by runc with the container's
+ * state on stdin (OCI runtime spec, "State"). The wrapper puts these hooks into config.json
+ * of ARCH shared-FS containers (containerd, Docker); Podman and CRI-O get them from an OCI
+ * hooks.d file that matches every container (`workdir/spec.ts` writes both).
+ *
+ * - Every container without `ARCH_ENABLE=1` and a shared-FS path: exit 0 at once, nothing
+ *   read beyond config.json, nothing written. Any error before ARCH knows the container is
+ *   its own also exits 0 (a hook must never fail a container ARCH does not manage).
+ * - `createRuntime` validates the work directory the wrapper declared (it must be on the
+ *   shared file system, mounted now) and refuses the container with one sentence on stderr
+ *   (runc shows it in `docker run`/`podman run` output) when it cannot be handed over; a
+ *   shared-FS container that did not go through the wrapper (no registry record: the engine's
+ *   runtime is not ARCH) is refused, since nobody declared its work directory.
+ * - `poststop` finishes the work directory: removed only when the job ended by itself with
+ *   exit code 0 and the host configuration asks for it (`removeWorkdirOnSuccess`); else kept.
+ *   It never fails (runc would only log it).
+ *
+ * Trust: the state and config.json describe a container whose owner may be hostile. What the
+ * hook acts on comes from the node's registry (root-only), matched by id and bundle, never
+ * from the container's own annotations or environment alone.
+ */
+
+import { envOf, readBundleSpec } from "../src/config/container.ts";
+import { NAMESPACE_ANNOTATION } from "../src/workdir/spec.ts";
+import { isSafeSegment } from "../src/util/paths.ts";
+
+/** The part of the OCI state a hook reads. */
+interface HookState {
+  readonly id: string;
+  readonly bundle: string;
+  readonly status?: string;
+}
+
+async function readStdin(limit = 1 << 20): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of Deno.stdin.readable) {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size > limit) break;
+  }
+  return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+}
+
+function parseState(text: string): HookState | undefined {
+  try {
+    const state = JSON.parse(text) as Partial<HookState>;
+    if (typeof state.id !== "string" || typeof state.bundle !== "string" || !state.bundle.startsWith("/")) {
+      return undefined;
+    }
+    return state as HookState;
+  } catch {
+    return undefined;
+  }
+}
+
+function refuse(msg: string): number {
+  Deno.stderr.writeSync(new TextEncoder().encode(`arch: ${msg}\n`));
+  return 1;
+}
+
+/** Runs one hook; returns its exit status. */
+export async function runHook(args: readonly string[]): Promise<number> {
+  const stage = args[0];
+  if (stage !== "createRuntime" && stage !== "poststop") {
+    return refuse(`unknown hook stage "${stage ?? ""}": use "arch hook createRuntime" or "arch hook poststop"`);
+  }
+  const state = parseState(await readStdin());
+  if (state === undefined) return 0; // not a container state ARCH can tell is its own
+  let env, annotations;
+  try {
+    const spec = readBundleSpec(state.bundle);
+    env = envOf(spec);
+    annotations = spec.annotations ?? {};
+  } catch {
+    return 0; // no config.json (already deleted at poststop by some engines): nothing ARCH can act on
+  }
+  if (env.get("ARCH_ENABLE") !== "1" || !env.has("ARCH_SHAREDFS_HOST_PATH")) return 0;
+
+  // An ARCH shared-FS container: from here on, the host configuration and the registry decide.
+  const { loadHostConfig } = await import("../src/config/host_schema.ts");
+  const { Registry } = await import("../src/registry/registry.ts");
+  const { Logger } = await import("../src/log/log.ts");
+  let host;
+  try {
+    host = loadHostConfig();
+  } catch (error) {
+    return stage === "createRuntime" ? refuse(`host configuration: ${(error as Error).message}`) : 0;
+  }
+  const log = new Logger(host.logFile, { component: "hook", stage, id: state.id });
+  const namespace = annotations[NAMESPACE_ANNOTATION];
+  const registry = new Registry(host.stateDir);
+  const record = namespace !== undefined && isSafeSegment(namespace) && isSafeSegment(state.id)
+    ? registry.get(namespace, state.id)
+    : undefined;
+  const shared = record?.bundle === state.bundle ? record.sharedFs as SharedFsRecord | undefined : undefined;
+  if (stage === "createRuntime") {
+    if (shared?.workdir === undefined) {
+      const msg = `ARCH_SHAREDFS_HOST_PATH needs ARCH as the container's runtime (arch-runc), which declares its ` +
+        `work directory: run the container with the "arch" runtime, or without ARCH_SHAREDFS_HOST_PATH`;
+      log.error(msg);
+      return refuse(msg);
+    }
+    const { workdirProblem } = await import("../src/workdir/workdir.ts");
+    const problem = workdirProblem(shared.workdir, shared.mountPoint);
+    if (problem !== undefined) {
+      const msg = `cannot give the container its work directory: ${problem}: mount it, then start the container again`;
+      log.error(msg);
+      return refuse(msg);
+    }
+    return 0;
+  }
+  const workdir = shared?.workdir;
+  if (record === undefined || shared === undefined || workdir === undefined) return 0;
+  try {
+    await finish(record, { mountPoint: shared.mountPoint, workdir }, host, log);
+  } catch (error) {
+    log.error("cannot finish the work directory", { workdir: shared.workdir, error: String(error) });
+  }
+  return 0;
+}
+
+interface SharedFsRecord {
+  readonly mountPoint: string;
+  readonly workdir?: string;
+}
+
+/** poststop: keep or remove the work directory (see the module doc). */
+async function finish(
+  record: import("../src/registry/registry.ts").ContainerRecord,
+  shared: SharedFsRecord & { workdir: string },
+  host: import("../src/config/host_schema.ts").HostConfig,
+  log: import("../src/log/log.ts").Logger,
+): Promise<void> {
+  const { awaitExit, keepReason } = await import("../src/engine/retention.ts");
+  const { Registry } = await import("../src/registry/registry.ts");
+  const { KeyStore } = await import("../src/store/store.ts");
+  const ended = await awaitExit(new Registry(host.stateDir), record.namespace, record.id) ?? record;
+  const store = new KeyStore(String(record.checkpointRoot), String(record.scope), record.key);
+  const keep = !host.removeWorkdirOnSuccess ? `host config "removeWorkdirOnSuccess" is off` : keepReason(ended, store);
+  if (keep !== undefined) {
+    log.info("container stopped, work directory kept", { workdir: shared.workdir, reason: keep });
+    return;
+  }
+  const { removeWorkdir } = await import("../src/workdir/workdir.ts");
+  removeWorkdir(shared.workdir, shared.mountPoint);
+  log.info("job ended with exit code 0, work directory removed", { workdir: shared.workdir });
+}

@@ -1,0 +1,47 @@
+/**
+ * What is mounted where, read from mountinfo (`/proc/self/mountinfo`): pure parsing plus
+ * one file read. Used to refuse writing into a mount point whose file system is not mounted
+ * (a shared file system that went away would leave an empty directory of the root file
+ * system in its place).
+ */
+
+/** One line of mountinfo. */
+export interface MountEntry {
+  readonly mountPoint: string;
+  readonly fstype: string;
+  readonly source: string;
+}
+
+/** Decodes the octal escapes mountinfo uses for spaces, tabs, newlines and backslashes. */
+function unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/**
+ * The mounts of a mountinfo text, in mount order.
+ *
+ * @example
+ * ```ts
+ * import { parseMountinfo } from "./mounts.ts";
+ * const [m] = parseMountinfo("36 1 0:40 / /mnt/efs rw,relatime shared:1 - fuse.sshfs srv:/x rw\n");
+ * if (m?.mountPoint !== "/mnt/efs" || m.fstype !== "fuse.sshfs") throw new Error();
+ * ```
+ */
+export function parseMountinfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split("\n")) {
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-");
+    if (fields.length < 10 || dash < 6) continue;
+    out.push({ mountPoint: unescape(fields[4]!), fstype: fields[dash + 1]!, source: unescape(fields[dash + 2]!) });
+  }
+  return out;
+}
+
+/** The mount at exactly `path` (the last one, which hides the others), if `path` is a mount point. */
+export function mountAt(
+  path: string,
+  mountinfo = Deno.readTextFileSync("/proc/self/mountinfo"),
+): MountEntry | undefined {
+  return parseMountinfo(mountinfo).findLast((m) => m.mountPoint === path);
+}
