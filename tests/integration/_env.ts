@@ -70,7 +70,11 @@ export function startStack(
  * Defines one integration test per engine generation, each with its own embedded stack
  * (stopped, whatever happens, when the test ends).
  */
-export function stackTest(name: string, fn: (t: Deno.TestContext, stack: EmbeddedStack) => Promise<void>): void {
+export function stackTest(
+  name: string,
+  fn: (t: Deno.TestContext, stack: EmbeddedStack) => Promise<void>,
+  options: Partial<StackOptions> = {},
+): void {
   for (const engines of ENGINES.length > 0 ? ENGINES : [undefined]) {
     Deno.test({
       name: engines === undefined ? name : `${name} [${describeEngines(engines)}]`,
@@ -78,7 +82,7 @@ export function stackTest(name: string, fn: (t: Deno.TestContext, stack: Embedde
       sanitizeResources: false,
       sanitizeOps: false,
     }, async (t) => {
-      await using stack = await startStack(engines);
+      await using stack = await startStack(engines, options);
       await fn(t, stack);
     });
   }
