@@ -49,6 +49,18 @@ export const PROGRAMS: readonly Program[] = [
   { name: "mount", by: "tests" },
   { name: "umount", by: "tests" },
   { name: "script", by: "tests" },
+  // the private Podman of tests/stack/podman.ts (it starts conmon itself); its image load also
+  // runs `unshare`, `sh` and `mount`
+  { name: "podman", by: "tests" },
+  // two nodes on one machine (tests/stack/nodes.ts): namespaces, and sshfs over an SFTP server;
+  // also `ip`, `nsenter`, `mount`, `umount` and `sh`, listed above
+  { name: "unshare", by: "tests" },
+  { name: "hostname", by: "tests" },
+  { name: "sshfs", by: "tests" },
+  { name: "socat", by: "tests" },
+  { name: "/usr/lib/openssh/sftp-server", by: "tests" },
+  { name: "cat", by: "tests" },
+  { name: "stat", by: "tests" },
 ];
 
 /** Resolves `name` as `execvp` would with {@link SEARCH_PATH}; `undefined` if not found. */

@@ -8,8 +8,10 @@
  * Figures: per-call cost of `runc state`; a create/start/delete cycle through containerd;
  * checkpoint and restore of 64 and 512 MiB workloads; `arch finalize` of N containers in
  * parallel versus one at a time; the node exit watcher's memory with 1 and N watched
- * processes (N = ARCH_BENCH_WATCHED, default 200) and its hand-off latency.
- * ARCH_BENCH_ROUNDS scales the repetitions. `deno task bench <overhead|checkpoint|exit-watcher>`
+ * processes (N = ARCH_BENCH_WATCHED, default 200) and its hand-off latency; checkpoint and
+ * restore of the 512 MiB workload through a shared file system (sshfs over SFTP on loopback)
+ * versus local disk, and the bytes written (ARCH_BENCH_SHAREDFS_ROUNDS rounds, default 2).
+ * ARCH_BENCH_ROUNDS scales the repetitions. `deno task bench <overhead|checkpoint|exit-watcher|sharedfs>`
  * runs one part. Requires root and the built dist/ (scripts/run bench does both).
  */
 
@@ -26,6 +28,7 @@ import {
 } from "./checkpoint.ts";
 import { mustRun } from "../../src/process/exec.ts";
 import { exitWatcherBench } from "./exit_watcher.ts";
+import { sharedFsBench } from "./sharedfs.ts";
 
 const CTR_IMAGE = "docker.io/library/arch-test:latest";
 
@@ -160,5 +163,8 @@ if (import.meta.main) {
   if (only === undefined || only === "checkpoint") await checkpointRestore(rounds);
   if (only === undefined || only === "exit-watcher") {
     await exitWatcherBench(Number(Deno.env.get("ARCH_BENCH_WATCHED") ?? "200"), emit);
+  }
+  if (only === undefined || only === "sharedfs") {
+    await sharedFsBench(Number(Deno.env.get("ARCH_BENCH_SHAREDFS_ROUNDS") ?? "2"), emit);
   }
 }

@@ -14,16 +14,22 @@ export interface Progress {
   readonly verifyFailures: number;
 }
 
-/** The workload's progress in the logs of Docker container `name`. */
-export async function dockerProgress(stack: EmbeddedStack, name: string): Promise<Progress> {
-  const lines = (await stack.docker(["logs", name])).stdout.split("\n");
+/** The workload's progress in its output (any engine's logs), every tick included. */
+export function parseProgress(logs: string): Progress & { readonly ticks: number[] } {
+  const lines = logs.split("\n");
   const ticks = lines.filter((l) => l.startsWith("tick ")).map((l) => Number(l.split(" ")[1]));
   return {
     starts: lines.filter((l) => l.startsWith("start ")).length,
     firstTick: ticks[0] ?? 0,
     lastTick: ticks.at(-1) ?? 0,
     verifyFailures: lines.filter((l) => l.startsWith("verify FAIL")).length,
+    ticks,
   };
+}
+
+/** The workload's progress in the logs of Docker container `name`. */
+export async function dockerProgress(stack: EmbeddedStack, name: string): Promise<Progress> {
+  return parseProgress((await stack.docker(["logs", name])).stdout);
 }
 
 /** Waits until container `name` has reached tick `atLeast`. */

@@ -80,7 +80,7 @@ stackTest("shared-FS mode", async (t, stack: EmbeddedStack) => {
       assertEquals(resumed.verifyFailures, 0);
       await eventually(
         "the restored job writing its work file again",
-        async () => fileTick(workdir) > fileAtCheckpoint ? true : undefined,
+        () => fileTick(workdir) > fileAtCheckpoint ? true : undefined,
       );
       assertEquals(await cwdOf(second), "/work");
       await stack.docker(["rm", "-f", first, second]);
@@ -93,7 +93,7 @@ stackTest("shared-FS mode", async (t, stack: EmbeddedStack) => {
       const run = archCtrRun(id, key, WORKLOAD);
       run.splice(run.indexOf("--env"), 0, ...sharedEnv());
       await stack.ctr(run);
-      await eventually("tick.txt in the work directory", async () => fileTick(workdir) >= 3 ? true : undefined);
+      await eventually("tick.txt in the work directory", () => fileTick(workdir) >= 3 ? true : undefined);
       const r = await archCli(stack, ["checkpoint", `default/${id}`]);
       assertEquals(r.code, 0, r.stdout + r.stderr);
       const saved = fileTick(workdir);
@@ -105,7 +105,7 @@ stackTest("shared-FS mode", async (t, stack: EmbeddedStack) => {
       await stack.ctr(run2);
       await eventually(
         "the restored job goes on writing its work file",
-        async () => fileTick(workdir) > saved + 3 ? true : undefined,
+        () => fileTick(workdir) > saved + 3 ? true : undefined,
       );
       ok(fileTick(workdir) < saved + 200, "it went on from the checkpoint, not from a fresh start");
       await stack.ctr(["tasks", "kill", "--signal", "SIGKILL", id2], { check: false });

@@ -32,6 +32,18 @@ export interface StackOptions {
   readonly keep?: boolean;
   /** Where the scratch directory is created (default: the system's temporary directory). */
   readonly scratchParent?: string;
+  /**
+   * Runs the daemons and every command of the stack (`ctr`, `docker`, `run`) inside other
+   * namespaces: the options of `nsenter` that enter them (`--mount=<file>`, `--net=<file>`...),
+   * as a node of `nodes.ts` does. A `run` working directory is then one of the entered mount
+   * namespace. The sweep needs no entering: a stack in its own mount namespace keeps its
+   * `/run/containerd` in `<scratch>/run/containerd` (see {@link sweepScratch}).
+   */
+  readonly nsenter?: readonly string[];
+  /** Fields added to ARCH's host configuration (or replacing the stack's own). */
+  readonly archConfigExtra?: Readonly<Record<string, unknown>>;
+  /** Called once the scratch directory and the configuration files exist, before the daemons start. */
+  readonly prepare?: (scratch: string) => Promise<void>;
 }
 
 /** How long one engine command may take while the stack is torn down. */
@@ -78,7 +90,10 @@ export async function sweepScratch(scratch: string, runc: string, keep = false):
     }
   };
   await attempt("delete leftover runc containers", async () => {
-    for (const { root, id } of runcContainersUnder([`${scratch}/docker/exec`, "/run/containerd/runc"], scratch)) {
+    // `<scratch>/run/containerd`: the /run/containerd of a stack in its own mount namespace.
+    // `/run/runc`: runc's default root, where a Podman of the stack keeps them (podman.ts).
+    const roots = [`${scratch}/docker/exec`, "/run/containerd/runc", `${scratch}/run/containerd/runc`, "/run/runc"];
+    for (const { root, id } of runcContainersUnder(roots, scratch)) {
       await runCommand({
         cmd: runc,
         args: ["--root", root, "delete", "--force", id],
@@ -160,6 +175,7 @@ export class EmbeddedStack implements AsyncDisposable {
   readonly checkpointRoot: string;
   #containerd: Deno.ChildProcess | undefined;
   #dockerd: Deno.ChildProcess | undefined;
+  #teardowns: { what: string; run: () => Promise<string[]> }[] = [];
 
   private constructor(readonly scratch: string, readonly options: StackOptions) {
     this.containerdSock = `${scratch}/containerd.sock`;
@@ -216,6 +232,7 @@ export class EmbeddedStack implements AsyncDisposable {
           logFile: this.archLog,
           checkpointRoots: [`${s}/lib/arch`],
           defaultCheckpointRoot: this.checkpointRoot,
+          ...this.options.archConfigExtra,
         },
         null,
         2,
@@ -239,6 +256,7 @@ export class EmbeddedStack implements AsyncDisposable {
         "",
       ].join("\n"),
     );
+    await this.options.prepare?.(s);
     this.#containerd = this.#daemon("containerd", this.engines.containerd, [
       "--config",
       `${s}/containerd.toml`,
@@ -294,14 +312,20 @@ export class EmbeddedStack implements AsyncDisposable {
 
   #daemon(name: string, binary: string, args: string[]): Deno.ChildProcess {
     const log = Deno.openSync(`${this.scratch}/${name}.log`, { create: true, append: true });
-    const child = new Deno.Command(binary, {
+    const options: Deno.CommandOptions = {
       args,
       env: this.engineEnv,
       clearEnv: true,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
-    }).spawn();
+    };
+    // nsenter execs the daemon (no --fork): the child is the daemon itself.
+    const enter = this.options.nsenter;
+    const child =
+      (enter === undefined
+        ? new Deno.Command(binary, options)
+        : new Deno.Command("nsenter", { ...options, args: [...enter, "--", binary, ...args] })).spawn();
     // Both daemons log to stderr: copy it into the log file.
     child.stderr.pipeTo(log.writable).catch(() => {});
     child.unref();
@@ -331,17 +355,43 @@ export class EmbeddedStack implements AsyncDisposable {
   }
 
   async #run(spec: CommandSpec, check = true): Promise<CommandResult> {
-    const result = await runCommand({ ...spec, env: { ...this.engineEnv, ...(spec.env ?? {}) } });
+    const env = { ...this.engineEnv, ...(spec.env ?? {}) };
+    const enter = this.options.nsenter;
+    const { cwd, ...rest } = spec;
+    const result = await runCommand(
+      enter === undefined ? { ...spec, env } : {
+        ...rest,
+        env,
+        cmd: "nsenter",
+        args: [...enter, ...(cwd !== undefined ? [`--wdns=${cwd}`] : []), "--", spec.cmd, ...spec.args],
+      },
+    );
     if (check && result.code !== 0) throw new CommandError(spec, result);
     return result;
   }
 
   /**
-   * Removes every container of both engines, stops them, kills what is left of the stack,
-   * unmounts and deletes the scratch directory. Never throws: returns what it could not do.
+   * Makes `stop()` run `run` first (last added first), e.g. a Podman attached to the stack
+   * (`podman.ts`); what it returns is reported with the stack's problems. `run` must not throw.
+   */
+  addTeardown(what: string, run: () => Promise<string[]>): void {
+    this.#teardowns.push({ what, run });
+  }
+
+  /**
+   * Runs the teardowns added, removes every container of both engines, stops them, kills
+   * what is left of the stack, unmounts and deletes the scratch directory. Never throws:
+   * returns what it could not do.
    */
   async stop(): Promise<string[]> {
     const problems: string[] = [];
+    for (const { what, run } of this.#teardowns.splice(0).reverse()) {
+      try {
+        problems.push(...(await run()).map((p) => `${what}: ${p}`));
+      } catch (error) {
+        problems.push(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
     // Removing containers through the engines may fail (a daemon died, a CLI is missing):
     // the runc-level sweep below catches what they left, so only its failures are reported.
     const attempt = async (what: string, step: () => Promise<unknown> | unknown, report = true) => {
