@@ -61,6 +61,8 @@ export const PROGRAMS: readonly Program[] = [
   { name: "/usr/lib/openssh/sftp-server", by: "tests" },
   { name: "cat", by: "tests" },
   { name: "stat", by: "tests" },
+  // the shared-FS bench (tests/stack/sftp_mount.ts): bytes on the SFTP connections
+  { name: "ss", by: "tests" },
 ];
 
 /** Resolves `name` as `execvp` would with {@link SEARCH_PATH}; `undefined` if not found. */

@@ -15,9 +15,12 @@
  * - committed: the size of the committed checkpoint directory (`<root>/<scope>/<key>/ckpt-*`);
  * - sent to the file system during the checkpoint: local disk, the bytes the checkpoint's
  *   process tree (arch, runc, CRIU: reaped children count in our /proc/self/io) dirtied for
- *   storage (`write_bytes - cancelled_write_bytes`); shared FS, the bytes the FUSE client
- *   wrote (`wchar` of sshfs: SFTP requests to the server, plus its small FUSE replies), with
- *   what the SFTP server dirtied on its disk and what stayed on local disk as extras.
+ *   storage (`write_bytes - cancelled_write_bytes`); shared FS, the bytes the SFTP server
+ *   received over TCP (the kernel's socket counters, `ss -ti`: SFTP requests with the data),
+ *   with, as extras, what the server wrote to its disk (its process tree's `write_bytes`)
+ *   and what it sent back to the client during the checkpoint and during the restore (reads).
+ *   (The tree's own `write_bytes` cannot tell the two modes apart: the kernel counts writes
+ *   into a FUSE file there too.)
  * Caches are warm in both modes (the restore reads what the checkpoint just wrote; for the
  * shared FS through the server, from the server's page cache).
  * Requires root, runc, CRIU, sshfs, socat, openssh-sftp-server and dist/ built.
@@ -42,13 +45,18 @@ interface Round {
   committed: number;
   /** Bytes sent to the checkpoint's file system during the checkpoint (see the module doc). */
   sent: number;
-  /** Bytes the checkpoint's process tree dirtied on local disk. */
-  localDisk: number;
   /** Shared FS: bytes the SFTP server dirtied on its disk during the checkpoint. */
   serverDisk: number;
-  /** Shared FS: bytes the FUSE client received (restore reads the images through it). */
+  /** Shared FS: bytes the SFTP server sent to the client during the checkpoint (reads). */
+  checkpointReceived: number;
+  /** Shared FS: bytes the SFTP server sent to the client during the restore (reads). */
   restoreReceived: number;
+  /** ARCH's own phase timings (ms): the manifest's for the checkpoint, the log's for the restore. */
+  checkpointPhases: Record<string, number>;
+  restorePhases: Record<string, number>;
 }
+
+type NumericField = Exclude<keyof Round, "checkpointPhases" | "restorePhases">;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -108,25 +116,30 @@ class SharedFsLab {
     const { lab } = this;
     const key = `sfs-${mode}-${n}`;
     const first = `${key}-a`, second = `${key}-b`;
-    const io = () => ({ self: processIo("self"), client: this.mount.clientIo(), server: this.mount.serverIo() });
+    const io = async () => ({
+      self: processIo("self"),
+      server: this.mount.serverIo(),
+      wire: await this.mount.serverTraffic(),
+    });
     const delta = (a: IoCounters, b: IoCounters) => addIo(b, a, -1);
 
     const bundleA = await this.bundle(first, key, mode);
     this.containers.add(first);
     await startWorkload(lab, ARCH_RUNC, bundleA, first);
-    const before = io();
+    const before = await io();
     const checkpoint = await timed(() => mustRun({ cmd: ARCH, args: ["checkpoint", first], env: lab.env }));
-    const after = io();
+    const after = await io();
     const [keyDir] = this.keyDirs(mode, key);
     const current = Deno.readLinkSync(`${keyDir}/current`);
     const committed = treeSize(`${keyDir}/${current}`);
+    const checkpointPhases = JSON.parse(Deno.readTextFileSync(`${keyDir}/${current}/manifest.json`)).timings;
     await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "delete", "--force", first], env: lab.env });
     this.containers.delete(first);
     await unmountBundle(bundleA);
 
     const bundleB = await this.bundle(second, key, mode);
     this.containers.add(second);
-    const beforeRestore = io();
+    const beforeRestore = await io();
     const restore = await timed(async () => {
       await mustRun({
         cmd: ARCH_RUNC,
@@ -136,7 +149,7 @@ class SharedFsLab {
       });
       await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "start", second], env: lab.env });
     });
-    const afterRestore = io();
+    const afterRestore = await io();
     const state = JSON.parse((await mustRun({ cmd: RUNC, args: ["--root", lab.root, "state", second] })).stdout);
     if (state.status !== "running") throw new Error(`restored container ${second} is ${state.status}`);
     // Restored, not started afresh after a failed restore: the checkpoint is marked consumed.
@@ -152,15 +165,25 @@ class SharedFsLab {
     await unmountBundle(bundleB);
     for (const dir of this.keyDirs(mode, key)) Deno.removeSync(dir, { recursive: true });
 
-    const self = delta(before.self, after.self);
+    const restored = Deno.readTextFileSync(`${lab.dir}/arch.log`).split("\n")
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l)];
+        } catch {
+          return [];
+        }
+      })
+      .findLast((r) => r.msg === "restored from checkpoint" && r.id === second);
     return {
       checkpoint,
       restore,
+      checkpointPhases,
+      restorePhases: restored?.timings ?? {},
       committed,
-      sent: mode === "local" ? self.writeBytes : delta(before.client, after.client).wchar,
-      localDisk: self.writeBytes,
+      sent: mode === "local" ? delta(before.self, after.self).writeBytes : after.wire.received - before.wire.received,
       serverDisk: delta(before.server, after.server).writeBytes,
-      restoreReceived: delta(beforeRestore.client, afterRestore.client).rchar,
+      checkpointReceived: after.wire.sent - before.wire.sent,
+      restoreReceived: afterRestore.wire.sent - beforeRestore.wire.sent,
     };
   }
 }
@@ -191,10 +214,17 @@ export async function sharedFsBench(rounds: number, emit: Emit): Promise<void> {
     for (let n = 0; n < rounds; n++) {
       for (const mode of ["local", "shared"] as const) results[mode].push(await bench.round(mode, n));
     }
-    const m = (mode: Mode, field: keyof Round) => median(results[mode].map((r) => r[field]));
+    const m = (mode: Mode, field: NumericField) => median(results[mode].map((r) => r[field]));
+    const phases = (field: "checkpointPhases" | "restorePhases") => {
+      const of = (mode: Mode) => {
+        const names = [...new Set(results[mode].flatMap((r) => Object.keys(r[field])))];
+        return Object.fromEntries(names.map((k) => [k, median(results[mode].map((r) => r[field][k] ?? NaN))]));
+      };
+      return { localPhasesMs: of("local"), sharedPhasesMs: of("shared") };
+    };
     const mib = (bytes: number) => bytes / 2 ** 20;
     const common = { rounds, fs: "sshfs over SFTP on 127.0.0.1", sshfsOptions: mount.sshfsOptions.join(",") };
-    const runs = (field: keyof Round, scale = (x: number) => x) => ({
+    const runs = (field: NumericField, scale = (x: number) => x) => ({
       localRuns: results.local.map((r) => Math.round(scale(r[field]) * 1000) / 1000),
       sharedRuns: results.shared.map((r) => Math.round(scale(r[field]) * 1000) / 1000),
     });
@@ -203,14 +233,19 @@ export async function sharedFsBench(rounds: number, emit: Emit): Promise<void> {
       m("shared", "checkpoint"),
       "s",
       m("local", "checkpoint"),
-      { ...common, ...runs("checkpoint") },
+      { ...common, ...runs("checkpoint"), ...phases("checkpointPhases") },
     );
     emit(
       `restore ${MIB} MiB, shared FS vs local disk (create through ARCH until running)`,
       m("shared", "restore"),
       "s",
       m("local", "restore"),
-      { ...common, ...runs("restore"), sharedMiBReceived: Math.round(mib(m("shared", "restoreReceived"))) },
+      {
+        ...common,
+        ...runs("restore"),
+        ...phases("restorePhases"),
+        sharedMiBReadOverNetwork: Math.round(mib(m("shared", "restoreReceived"))),
+      },
     );
     emit(
       `checkpoint ${MIB} MiB bytes committed, shared FS vs local disk`,
@@ -228,9 +263,9 @@ export async function sharedFsBench(rounds: number, emit: Emit): Promise<void> {
         ...common,
         ...runs("sent", mib),
         sharedServerDiskMiB: Math.round(mib(m("shared", "serverDisk"))),
-        sharedLocalDiskMiB: Math.round(mib(m("shared", "localDisk"))),
-        note: "local: write_bytes of the checkpoint's process tree; shared: wchar of the sshfs client " +
-          "(sharedServerDiskMiB: what the SFTP server wrote to its disk; sharedLocalDiskMiB: what stayed local)",
+        sharedMiBReadOverNetwork: Math.round(mib(m("shared", "checkpointReceived"))),
+        note: "local: write_bytes of the checkpoint's process tree; shared: bytes the SFTP server received " +
+          "over TCP (sharedServerDiskMiB: what it wrote to its disk; sharedMiBReadOverNetwork: what it sent back)",
       },
     );
   } finally {

@@ -247,39 +247,51 @@ Deno.test({
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += value;
-  }
-  const outer = Deno.env.get("ARCH_TEST_STACKS");
-  // Should this test die too, the run's own sweep still finds them.
-  if (outer !== undefined) Deno.writeTextFileSync(outer, Deno.readTextFileSync(registry), { append: true });
-  const left: { scratch: string; stacks: string[]; namespaces: string[] } = JSON.parse(out);
-  // the containers' shells, and the shims of the ctr containers (named after them)
-  ok(processesMentioning(marker).length >= 4, "a container of each engine runs on each node");
-  child.kill("SIGKILL");
-  await child.status;
-  await reader.cancel();
-  ok(processesMentioning(left.scratch).length > 0, "the killed process left its FUSE clients and server running");
-  ok(processesIn(left.namespaces).length > 0, "and its nodes' daemons");
+  const registered = () => Deno.readTextFileSync(registry).split("\n").filter(Boolean);
+  let swept = false;
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    while (!out.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += value;
+    }
+    const outer = Deno.env.get("ARCH_TEST_STACKS");
+    // Should this test die too, the run's own sweep still finds them.
+    if (outer !== undefined) Deno.writeTextFileSync(outer, Deno.readTextFileSync(registry), { append: true });
+    const left: { scratch: string; stacks: string[]; namespaces: string[] } = JSON.parse(out);
+    // the containers' shells, and the shims of the ctr containers (named after them)
+    ok(processesMentioning(marker).length >= 4, "a container of each engine runs on each node");
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    ok(processesMentioning(left.scratch).length > 0, "the killed process left its FUSE clients and server running");
+    ok(processesIn(left.namespaces).length > 0, "and its nodes' daemons");
 
-  // what scripts/test.ts does after a run: sweep every directory registered, in order
-  const dirs = Deno.readTextFileSync(registry).split("\n").filter(Boolean);
-  assertEquals(new Set(dirs), new Set([left.scratch, ...left.stacks]), "all of them were registered");
-  for (const dir of dirs) assertEquals(await sweepScratch(dir, "/usr/sbin/runc"), [], dir);
-  Deno.removeSync(registry);
-  assertEquals(processesMentioning(marker), [], "the containers are gone");
-  for (const dir of dirs) {
-    assertEquals(processesMentioning(dir), [], dir);
-    assertEquals(hostMountsUnder(dir), [], dir);
-    ok(!(await exists(dir)), `${dir} is removed`);
+    // what scripts/test.ts does after a run: sweep every directory registered, in order
+    const dirs = registered();
+    assertEquals(new Set(dirs), new Set([left.scratch, ...left.stacks]), "all of them were registered");
+    swept = true;
+    for (const dir of dirs) assertEquals(await sweepScratch(dir, "/usr/sbin/runc"), [], dir);
+    assertEquals(processesMentioning(marker), [], "the containers are gone");
+    for (const dir of dirs) {
+      assertEquals(processesMentioning(dir), [], dir);
+      assertEquals(hostMountsUnder(dir), [], dir);
+      ok(!(await exists(dir)), `${dir} is removed`);
+    }
+    await eventually(
+      "the namespaces' last processes to end",
+      () => Promise.resolve(processesIn(left.namespaces).length === 0 ? true : undefined),
+      5_000,
+    );
+  } finally {
+    // a failed check must not leave the orphan running
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await child.status;
+    if (!swept) { for (const dir of registered()) await sweepScratch(dir, "/usr/sbin/runc"); }
+    Deno.removeSync(registry);
   }
-  await eventually(
-    "the namespaces' last processes to end",
-    () => Promise.resolve(processesIn(left.namespaces).length === 0 ? true : undefined),
-    5_000,
-  );
 });

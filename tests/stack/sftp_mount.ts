@@ -6,14 +6,15 @@
  * with a mount per node in its own namespaces, is tests/stack/nodes.ts.
  *
  * Both processes stay our children (sshfs runs in the foreground, `-f`): their pids give
- * their I/O counters ({@link SftpMount.clientIo}, {@link SftpMount.serverIo}), e.g. the bytes
- * the FUSE client sent to the server.
+ * their I/O counters ({@link SftpMount.clientIo}, {@link SftpMount.serverIo}: e.g. what the
+ * server wrote to its disk); {@link SftpMount.serverTraffic} counts the bytes on the wire.
  *
  * Guarantees: `start` either returns a mounted file system or throws after undoing what it
  * did; `stop` is best-effort and complete (mount, client, server and the per-connection
  * server processes) and returns what it could not do instead of throwing; a second call does
  * nothing. The server's and the client's stderr are kept in `<logDir>/{sftp-server,sshfs}.log`
- * and their last lines are quoted in errors. Requires root, sshfs, socat, openssh-sftp-server.
+ * and their last lines are quoted in errors. Requires root, sshfs, socat, openssh-sftp-server,
+ * iproute2 (`ss`).
  */
 
 import { runCommand } from "../../src/process/exec.ts";
@@ -236,7 +237,10 @@ export class SftpMount implements AsyncDisposable {
     return this.#server?.pid;
   }
 
-  /** The FUSE client's I/O: its `wchar` includes every byte it sent to the server. */
+  /**
+   * The FUSE client's I/O. Its `wchar` mixes what it sent to the server with the data it
+   * hands back to readers through /dev/fuse: for bytes on the wire, see {@link serverTraffic}.
+   */
   clientIo(): IoCounters {
     return this.#client === undefined ? { ...ZERO } : treeIo(this.#client.pid);
   }
@@ -247,6 +251,25 @@ export class SftpMount implements AsyncDisposable {
    */
   serverIo(): IoCounters {
     return this.#server === undefined ? { ...ZERO } : treeIo(this.#server.pid);
+  }
+
+  /**
+   * Bytes over the SFTP connections, from the kernel's TCP counters of the server's end
+   * (`ss -ti`: `bytes_received`, `bytes_acked`): `received` is what clients sent (requests
+   * and the data they write), `sent` what the server answered (the data they read). Sums
+   * over the connections open now: take differences while the mount stays up (sshfs keeps
+   * its connections).
+   */
+  async serverTraffic(): Promise<{ received: number; sent: number }> {
+    const r = await runCommand({
+      cmd: "ss",
+      args: ["-tinH", "state", "established", "sport", "=", `:${this.port}`],
+      timeoutMs: 10_000,
+    });
+    if (r.code !== 0) throw new Error(`ss: ${r.stderr.trim()}`);
+    const sum = (field: string) =>
+      [...r.stdout.matchAll(new RegExp(`\\b${field}:(\\d+)`, "g"))].reduce((n, m) => n + Number(m[1]), 0);
+    return { received: sum("bytes_received"), sent: sum("bytes_acked") };
   }
 
   async #startServer(): Promise<void> {
