@@ -5,7 +5,8 @@
  * rounds interleaved (local, shared, local, shared...), medians reported.
  *
  * The network file system is sshfs (FUSE) over an SFTP server on loopback
- * (tests/stack/sftp_mount.ts, its default options `SFTP_MOUNT_OPTIONS`); the server's directory is
+ * (tests/stack/sftp_mount.ts, its default options `SFTP_MOUNT_OPTIONS`, or the comma-separated
+ * `-o` options of ARCH_BENCH_SSHFS_OPTIONS besides `directport`); the server's directory is
  * on the same disk as the local checkpoint root, so the difference is the network file
  * system (and shared-FS mode's work directory and OCI hooks), not the disk.
  *
@@ -202,7 +203,13 @@ export async function sharedFsBench(rounds: number, emit: Emit): Promise<void> {
   let mount: SftpMount | undefined;
   let bench: SharedFsLab | undefined;
   try {
-    mount = await SftpMount.start({ export: `${lab.dir}/export`, mountPoint: `${lab.dir}/shared`, logDir: lab.dir });
+    const options = Deno.env.get("ARCH_BENCH_SSHFS_OPTIONS");
+    mount = await SftpMount.start({
+      export: `${lab.dir}/export`,
+      mountPoint: `${lab.dir}/shared`,
+      logDir: lab.dir,
+      ...(options !== undefined ? { sshfsOptions: options.split(",").filter((o) => o !== "") } : {}),
+    });
     // ARCH_SHAREDFS_HOST_PATH: a directory on the shared FS only root can change.
     Deno.mkdirSync(`${mount.mountPoint}/arch`, { mode: 0o755 });
     Deno.chmodSync(`${mount.mountPoint}/arch`, 0o755);

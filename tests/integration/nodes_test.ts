@@ -261,8 +261,11 @@ Deno.test({
     // Should this test die too, the run's own sweep still finds them.
     if (outer !== undefined) Deno.writeTextFileSync(outer, Deno.readTextFileSync(registry), { append: true });
     const left: { scratch: string; stacks: string[]; namespaces: string[] } = JSON.parse(out);
-    // the containers' shells, and the shims of the ctr containers (named after them)
-    ok(processesMentioning(marker).length >= 4, "a container of each engine runs on each node");
+    // the containers' shells (once runc's init has exec'd them), and the ctr containers' shims
+    await eventually(
+      "a container of each engine on each node",
+      () => Promise.resolve(processesMentioning(marker).length >= 6 ? true : undefined),
+    );
     child.kill("SIGKILL");
     await child.status;
     await reader.cancel();

@@ -35,6 +35,7 @@
 import { CommandError, type CommandResult, type CommandSpec, runCommand } from "../../src/process/exec.ts";
 import { EmbeddedStack, processesMentioning, type StackOptions, sweepScratch } from "./stack.ts";
 import { buildTestImage } from "./image.ts";
+import { SEARCH_PATH } from "../../src/process/programs.ts";
 
 /** The SFTP server's address (server namespace, on the bridge). */
 export const SERVER_ADDRESS = "10.77.0.1";
@@ -106,7 +107,7 @@ function background(args: string[], log: string): Deno.ChildProcess {
   const child = new Deno.Command("nsenter", {
     args,
     clearEnv: true,
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
+    env: { PATH: SEARCH_PATH },
     stdin: "null",
     stdout: "null",
     stderr: "piped",
