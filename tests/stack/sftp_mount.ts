@@ -135,7 +135,7 @@ function tail(file: string): string {
 }
 
 /** A child with a clean environment, stdin/stdout closed, stderr appended to `log`. */
-function spawn(cmd: "socat" | "sshfs", args: string[], log: string): Deno.ChildProcess {
+function spawn(cmd: string, args: string[], log: string): Deno.ChildProcess {
   const file = Deno.openSync(log, { create: true, append: true });
   const options = {
     args,
