@@ -154,7 +154,7 @@ Deno.test({
       await a.killSharedFs();
       const failed = await checkpointing;
       ok(failed.code !== 0, "the checkpoint failed");
-      ok(/^FAIL  moby\/\S+ key=\S+: /.test(failed.stdout), failed.stdout + failed.stderr);
+      ok(/^FAIL {2}moby\/\S+ key=\S+: /.test(failed.stdout), failed.stdout + failed.stderr);
       console.log(JSON.stringify({ sharedFsLost: failed.stdout.trim() }));
       const status = (await a.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim();
       assertEquals(status, "running", "the job keeps running, not paused, not stopped");
