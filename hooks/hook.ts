@@ -24,6 +24,9 @@
 import { envOf, readBundleSpec } from "../src/config/container.ts";
 import { NAMESPACE_ANNOTATION } from "../src/workdir/spec.ts";
 import { isSafeSegment } from "../src/util/paths.ts";
+import type { ContainerRecord } from "../src/registry/registry.ts";
+import type { HostConfig } from "../src/config/host_schema.ts";
+import type { Logger } from "../src/log/log.ts";
 
 /** The part of the OCI state a hook reads. */
 interface HookState {
@@ -40,7 +43,9 @@ async function readStdin(limit = 1 << 20): Promise<string> {
     size += chunk.length;
     if (size > limit) break;
   }
-  return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  const all = new Uint8Array(size);
+  chunks.reduce((at, chunk) => (all.set(chunk, at), at + chunk.length), 0);
+  return new TextDecoder().decode(all);
 }
 
 function parseState(text: string): HookState | undefined {
@@ -111,28 +116,24 @@ export async function runHook(args: readonly string[]): Promise<number> {
     }
     return 0;
   }
-  const workdir = shared?.workdir;
-  if (record === undefined || shared === undefined || workdir === undefined) return 0;
+  if (record === undefined || shared?.workdir === undefined) return 0;
   try {
-    await finish(record, { mountPoint: shared.mountPoint, workdir }, host, log);
+    await finish(record, shared, host, log);
   } catch (error) {
     log.error("cannot finish the work directory", { workdir: shared.workdir, error: String(error) });
   }
   return 0;
 }
 
+/** What the wrapper recorded of a shared-FS container (`engine/create.ts`). */
 interface SharedFsRecord {
+  readonly root: string;
   readonly mountPoint: string;
   readonly workdir?: string;
 }
 
 /** poststop: keep or remove the work directory (see the module doc). */
-async function finish(
-  record: import("../src/registry/registry.ts").ContainerRecord,
-  shared: SharedFsRecord & { workdir: string },
-  host: import("../src/config/host_schema.ts").HostConfig,
-  log: import("../src/log/log.ts").Logger,
-): Promise<void> {
+async function finish(record: ContainerRecord, shared: SharedFsRecord, host: HostConfig, log: Logger): Promise<void> {
   const { awaitExit, keepReason } = await import("../src/engine/retention.ts");
   const { Registry } = await import("../src/registry/registry.ts");
   const { KeyStore } = await import("../src/store/store.ts");
@@ -144,6 +145,6 @@ async function finish(
     return;
   }
   const { removeWorkdir } = await import("../src/workdir/workdir.ts");
-  removeWorkdir(shared.workdir, shared.mountPoint);
+  removeWorkdir(shared, String(record.scope), record.key);
   log.info("job ended with exit code 0, work directory removed", { workdir: shared.workdir });
 }

@@ -23,7 +23,7 @@ import type { HostConfig } from "./host_schema.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { rootProblem } from "../store/safe_dir.ts";
 import { containerPathProblem } from "../workdir/container_path.ts";
-import { mountAt } from "../util/mounts.ts";
+import { notMounted } from "../workdir/workdir.ts";
 
 export interface ContainerConfig {
   readonly checkpointRoot: string;
@@ -210,7 +210,7 @@ export function sharedFsConfig(
   if (!path.startsWith("/") || path.split("/").includes("..") || allowed.length === 0) {
     return resolveRoot(path, "ARCH_SHAREDFS_HOST_PATH", host.sharedFsRoots, "sharedFsRoots") as string;
   }
-  const mounted = allowed.find((r) => mountAt(r.replace(/\/+$/, "") || "/", mountinfo) !== undefined);
+  const mounted = allowed.find((r) => notMounted(r, mountinfo) === undefined);
   if (mounted === undefined) {
     return `ARCH_SHAREDFS_HOST_PATH="${path}": the shared file system ${allowed.map((r) => `"${r}"`).join(" or ")} ` +
       `is not mounted on this node, and ARCH never writes into an empty mount point: mount it, then start the container again`;

@@ -20,7 +20,7 @@ import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
 import { ensureCriuConfig, rewriteBundle, withCriuConfig } from "./criu_config.ts";
 import { hostOwner, withArchHooks, withWorkdir } from "../workdir/spec.ts";
-import { ensureWorkdir } from "../workdir/workdir.ts";
+import { ensureWorkdir, workdirPath } from "../workdir/workdir.ts";
 import { isDraining } from "./drain.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { ClaimTimeout, KeyGone } from "../store/claim.ts";
@@ -87,29 +87,31 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   const { checkpointRoot, scope, key, keySource, sharedFs } = resolved.config;
   let workdir: string | undefined;
   if (sharedFs !== undefined) {
+    // Every refusal before the first write: a clashing mount, a user without a host identity.
+    const path = workdirPath(sharedFs.root, scope, key);
     const owner = hostOwner(spec);
-    if (typeof owner === "string") {
-      ctx.fail(owner);
+    const clash = withWorkdir(spec, path, sharedFs.containerPath);
+    if (typeof owner === "string" || typeof clash === "string") {
+      ctx.fail(typeof owner === "string" ? owner : clash as string);
       return 1;
     }
     try {
-      workdir = ensureWorkdir(sharedFs, scope, key, owner);
+      const { imageIdentity } = await import("./image_identity.ts");
+      const image = imageIdentity(rootfs, host.stateDir);
+      if (image === undefined) throw new Error("cannot identify the image of the container");
+      workdir = ensureWorkdir(sharedFs, scope, key, owner, image);
     } catch (error) {
       ctx.fail(`cannot prepare the work directory of checkpoint key "${key}": ${(error as Error).message}`);
       return 1;
     }
   }
-  let refused: string | undefined;
   try {
     const criuConfig = ensureCriuConfig(host.criuConfigDir);
     rewriteBundle(bundle, (original) => {
       let next = withCriuConfig(original, criuConfig) ?? original;
       if (sharedFs !== undefined && workdir !== undefined) {
         const mounted = withWorkdir(next, workdir, sharedFs.containerPath);
-        if (typeof mounted === "string") {
-          refused = mounted;
-          return undefined;
-        }
+        if (typeof mounted === "string") throw new Error(mounted); // checked above on the same file
         next = mounted ?? next;
         next = withArchHooks(next, archHook(ctx.host.configPath), ctx.namespace) ?? next;
       }
@@ -119,10 +121,6 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     // Fail closed: left as it is, the annotation could name a CRIU configuration the
     // container's owner chose, which CRIU would run as root at the next checkpoint.
     ctx.fail(`cannot prepare the container's config.json for ARCH: ${(error as Error).message}`);
-    return 1;
-  }
-  if (refused !== undefined) {
-    ctx.fail(refused);
     return 1;
   }
   const record = {

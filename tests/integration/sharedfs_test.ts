@@ -145,6 +145,26 @@ stackTest("shared-FS mode", async (t, stack: EmbeddedStack) => {
       }
     });
 
+    await t.step("another image asking for a job's key does not get its work directory", async () => {
+      const key = uniqueName("sfs-victim");
+      const workdir = `${SHARED}/work/moby/${key}`;
+      await stack.docker(
+        archDockerRun(uniqueName("sfs-v"), key, sharedEnv(), ["sh", "-c", "echo secret > result"], false),
+      );
+      assertEquals(Deno.readTextFileSync(`${workdir}/result`), "secret\n");
+      const base = uniqueName("sfs-base");
+      await stack.docker(["run", "--name", base, "--network", "none", "arch-test", "touch", "/other-image"]);
+      const other = uniqueName("arch-other");
+      await stack.docker(["commit", base, other]);
+      const argv = archDockerRun(uniqueName("sfs-thief"), key, sharedEnv(), ["cat", "result"], false)
+        .map((arg) => (arg === "arch-test" ? other : arg));
+      const r = await stack.docker(argv, { check: false });
+      ok(r.code !== 0 && /belongs to a job of another image/.test(r.stderr), r.stdout + r.stderr);
+      ok(!r.stdout.includes("secret"));
+      assertEquals(Deno.readTextFileSync(`${workdir}/result`), "secret\n", "left as it was");
+      await stack.docker(["rm", "-f", base]);
+    });
+
     await t.step("bad input: one sentence in docker run's output, nothing created", async () => {
       const cases: [string, string[], RegExp][] = [
         [

@@ -132,7 +132,7 @@ Deno.test("work directory: created root-owned above, the user's own at the key, 
   const shared = { root: dir, mountPoint: "/", containerPath: "/work" };
   try {
     await t.step("created with the owner, checkpoint root beside it", () => {
-      const path = ensureWorkdir(shared, "moby", "job1", { uid: 1234, gid: 5678 });
+      const path = ensureWorkdir(shared, "moby", "job1", { uid: 1234, gid: 5678 }, "img-a");
       assertEquals(path, `${dir}/work/moby/job1`);
       const info = Deno.lstatSync(path);
       assertEquals([info.uid, info.gid, info.mode! & 0o777], [1234, 5678, 0o700]);
@@ -144,17 +144,30 @@ Deno.test("work directory: created root-owned above, the user's own at the key, 
       Deno.symlinkSync("/etc", `${dir}/work/moby/job2`);
       ok(/not a directory/.test(String((() => {
         try {
-          ensureWorkdir(shared, "moby", "job2", { uid: 0, gid: 0 });
+          ensureWorkdir(shared, "moby", "job2", { uid: 0, gid: 0 }, "img-a");
         } catch (e) {
           return (e as Error).message;
         }
       })())));
     });
+    await t.step("another image asking for the key's work directory is refused, nothing changed", () => {
+      Deno.writeTextFileSync(`${dir}/work/moby/job1/result`, "job1's");
+      let refused = "";
+      try {
+        ensureWorkdir(shared, "moby", "job1", { uid: 0, gid: 0 }, "img-b");
+      } catch (e) {
+        refused = (e as Error).message;
+      }
+      ok(/belongs to a job of another image/.test(refused), refused);
+      assertEquals(Deno.lstatSync(`${dir}/work/moby/job1`).uid, 1234, "not handed to the other job's user");
+      assertEquals(ensureWorkdir(shared, "moby", "job1", { uid: 1234, gid: 5678 }, "img-a"), `${dir}/work/moby/job1`);
+    });
     await t.step("removal renames away, then removes without following the tenant's symlinks", () => {
       const path = `${dir}/work/moby/job1`;
       Deno.writeTextFileSync(`${dir}/keep-me`, "x");
       Deno.symlinkSync(`${dir}/keep-me`, `${path}/link`);
-      removeWorkdir(path, "/");
+      removeWorkdir({ root: dir, mountPoint: "/" }, "moby", "job1");
+      assertEquals(Deno.readDirSync(`${dir}/work-image/moby`).toArray().map((e) => e.name), [], "image record gone");
       ok(!Deno.readDirSync(`${dir}/work/moby`).some((e) => e.name.includes("job1")));
       assertEquals(Deno.readTextFileSync(`${dir}/keep-me`), "x");
     });
