@@ -33,7 +33,7 @@
  */
 
 import { CommandError, type CommandResult, type CommandSpec, runCommand } from "../../src/process/exec.ts";
-import { EmbeddedStack, processesMentioning, type StackOptions, sweepScratch } from "./stack.ts";
+import { EmbeddedStack, newScratch, processesMentioning, type StackOptions, sweepScratch, terminate } from "./stack.ts";
 import { buildTestImage } from "./image.ts";
 import { SEARCH_PATH } from "../../src/process/programs.ts";
 
@@ -84,21 +84,6 @@ function tail(file: string): string {
   } catch {
     return "";
   }
-}
-
-/** Kills a child we started (if still running) and waits for it, at most 10 s. */
-async function end(child: Deno.ChildProcess | undefined, signal: Deno.Signal = "SIGTERM"): Promise<void> {
-  if (child === undefined) return;
-  try {
-    child.kill(signal);
-  } catch { /* already gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 10_000);
-  await child.status;
-  clearTimeout(timer);
 }
 
 /** A child that runs in the background, its stderr copied into `log`. */
@@ -201,7 +186,7 @@ export class Node {
    * fails with ENOTCONN ("Transport endpoint is not connected") until {@link remountSharedFs}.
    */
   async killSharedFs(): Promise<void> {
-    await end(this.#sshfs, "SIGKILL");
+    await terminate(this.#sshfs, "SIGKILL");
     this.#sshfs = undefined;
   }
 
@@ -211,7 +196,7 @@ export class Node {
    * bind mounts of the dead one; new containers get the new one.
    */
   async remountSharedFs(): Promise<void> {
-    await end(this.#sshfs);
+    await terminate(this.#sshfs);
     this.#sshfs = undefined;
     await this.#inside("--mount", ["umount", "-l", this.shared], false);
     await this.mountSharedFs();
@@ -316,7 +301,7 @@ export class Node {
       } catch { /* starting or gone */ }
       await sleep(20);
     }
-    await end(child, "SIGKILL");
+    await terminate(child, "SIGKILL");
     this.#sshfs = undefined;
     throw new Error(`sshfs did not mount the shared file system on ${this.hostname} (${log}: ${tail(log)})`);
   }
@@ -337,7 +322,7 @@ export class Node {
   async stopSharedFs(): Promise<void> {
     if (this.#sshfs === undefined) return;
     await this.#inside("--mount", ["umount", "-l", this.shared], false).catch(() => {});
-    await end(this.#sshfs);
+    await terminate(this.#sshfs);
     this.#sshfs = undefined;
   }
 }
@@ -376,13 +361,7 @@ export class TwoNodes implements AsyncDisposable {
    * nodes and starts both nodes' engines (in parallel). On failure, stops what it started.
    */
   static async start(options: TwoNodesOptions): Promise<TwoNodes> {
-    const scratch = Deno.makeTempDirSync({
-      prefix: "arch-nodes-",
-      ...(options.scratchParent !== undefined ? { dir: options.scratchParent } : {}),
-    });
-    // Registered before anything exists: the test runner sweeps it after a run that died.
-    const registry = Deno.env.get("ARCH_TEST_STACKS");
-    if (registry !== undefined) Deno.writeTextFileSync(registry, `${scratch}\n`, { append: true });
+    const scratch = newScratch("arch-nodes-", options.scratchParent);
     const nodes = new TwoNodes(scratch, options);
     try {
       await nodes.#start();
@@ -528,7 +507,7 @@ export class TwoNodes implements AsyncDisposable {
       }
     }
     try {
-      await end(this.#server);
+      await terminate(this.#server);
       this.#server = undefined;
     } catch (error) {
       problems.push(`stop the SFTP server: ${message(error)}`);

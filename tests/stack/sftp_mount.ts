@@ -18,6 +18,7 @@
  */
 
 import { runCommand } from "../../src/process/exec.ts";
+import { terminate } from "./stack.ts";
 
 const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 const PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -150,21 +151,6 @@ function spawn(cmd: string, args: string[], log: string): Deno.ChildProcess {
     : new Deno.Command("sshfs", options).spawn();
   child.stderr.pipeTo(file.writable).catch(() => {});
   return child;
-}
-
-/** Ends a child we started (SIGTERM, SIGKILL after `graceMs`) and waits for it. */
-async function end(child: Deno.ChildProcess | undefined, graceMs = 10_000): Promise<void> {
-  if (child === undefined) return;
-  try {
-    child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, graceMs);
-  await child.status;
-  clearTimeout(timer);
 }
 
 function mounted(mountPoint: string): boolean {
@@ -331,7 +317,7 @@ export class SftpMount implements AsyncDisposable {
       problems.push(`umount ${this.mountPoint}: ${message(error)}`);
     }
     try {
-      await end(this.#client);
+      await terminate(this.#client);
       this.#client = undefined;
     } catch (error) {
       problems.push(`stop sshfs: ${message(error)}`);
@@ -341,7 +327,7 @@ export class SftpMount implements AsyncDisposable {
       // they are ours: end any still there once the listener is gone.
       const workers = [...new Set([...this.#workers, ...descendants(this.#server.pid)])];
       try {
-        await end(this.#server);
+        await terminate(this.#server);
         this.#server = undefined;
       } catch (error) {
         problems.push(`stop the SFTP server: ${message(error)}`);

@@ -163,6 +163,38 @@ function runcContainersUnder(roots: readonly string[], dir: string): { root: str
   return found;
 }
 
+/**
+ * A new scratch directory (under `parent`, else the system's temporary directory), listed
+ * for the test runner, which sweeps after a run the directories listed there (and only
+ * those): registered before anything exists in it, so a test process that dies leaves
+ * nothing behind.
+ */
+export function newScratch(prefix: string, parent?: string): string {
+  const scratch = Deno.makeTempDirSync({ prefix, ...(parent !== undefined ? { dir: parent } : {}) });
+  const registry = Deno.env.get("ARCH_TEST_STACKS");
+  if (registry !== undefined) Deno.writeTextFileSync(registry, `${scratch}\n`, { append: true });
+  return scratch;
+}
+
+/** Ends a child this process started (`signal`, then SIGKILL after `graceMs`) and waits for it. */
+export async function terminate(
+  child: Deno.ChildProcess | undefined,
+  signal: Deno.Signal = "SIGTERM",
+  graceMs = 10_000,
+): Promise<void> {
+  if (child === undefined) return;
+  try {
+    child.kill(signal);
+  } catch { /* already gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, graceMs);
+  await child.status;
+  clearTimeout(timer);
+}
+
 export class EmbeddedStack implements AsyncDisposable {
   readonly containerdSock: string;
   readonly dockerSock: string;
@@ -190,13 +222,7 @@ export class EmbeddedStack implements AsyncDisposable {
 
   /** Starts containerd and dockerd in a new scratch directory and imports the test image. */
   static async start(options: StackOptions): Promise<EmbeddedStack> {
-    const scratch = Deno.makeTempDirSync({
-      prefix: "arch-stack-",
-      ...(options.scratchParent !== undefined ? { dir: options.scratchParent } : {}),
-    });
-    // The test runner sweeps, after a run, the stacks listed there (and only those).
-    const registry = Deno.env.get("ARCH_TEST_STACKS");
-    if (registry !== undefined) Deno.writeTextFileSync(registry, `${scratch}\n`, { append: true });
+    const scratch = newScratch("arch-stack-", options.scratchParent);
     const stack = new EmbeddedStack(scratch, options);
     try {
       await stack.#start();
@@ -436,17 +462,8 @@ export class EmbeddedStack implements AsyncDisposable {
     }
   }
 
-  async #terminate(child: Deno.ChildProcess): Promise<void> {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 10_000);
-    await child.status;
-    clearTimeout(timer);
+  #terminate(child: Deno.ChildProcess): Promise<void> {
+    return terminate(child);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
