@@ -66,6 +66,7 @@ async function runAll(
     lockWaitMs: host.lockWaitSeconds * 1000,
     ...(deadline !== undefined ? { deadline } : {}),
     ...(host.maxCheckpointBytes !== undefined ? { maxBytes: host.maxCheckpointBytes } : {}),
+    maxPauseMs: host.maxPauseSeconds * 1000,
   };
   let failed = 0;
   let next = 0;

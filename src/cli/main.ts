@@ -55,6 +55,10 @@ export function buildProgram(onResult: (code: number) => void): Command {
       onResult(await finalize(opts));
     });
 
+  program.command("recover", { hidden: true })
+    .description("release containers a stuck or dead ARCH process left paused (what every command does first)")
+    .action(() => onResult(0));
+
   program.command("doctor")
     .description("check this node: host configuration, runc, CRIU, kernel")
     .action(async () => {

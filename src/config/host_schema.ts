@@ -60,6 +60,11 @@ export const HostConfigSchema = z.object({
   lockWaitSeconds: z.number().positive().default(30),
   /** Largest checkpoint (memory + writable layer) a container may make; absent: no limit. */
   maxCheckpointBytes: z.number().int().positive().optional(),
+  /**
+   * Longest a checkpoint may keep a container paused; past it, the stuck ARCH process is
+   * killed and the container released (a shared file system that stopped answering).
+   */
+  maxPauseSeconds: z.number().positive().default(300),
   /** arch finalize: containers checkpointed at once, and the overall deadline. */
   finalizeConcurrency: z.number().int().min(1).max(64).default(4),
   finalizeDeadlineSeconds: z.number().positive().default(100),

@@ -38,7 +38,7 @@ import { toolVersions } from "./versions.ts";
 import { readBundleSpec, rootfsPath } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
-import { PauseGuard } from "./pause_guard.ts";
+import { DEFAULT_PAUSE_BUDGET_MS, PauseGuard } from "./pause_guard.ts";
 import { faultPoint } from "../util/faults.ts";
 import { imageIdentity } from "./image_identity.ts";
 import { ClaimTimeout } from "../store/claim.ts";
@@ -71,6 +71,8 @@ export interface CheckpointOptions {
   readonly lockWaitMs?: number;
   /** Largest checkpoint allowed (memory + writable layer), bytes. */
   readonly maxBytes?: number;
+  /** Longest the container may stay paused (`pause_guard.ts`); a deadline shortens it. */
+  readonly maxPauseMs?: number;
 }
 
 /** The rootfs path of a bundle (config.json `root.path`, relative to the bundle). */
@@ -162,7 +164,13 @@ export async function checkpointContainer(
   }
   using _claim = claim;
 
-  const guard = new PauseGuard(options.stateDir, record.namespace, target, options.leaveRunning ?? false);
+  // The dump is bounded by the deadline; what follows it (hash, fsync, commit) gets a margin.
+  const beforeDeadline = remaining();
+  const budget = Math.min(
+    options.maxPauseMs ?? DEFAULT_PAUSE_BUDGET_MS,
+    beforeDeadline === undefined ? Infinity : beforeDeadline + 30_000,
+  );
+  const guard = new PauseGuard(options.stateDir, record.namespace, target, options.leaveRunning ?? false, budget);
   try {
     await guard.pause();
   } catch (error) {

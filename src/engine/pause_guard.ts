@@ -11,12 +11,22 @@
  * every `arch` command, `finalize` and `doctor`) finishes the job of a dead owner.
  * SIGTERM, SIGINT and SIGHUP are handled in-process: the guards this process holds are
  * released before it exits.
+ *
+ * An owner that is alive but stuck (a shared file system that stopped answering blocks its
+ * writes, as a hard NFS mount does) must not keep the container frozen either: each pause
+ * has a budget, written into the marker as its deadline, and a watchdog (a detached shell
+ * started with the pause, gone within a second of the release) runs `arch recover` once the
+ * budget is spent and as long as the marker stays. Past its deadline, an owner is killed
+ * (SIGKILL) like a dead one, together with the helpers it started (tar) but not CRIU, which
+ * may have its parasite code inside the container's processes: a dump stuck in CRIU keeps
+ * them stopped until the file system answers again, and the marker until CRIU is gone.
  */
 
 import { isSafeSegment } from "../util/paths.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
 import { runc, runcArgv, runcState, type RuncTarget } from "./runc.ts";
 import { targetOf } from "../runc/command.ts";
+import { runCommand } from "../process/exec.ts";
 
 /**
  * `paused`: nothing committed, resume. `committing`: the commit of `checkpoint` is under
@@ -40,6 +50,8 @@ export interface PauseMarker {
   readonly workDir?: string | undefined;
   readonly keepRunning: boolean;
   readonly since: string;
+  /** Epoch ms by which the owner must have released the container (its pause budget), else it is killed. */
+  readonly deadline?: number;
 }
 
 /** Whether `checkpoint` (a `<key>/ckpt-*` directory) is its key's current checkpoint. */
@@ -57,6 +69,29 @@ export function releaseAction(marker: Pick<PauseMarker, "phase" | "checkpoint" |
   if (marker.keepRunning || marker.phase === "paused") return "resume";
   if (marker.phase === "committed") return "stop";
   return marker.checkpoint !== undefined && isCurrent(marker.checkpoint) ? "stop" : "resume";
+}
+
+/** Pause budget when the caller gives none (host config `maxPauseSeconds`). */
+export const DEFAULT_PAUSE_BUDGET_MS = 300_000;
+
+/**
+ * The watchdog of one pause: a detached shell (own session, stdio on /dev/null) that checks
+ * every second whether the marker is still there, exits as soon as it is not, and once the
+ * budget is spent runs `arch recover` every 5 s while it stays. Costs one fork per second of
+ * pause; never fails the pause (without it, the next `arch` command still recovers).
+ */
+const WATCHDOG = 'n=0; while [ -e "$2" ]; do n=$((n + 1)); ' +
+  'if [ "$n" -gt "$1" ]; then "$0" recover >/dev/null 2>&1; sleep 4; fi; sleep 1; done';
+
+async function startWatchdog(marker: string, budgetMs: number): Promise<void> {
+  const arch = Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+  await runCommand({
+    cmd: "setsid",
+    args: ["-f", "sh", "-c", WATCHDOG, arch, String(Math.ceil(budgetMs / 1000)), marker],
+    stdio: "null",
+    cwd: "/",
+    timeoutMs: 5_000,
+  }).catch(() => {});
 }
 
 /** Bound for each runc call of a release (pause/resume/kill/state on a healthy node take ms). */
@@ -93,11 +128,30 @@ export function processesUsing(dir: string): number[] {
   return out;
 }
 
-/** Waits until no process uses `dir` (or `timeoutMs` passes). Returns whether none does. */
+/** CRIU and the runc that drives it: what may still put the container back into the frozen state. */
+const isRefreezer = (pid: number) => {
+  try {
+    return ["criu", "runc"].includes(Deno.readTextFileSync(`/proc/${pid}/comm`).trim());
+  } catch {
+    return false;
+  }
+};
+
+function kill(pid: number): void {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch { /* gone */ }
+}
+
+/**
+ * Waits until no CRIU or runc works in `dir` (or `timeoutMs` passes). Returns whether none
+ * does. Other helpers (tar) never touch the freezer: a release need not wait for them (one
+ * stuck on a file system that stopped answering may never end).
+ */
 async function helpersGone(dir: string | undefined, timeoutMs = HELPER_WAIT_MS): Promise<boolean> {
   if (dir === undefined) return true;
   const deadline = Date.now() + timeoutMs;
-  while (processesUsing(dir).length > 0) {
+  while (processesUsing(dir).some(isRefreezer)) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -159,19 +213,28 @@ export class PauseGuard {
   #workDir: string | undefined;
   #held = false;
 
+  #deadline: number | undefined;
+
+  /**
+   * `budgetMs`: how long the container may stay paused before a watchdog kills this process
+   * and releases it (see the module doc).
+   */
   constructor(
     readonly stateDir: string,
     readonly namespace: string,
     readonly target: RuncTarget,
     readonly keepRunning = false,
+    readonly budgetMs = DEFAULT_PAUSE_BUDGET_MS,
   ) {}
 
   /** Writes the marker, then pauses. On failure the marker goes and the error is thrown. */
   async pause(): Promise<void> {
     if (stopping) throw new Error("arch is stopping (signal): no new pause");
+    this.#deadline = Date.now() + this.budgetMs;
     this.#write();
     this.#held = true;
     active.add(this);
+    await startWatchdog(markerPath(this.stateDir, this.namespace, this.target.id), this.budgetMs);
     const r = await runc(this.target, runcArgv.pause(this.target), { timeoutMs: RUNC_CALL_MS });
     if (r.code !== 0) {
       const why = await release(this.target, "resume"); // a pause that timed out may have half-happened
@@ -231,6 +294,7 @@ export class PauseGuard {
       ...(this.#workDir !== undefined ? { workDir: this.#workDir } : {}),
       keepRunning: this.keepRunning,
       since: new Date().toISOString(),
+      ...(this.#deadline !== undefined ? { deadline: this.#deadline } : {}),
     });
   }
 
@@ -270,7 +334,16 @@ export function listMarkers(stateDir: string): PauseMarker[] {
 export async function recoverPaused(stateDir: string, runcPath: string): Promise<string[]> {
   const lines: string[] = [];
   for (const marker of listMarkers(stateDir)) {
-    if (isAlive(marker.owner)) continue;
+    if (isAlive(marker.owner)) {
+      if (marker.deadline === undefined || Date.now() < marker.deadline) continue;
+      // Alive but past its pause budget: stuck (a file system that stopped answering).
+      kill(marker.owner.pid);
+      // its other helpers (tar) too; never CRIU (see the module doc)
+      if (marker.workDir !== undefined) processesUsing(marker.workDir).filter((p) => !isRefreezer(p)).forEach(kill);
+      lines.push(
+        `${marker.namespace}/${marker.id}: process ${marker.owner.pid} kept it paused past its budget, killed`,
+      );
+    }
     const target = targetOf(runcPath, marker);
     const status = await runcState(target, RUNC_CALL_MS);
     if (status === "gone") {

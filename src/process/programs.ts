@@ -23,6 +23,8 @@ export const PROGRAMS: readonly Program[] = [
   { name: "tar", by: "arch" },
   { name: "sh", by: "arch" },
   { name: "setsid", by: "arch" },
+  // the pause watchdog's shell (engine/pause_guard.ts)
+  { name: "sleep", by: "arch" },
   // ARCH's CRIU action script (engine/criu_config.ts), run by CRIU after a restore
   { name: "nsenter", by: "arch" },
   // CRIU, when it dumps and restores a network namespace and locks the network; ARCH's action script

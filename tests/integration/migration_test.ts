@@ -47,7 +47,8 @@ Deno.test({
     workloadSource: `${ROOT}/tests/fixtures/workload.c`,
     imageCache: `${ROOT}/.cache/image`,
     keep: Deno.env.get("ARCH_KEEP_STACK") === "1",
-    archConfigExtra: { onConsumedCheckpoint: "refuse" },
+    // a short pause budget, for the test of a file system that stops answering mid-checkpoint
+    archConfigExtra: { onConsumedCheckpoint: "refuse", maxPauseSeconds: 15 },
   });
   const { a, b, shared } = nodes;
   /** The host's view of the shared file system (the server's directory). */
@@ -163,6 +164,58 @@ Deno.test({
       assertEquals(Deno.readLinkSync(`${keyDir}/current`), before, "the previous checkpoint stays current");
       await a.remountSharedFs();
       ok(await a.sharedFsAnswers(), "the shared FS is back");
+      await a.docker(["rm", "-f", name]);
+    },
+  );
+
+  await t.step(
+    "the shared FS stops answering mid-checkpoint: the container is released within its pause budget",
+    async () => {
+      const key = uniqueName("hung");
+      const name = uniqueName("hung-a");
+      // Progress only on stdout (a job writing to the dead file system would stop by itself), and
+      // 200 MiB in its writable layer: the link is cut while tar writes them to the shared FS.
+      const job = "dd if=/dev/zero of=/layer.bin bs=1M count=200 2>/dev/null && exec workload --interval-ms 50";
+      await a.docker(archDockerRun(name, key, sharedEnv(shared), ["sh", "-c", job]));
+      await atTick(a, name, 3);
+      const id = (await a.docker(["inspect", "-f", "{{.Id}}", name])).stdout.trim();
+      const keyDir = onServer(`${shared}/checkpoint/moby/${key}`);
+      const checkpointing = arch(a, ["checkpoint", id]);
+      await eventually(
+        "the layer archive being written into the shared FS",
+        () => {
+          try {
+            const tmp = [...Deno.readDirSync(keyDir)].find((e) => e.name.startsWith(".tmp-"));
+            return tmp !== undefined && Deno.statSync(`${keyDir}/${tmp.name}/rootfs.tar`).size > 0 ? true : undefined;
+          } catch {
+            return undefined;
+          }
+        },
+        60_000,
+      );
+      await a.setLink(false); // every access to the shared FS on node A blocks from now on, as on a hard NFS mount
+      const cut = Date.now();
+      try {
+        const frozenAt = (await progress(a, name)).lastTick;
+        await atTick(a, name, frozenAt + 20); // ticking again: released although the checkpoint is stuck
+        const released = Date.now() - cut;
+        const stuck = await checkpointing;
+        ok(stuck.code !== 0, "the stuck checkpoint was killed");
+        console.log(
+          JSON.stringify({ pauseBudgetSeconds: 15, releasedAfterMs: released, checkpoint: stuck.signal ?? stuck.code }),
+        );
+        ok(released < 60_000, `released after ${released} ms`);
+      } finally {
+        await a.setLink(true);
+      }
+      // TCP's retransmission backoff: the file system answers again within seconds of the link
+      await eventually("the shared FS answering again", async () => (await a.sharedFsAnswers()) || undefined, 90_000);
+      ok(!(await Deno.lstat(`${keyDir}/current`).then(() => true, () => false)), "nothing committed");
+      // the container stays released once the file system answers again
+      const after = (await progress(a, name)).lastTick;
+      await atTick(a, name, after + 20);
+      const ls = await arch(a, ["recover"]);
+      assertEquals(ls.code, 0);
       await a.docker(["rm", "-f", name]);
     },
   );
