@@ -90,6 +90,11 @@ async function runAll(
   return failed === 0 ? 0 : 1;
 }
 
+/**
+ * `arch checkpoint`: checkpoints the named containers and stops them (unless `leaveRunning`), one line each;
+ * returns 1 if any failed. Throws {@link UsageError} for a name that matches no or several containers.
+ * Requires root, runc and CRIU.
+ */
 export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }): Promise<number> {
   const host = loadHostConfig();
   const registry = new Registry(host.stateDir);
@@ -97,6 +102,10 @@ export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }
   return await runAll(records, host, registry, host.finalizeConcurrency, undefined, opts.leaveRunning ?? false);
 }
 
+/**
+ * `arch finalize`: drains the node, then checkpoints and stops every running ARCH container within the deadline;
+ * returns 1 if any failed. With `undo`, only lifts the drain. Requires root, runc and CRIU.
+ */
 export async function finalize(opts: { concurrency?: string; deadline?: string; undo?: boolean }): Promise<number> {
   const host = loadHostConfig();
   if (opts.undo) {

@@ -14,6 +14,7 @@ interface Check {
   readonly run: () => Promise<string>;
 }
 
+/** `arch doctor`: prints `ok` or `FAIL` for each check; returns 1 if any failed, else 0. `criu check` needs root. */
 export async function doctor(): Promise<number> {
   let runc = "runc";
   const checks: Check[] = [

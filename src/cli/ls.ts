@@ -4,6 +4,7 @@ import { loadHostConfig } from "../config/host_schema.ts";
 import { Registry } from "../registry/registry.ts";
 import { printTable } from "./output.ts";
 
+/** `arch ls`: prints the node's container records as a table, or as JSON with `json`; returns 0. Requires root. */
 export function ls(opts: { json?: boolean }): number {
   const config = loadHostConfig();
   const records = new Registry(config.stateDir).list();

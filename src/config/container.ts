@@ -53,6 +53,7 @@ export function isArchEnabled(env: ReadonlyMap<string, string>): boolean {
 /** Where a key came from, for logs and `arch inspect`. */
 export type KeySource = "ARCH_CHECKPOINT_ID" | "AWS_BATCH_JOB_ID" | "kubernetes" | "container-id";
 
+/** The result of {@link resolveKey}: the key and where it came from, or the sentence that refuses it. */
 export type KeyResult = { ok: true; key: string; source: KeySource } | { ok: false; error: string };
 
 const K8S_ANNOTATIONS = [

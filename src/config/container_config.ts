@@ -25,6 +25,7 @@ import { rootProblem } from "../store/safe_dir.ts";
 import { containerPathProblem } from "../workdir/container_path.ts";
 import { notMounted } from "../workdir/workdir.ts";
 
+/** A validated ARCH container's checkpoint root, key scope and key, and its shared-FS mode if it asked for one. */
 export interface ContainerConfig {
   readonly checkpointRoot: string;
   readonly scope: string;
@@ -46,6 +47,7 @@ export interface SharedFsConfig {
   readonly containerPath: string;
 }
 
+/** The result of {@link containerConfig}: the configuration, or the one sentence that refuses the container. */
 export type ContainerConfigResult = { ok: true; config: ContainerConfig } | { ok: false; error: string };
 
 const within = (path: string, root: string) => path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);

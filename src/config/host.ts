@@ -30,7 +30,9 @@ export interface HostBasics {
   readonly problems: readonly string[];
 }
 
+/** Default `stateDir`: ARCH's runtime state (registry, markers), on tmpfs so that it ends with the boot. */
 export const DEFAULT_STATE_DIR = "/run/arch";
+/** Default `logFile`: ARCH's JSON-lines log (CRIU's logs are kept beside it, in `criu/`). */
 export const DEFAULT_LOG_FILE = "/var/log/arch/arch.log";
 
 /** Why `info` (an lstat result) is not a safe root-owned file, or `undefined` if it is. */

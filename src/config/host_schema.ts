@@ -12,6 +12,7 @@ const absolute = z.string().refine((p) => p.startsWith("/") && !p.split("/").inc
   message: "must be an absolute path without '..'",
 });
 
+/** The zod schema of the host configuration file: its fields, their defaults and limits; unknown fields are refused. */
 export const HostConfigSchema = z.object({
   /** Absolute path of the real runc. */
   runc: absolute.optional(),
@@ -70,6 +71,7 @@ export const HostConfigSchema = z.object({
   finalizeDeadlineSeconds: z.number().positive().default(100),
 }).strict();
 
+/** The validated host configuration, with the file it was read from and the runc binary in use. */
 export type HostConfig = z.infer<typeof HostConfigSchema> & { readonly configPath: string; readonly runcPath: string };
 
 /** The configuration file the CLI uses: `ARCH_CONFIG` or the default. */

@@ -43,12 +43,14 @@ import { faultPoint } from "../util/faults.ts";
 import { imageIdentity } from "./image_identity.ts";
 import { ClaimTimeout } from "../store/claim.ts";
 
+/** A failed checkpoint: the step that failed (code `checkpoint-<step>`) and, for a failed dump, CRIU's kept log. */
 export class CheckpointError extends ArchError {
   constructor(message: string, readonly step: string, readonly criuLog?: string) {
     super(message, `checkpoint-${step}`, 1);
   }
 }
 
+/** A committed checkpoint: container id, key, directory, size in bytes, and each step's duration (ms). */
 export interface CheckpointResult {
   readonly id: string;
   readonly key: string;
@@ -98,6 +100,10 @@ function treeBytes(dir: string): number {
 
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
 
+/**
+ * Checkpoints the container of `record` and commits it as its key's current checkpoint, then stops it (resumes
+ * it with `leaveRunning`); see the module doc. Requires root, runc and CRIU.
+ */
 export async function checkpointContainer(
   record: ContainerRecord,
   runcPath: string,

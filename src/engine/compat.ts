@@ -5,6 +5,7 @@
  *   then fails to dump ANY TCP or UDP socket ("Can't get 1:16 opt", CRIU issues #2705/#2718).
  */
 
+/** A `[major, minor]` version. */
 export type Version = readonly [number, number];
 
 /** Parses the `major.minor` of a version string ("6.18.44-fc", "Version: 4.2.1"). */

@@ -38,6 +38,10 @@ function archHook(configPath: string): { path: string; env: string[] } {
   return { path, env: [`ARCH_CONFIG=${configPath}`, `PATH=${SEARCH_PATH}`] };
 }
 
+/**
+ * The wrapper's `runc create` of an ARCH container (see the module doc): an exit status if it refused (1) or
+ * restored (0) the container, `undefined` to let runc create it. Requires root; a restore also runc and CRIU.
+ */
 export async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
   let host;
   try {

@@ -21,6 +21,7 @@
 
 import type { BundleSpec } from "../config/container.ts";
 
+/** The annotation that names a container's CRIU configuration file to runc; ARCH sets it on every ARCH container. */
 export const CRIU_CONFIG_ANNOTATION = "org.criu.config";
 
 /** The configuration file's text: `tcp-close`, and the action script below. */
@@ -60,6 +61,7 @@ exit 0
  * `noexec`, and CRIU aborts a dump or restore whose action script cannot be executed.
  */
 export const criuConfigPath = (dir: string) => `${dir}/criu.conf`;
+/** Path of the action script in `dir` (written 0700 by {@link ensureCriuConfig}). */
 export const criuActionPath = (dir: string) => `${dir}/criu-action.sh`;
 
 function writeIfDifferent(path: string, text: string, mode: number): void {

@@ -6,6 +6,7 @@
 
 const marker = (stateDir: string) => `${stateDir}/draining`;
 
+/** Whether the node drains (its drain marker exists). */
 export function isDraining(stateDir: string): boolean {
   try {
     Deno.statSync(marker(stateDir));
@@ -15,11 +16,13 @@ export function isDraining(stateDir: string): boolean {
   }
 }
 
+/** Sets the node's drain marker (0600; the state directory is created 0700 if missing). */
 export function setDraining(stateDir: string): void {
   Deno.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   Deno.writeTextFileSync(marker(stateDir), new Date().toISOString() + "\n", { mode: 0o600 });
 }
 
+/** Lifts the node's drain marker; absent is fine. */
 export function clearDraining(stateDir: string): void {
   try {
     Deno.removeSync(marker(stateDir));

@@ -34,6 +34,7 @@ export const HANDOFF_TIMEOUT_MS = 2_000;
 const SUPERVISOR = 'n=0; until "$0" exit-watcher "$1"; do case $? in 126 | 127) exit 1 ;; esac; ' +
   'n=$((n + 1)); [ "$n" -ge 10 ] && exit 1; sleep 1; done';
 
+/** Options of a hand-off: ARCH's executable (to start the watcher) and the bound of the whole hand-off. */
 export interface HandOffOptions {
   /** ARCH's executable (`dist/arch`); default the launcher's, else this executable. */
   readonly arch?: string;

@@ -25,6 +25,7 @@ const FD_MAX = 1 << 30;
 /** `createdAt` is an ISO time written by the wrapper; accept that alphabet only. */
 const CREATED_AT = /^[0-9A-Za-z:.+-]{1,64}$/;
 
+/** The exit watcher's directory and its files: socket, lock and state file (see the module doc). */
 export interface WatcherPaths {
   readonly dir: string;
   readonly socket: string;
@@ -67,6 +68,7 @@ export interface WatchedEntry extends WatchTarget {
   readonly startTime: number | null;
 }
 
+/** A validated value, or why the input was refused. */
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: string };
 
 const isPid = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= PID_MAX;

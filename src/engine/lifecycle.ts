@@ -23,6 +23,10 @@ import { KeyGone } from "../store/claim.ts";
 import { watchExit } from "./watch_exit.ts";
 import { awaitExit, keepReason } from "./retention.ts";
 
+/**
+ * Handles runc `create`, `start` and `delete` of an ARCH container (see the module doc): an exit status, or
+ * `undefined` to let the wrapper hand the call to runc unchanged.
+ */
 export async function handle(ctx: WrapperContext): Promise<number | undefined> {
   switch (ctx.call.command) {
     case "create": {

@@ -35,6 +35,7 @@ import { runCommand } from "../process/exec.ts";
  */
 export type PausePhase = "paused" | "committing" | "committed";
 
+/** The marker of one paused container (`<stateDir>/paused/<namespace>/<id>.json`): its owner, phase and deadline. */
 export interface PauseMarker {
   readonly namespace: string;
   readonly id: string;

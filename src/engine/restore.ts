@@ -24,6 +24,10 @@ import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
 import { faultPoint } from "../util/faults.ts";
 
+/**
+ * How a restore ended: `restored` (the container runs), `foreign` (another scope's, key's or image's checkpoint,
+ * left as it is), `refused` (this node cannot restore it) or `failed` (quarantined; `applied`: rootfs changed).
+ */
 export type RestoreOutcome =
   | { kind: "restored"; from: string; timings: Record<string, number> }
   | { kind: "foreign"; reason: string }
@@ -31,6 +35,7 @@ export type RestoreOutcome =
   | { kind: "refused"; reason: string }
   | { kind: "failed"; reason: string; quarantined: string | undefined; applied: boolean };
 
+/** What {@link restoreContainer} needs from the node and the new container; without `criuLogs` no log is kept. */
 export interface RestoreOptions {
   readonly stateDir: string;
   readonly secret: Uint8Array;

@@ -3,6 +3,7 @@
 import { runCommand } from "../process/exec.ts";
 import { ARCH_VERSION } from "../version.ts";
 
+/** The CPU architecture, kernel, and ARCH, runc and CRIU versions of a node (recorded in a checkpoint's manifest). */
 export interface ToolVersions {
   readonly arch: { readonly version: string };
   readonly runc: { readonly version: string };
@@ -11,6 +12,7 @@ export interface ToolVersions {
   readonly cpuArch: string;
 }
 
+/** This node's {@link ToolVersions}; a version it cannot read is `unknown`. Requires runc and CRIU. */
 export async function toolVersions(runcPath: string): Promise<ToolVersions> {
   const [runc, criu] = await Promise.all([
     runCommand({ cmd: runcPath, args: ["--version"] }),

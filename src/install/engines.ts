@@ -13,6 +13,10 @@ import { mustRun } from "../process/exec.ts";
 /** What `engines.json` holds: package name to version. */
 export type EngineVersions = Record<string, string>;
 
+/**
+ * Downloads `packages` from Debian suite `suite` (`apt-get download`) and unpacks them into `dir`, replacing what
+ * was there. Requires root, apt and network access.
+ */
 export async function unpackEngines(dir: string, packages: readonly string[], suite: string): Promise<void> {
   const parent = dir.slice(0, dir.lastIndexOf("/"));
   Deno.mkdirSync(parent, { recursive: true, mode: 0o755 });

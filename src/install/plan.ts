@@ -52,9 +52,13 @@ export const TEST_ENGINE_PACKAGES = ["runc", "containerd", "docker.io", "docker-
 /** Where the test engines live (a cache shared by every clone on the machine). */
 export const TEST_ENGINES_DIR = "/var/cache/arch-test/engines/sid";
 
+/** The apt source of Debian trixie that the installer writes. */
 export const TRIXIE_SOURCE_PATH = "/etc/apt/sources.list.d/arch-trixie.sources";
+/** The apt preferences file that pins trixie. */
 export const TRIXIE_PIN_PATH = "/etc/apt/preferences.d/arch-trixie";
+/** The apt source of Debian sid that the installer writes (CRIU for Linux >= 6.16, the test engines). */
 export const SID_SOURCE_PATH = "/etc/apt/sources.list.d/arch-sid.sources";
+/** The apt preferences file that pins sid. */
 export const SID_PIN_PATH = "/etc/apt/preferences.d/arch-sid";
 
 const source = (suite: string, why: string) =>
@@ -66,13 +70,17 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
 
+/** Content of {@link TRIXIE_SOURCE_PATH}: trixie's `main` from deb.debian.org, signed by Debian's archive key. */
 export const TRIXIE_SOURCE = source("trixie", "CRIU >= 4 and a matching runc/containerd/Docker");
+/** Content of {@link TRIXIE_PIN_PATH}: trixie at priority 100, so a package comes from it only when asked for. */
 export const TRIXIE_PIN = `# Added by ARCH's install.ts: trixie only when asked for (apt-get -t trixie).
 Package: *
 Pin: release n=trixie
 Pin-Priority: 100
 `;
+/** Content of {@link SID_SOURCE_PATH}: sid's `main` from deb.debian.org, signed by Debian's archive key. */
 export const SID_SOURCE = source("sid", "CRIU >= 4.2 for Linux >= 6.16, and nothing else");
+/** Content of {@link SID_PIN_PATH}: CRIU and its three libraries at priority 500, every other sid package at -1. */
 export const SID_PIN = `# Added by ARCH's install.ts: only CRIU and its libraries may come from sid.
 Package: criu libcompel1 libnet9 libnl-3-200
 Pin: release n=sid
@@ -97,6 +105,7 @@ export interface ObservedState {
   readonly testEngines?: { readonly wanted: boolean; readonly present: boolean };
 }
 
+/** One step of an install plan ({@link describeStep} says it in one line). */
 export type Step =
   | { readonly kind: "write-file"; readonly path: string; readonly content: string }
   | { readonly kind: "apt-update" }

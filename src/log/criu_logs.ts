@@ -17,10 +17,14 @@
 
 import { isSafeSegment } from "../util/paths.ts";
 
+/** Most bytes of a CRIU log kept per file: its tail, where CRIU writes the error. */
 export const MAX_LOG_BYTES = 1 << 20;
+/** Failure logs kept per key; older ones are removed. */
 export const MAX_FAILED_PER_KEY = 5;
+/** Key directories kept in all; the least recently written are removed first. */
 export const MAX_KEYS = 256;
 
+/** The CRIU operation a log comes from; it names the kept file (`last-dump.log`, `<stamp>-restore-failed.log`). */
 export type CriuAction = "dump" | "restore";
 
 /** `<log dir>/criu` for ARCH's log file `logFile`. */

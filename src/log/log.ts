@@ -5,6 +5,7 @@
  * written must not break a container.
  */
 
+/** Severity of a log record, written as its `level` field. */
 export type Level = "debug" | "info" | "warn" | "error";
 
 const encoder = new TextEncoder();

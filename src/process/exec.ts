@@ -6,6 +6,7 @@
  * failure carries the argv, exit status and captured stderr.
  */
 
+/** A command to run: the program, its argv (never through a shell) and how to run it. */
 export interface CommandSpec {
   readonly cmd: string;
   readonly args: readonly string[];
@@ -18,6 +19,7 @@ export interface CommandSpec {
   readonly timeoutMs?: number;
 }
 
+/** How a command ended; `stdout` and `stderr` are empty unless the output was `piped` (the default). */
 export interface CommandResult {
   readonly code: number;
   readonly signal: Deno.Signal | null;
@@ -34,6 +36,7 @@ export class CommandError extends Error {
   }
 }
 
+/** Runs a command to completion: {@link runCommand}, or a recorder in tests. */
 export type Runner = (spec: CommandSpec) => Promise<CommandResult>;
 
 const decoder = new TextDecoder();

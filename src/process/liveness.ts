@@ -4,6 +4,7 @@
  * this way are never mistaken for a live owner once that process died and the pid came back.
  */
 
+/** A process named by its pid and start time, so that a reused pid is not taken for it. */
 export interface ProcessIdentity {
   readonly pid: number;
   /** Start time in clock ticks since boot; `undefined` if it could not be read. */

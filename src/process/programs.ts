@@ -9,6 +9,7 @@
 /** The PATH ARCH's own children and the embedded engines get (no /usr/local: nothing unpackaged). */
 export const SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
 
+/** One external program: how it is spawned and who runs it. */
 export interface Program {
   /** Name as spawned (looked up on {@link SEARCH_PATH}), or an absolute path. */
   readonly name: string;
@@ -16,6 +17,7 @@ export interface Program {
   readonly by: "arch" | "criu" | "engine" | "install" | "tests";
 }
 
+/** Every external program (see the module doc); one spawned without an entry here fails the unit tests. */
 export const PROGRAMS: readonly Program[] = [
   // ARCH itself
   { name: "/usr/sbin/runc", by: "arch" },

@@ -26,6 +26,7 @@ export interface ContainerRecord {
   readonly [extra: string]: unknown;
 }
 
+/** The node's container records, under `<stateDir>/registry` (see the module doc). */
 export class Registry {
   constructor(readonly stateDir: string) {}
 

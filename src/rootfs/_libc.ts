@@ -14,6 +14,7 @@ export class SyscallError extends Error {
   }
 }
 
+/** What {@link statvfs} reports of a file system: space and inodes left for unprivileged writers, block size. */
 export interface FsSpace {
   /** Bytes an unprivileged writer may still use (`f_bavail * f_frsize`). */
   readonly availableBytes: number;

@@ -15,6 +15,7 @@
 /** What a member is. */
 export type MemberKind = "file" | "hardlink" | "symlink" | "chardev" | "blockdev" | "directory" | "fifo";
 
+/** One member of a tar archive as its headers describe it (its data is not read). */
 export interface TarMember {
   /** The name GNU tar extracts the member under (directories may end with `/`). */
   readonly name: string;

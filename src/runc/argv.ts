@@ -23,6 +23,7 @@ export interface RuncCall {
   readonly args: readonly string[];
 }
 
+/** The result of {@link parseRuncArgv}: the call, or why the argv could not be parsed. */
 export type ParseResult = { ok: true; call: RuncCall } | { ok: false; reason: string };
 
 const HELP_FLAG: FlagSpec = { name: "help", kind: "bool", aliases: ["h"] };

@@ -15,6 +15,7 @@
 
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
 
+/** A claim's holder as `owner.json` records it: host, pid + start time, operation, a random nonce, time taken. */
 export interface ClaimOwner extends ProcessIdentity {
   readonly host: string;
   readonly op: string;
@@ -22,17 +23,20 @@ export interface ClaimOwner extends ProcessIdentity {
   readonly at: string;
 }
 
+/** A held claim; releasing it (or leaving its `using` scope) removes it unless it was broken meanwhile. */
 export interface Claim extends Disposable {
   readonly owner: ClaimOwner;
   /** Releases the claim (if still ours). */
   release(): void;
 }
 
+/** A claim not obtained within `waitMs`; the message names the holder. */
 export class ClaimTimeout extends Error {}
 
 /** Outcome of a claim attempt on a key directory that vanished (the key was deleted). */
 export class KeyGone extends Error {}
 
+/** How long {@link claimKey} waits, when an untouched claim is stale, and how often its holder touches it. */
 export interface ClaimOptions {
   /** How long to wait for a holder to finish. */
   readonly waitMs: number;

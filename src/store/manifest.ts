@@ -14,6 +14,7 @@ import { z } from "zod";
 import { createHash } from "node:crypto";
 import { sign, verifySignature } from "./secret.ts";
 
+/** The manifest format this ARCH writes, and the only one it accepts. */
 export const MANIFEST_VERSION = 2;
 
 /** The archive of the writable layer: the only name a manifest may give it. */
@@ -25,6 +26,7 @@ export const UNLISTED = new Set(["manifest.json", "manifest.hmac", "consumed"]);
 /** A relative path of plain elements: no `/` at either end, no `.`/`..`, no odd characters. */
 const RELATIVE = /^(?!.*(^|\/)\.{1,2}(\/|$))[A-Za-z0-9_.+-]+(\/[A-Za-z0-9_.+-]+)*$/;
 
+/** The zod schema of `manifest.json`; each listed file's path must be a plain relative path (no `..`). */
 export const ManifestSchema = z.object({
   version: z.literal(MANIFEST_VERSION),
   containerId: z.string(),
@@ -47,6 +49,7 @@ export const ManifestSchema = z.object({
   ),
 });
 
+/** A checkpoint's manifest, as {@link ManifestSchema} validates it. */
 export type Manifest = z.infer<typeof ManifestSchema>;
 
 /** Lists every regular file under `dir` (relative paths), skipping `skip`. */

@@ -33,6 +33,10 @@ export function rootProblem(root: string): string | undefined {
   return unsafeDir(root, info);
 }
 
+/**
+ * A checkpoint root, or a path beneath it, that ARCH refuses: a symlink, not a directory, a directory others can
+ * change, or an unsafe path element.
+ */
 export class UnsafePathError extends Error {}
 
 /**

@@ -12,6 +12,7 @@
 
 import { createHmac, timingSafeEqual } from "node:crypto";
 
+/** Shortest secret file accepted, in bytes; a secret ARCH creates holds this many random bytes, as hex. */
 export const MIN_SECRET_BYTES = 32;
 
 /** Reads the secret; creates it when missing and `create`. Throws one sentence on an unsafe file. */

@@ -24,6 +24,7 @@ import { fsyncPath } from "../util/fsync.ts";
 import { beneath } from "./safe_dir.ts";
 import { type Claim, claimKey, type ClaimOptions } from "./claim.ts";
 
+/** The checkpoints of one key, `<root>/<scope>/<key>` (see the module doc); throws on an unsafe scope or key. */
 export class KeyStore {
   readonly dir: string;
 

@@ -4,6 +4,7 @@
  * lower case start, values quoted, no trailing period.
  */
 
+/** Base of ARCH's errors: a one-sentence message, a stable `code` and an exit status (default 1). */
 export class ArchError extends Error {
   constructor(message: string, readonly code: string, readonly exitCode = 1, options?: { cause?: unknown }) {
     super(message, options);

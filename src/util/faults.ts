@@ -10,6 +10,7 @@
  * does not exist.
  */
 
+/** Every phase at which a test can inject a fault, in the order a checkpoint, then a restore, reaches them. */
 export const FAULT_POINTS = [
   "checkpoint-after-pause",
   "checkpoint-during-capture",
@@ -24,6 +25,7 @@ export const FAULT_POINTS = [
   "restore-after-restored",
 ] as const;
 
+/** One of {@link FAULT_POINTS}. */
 export type FaultPoint = typeof FAULT_POINTS[number];
 
 /** The file a test writes; exported for the tests. */

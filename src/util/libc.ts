@@ -32,6 +32,7 @@ const symbols = {
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const;
 
+/** The libc functions declared here, as `Deno.dlopen` binds them (see {@link libc}). */
 export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
 let opened: Libc | undefined;

@@ -16,6 +16,7 @@ export const NAMESPACE_ANNOTATION = "org.arch.namespace";
 
 /** The hook stages ARCH uses. */
 export const HOOK_STAGES = ["createRuntime", "poststop"] as const;
+/** One of {@link HOOK_STAGES}. */
 export type HookStage = typeof HOOK_STAGES[number];
 
 interface Mount {
