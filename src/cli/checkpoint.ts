@@ -36,7 +36,8 @@ function summary(record: ContainerRecord, outcome: CheckpointResult | Error): st
 function select(registry: Registry, wanted: readonly string[]): ContainerRecord[] {
   const all = registry.list();
   return wanted.map((w) => {
-    const matches = all.filter((r) => r.id === w || `${r.namespace}/${r.id}` === w || r.id.startsWith(w));
+    const exact = all.filter((r) => r.id === w || `${r.namespace}/${r.id}` === w);
+    const matches = exact.length > 0 ? exact : all.filter((r) => r.id.startsWith(w));
     if (matches.length !== 1) {
       throw new UsageError(
         matches.length === 0

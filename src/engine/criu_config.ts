@@ -74,7 +74,7 @@ function writeIfDifferent(path: string, text: string, mode: number): void {
   Deno.renameSync(tmp, path);
 }
 
-/** Writes the CRIU configuration and action script into `dir` unless they are there. Returns the configuration's path. */
+/** Writes the CRIU configuration and action script into `dir` unless they are there with this content. Returns the configuration's path. */
 export function ensureCriuConfig(dir: string): string {
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
   Deno.chmodSync(dir, 0o700);
@@ -91,8 +91,8 @@ export function ensureCriuConfig(dir: string): string {
  * @example
  * ```ts
  * import { withCriuConfig } from "./criu_config.ts";
- * const spec = withCriuConfig({ annotations: { "org.criu.config": "/tenant/evil.conf" } }, "/run/arch/criu.conf");
- * if (spec?.annotations?.["org.criu.config"] !== "/run/arch/criu.conf") throw new Error();
+ * const spec = withCriuConfig({ annotations: { "org.criu.config": "/tenant/evil.conf" } }, "/var/lib/arch/criu/criu.conf");
+ * if (spec?.annotations?.["org.criu.config"] !== "/var/lib/arch/criu/criu.conf") throw new Error();
  * ```
  */
 export function withCriuConfig(spec: BundleSpec, configPath: string): BundleSpec | undefined {

@@ -5,8 +5,9 @@
  * naming itself (pid + start time, see `process/liveness.ts`) and the phase: `paused`
  * (nothing committed: the container must be resumed) or `committed` (its checkpoint is
  * the key's current one: the container must be stopped, never resumed into running past
- * its checkpoint). The marker goes only once the container was verifiably released
- * (`runc state` no longer says `paused`). So whatever ends an ARCH process — an error, a
+ * its checkpoint; `committing` in between: stopped if the commit landed, else resumed).
+ * The marker goes only once the container was verifiably released (`runc state` no longer
+ * says `paused`). So whatever ends an ARCH process — an error, a
  * signal, `kill -9`, a crash — the marker survives it, and {@link recoverPaused} (run by
  * every `arch` command, `finalize` and `doctor`) finishes the job of a dead owner.
  * SIGTERM, SIGINT and SIGHUP are handled in-process: the guards this process holds are
@@ -357,9 +358,9 @@ export async function recoverPaused(stateDir: string, runcPath: string): Promise
     const what = action === "stop" ? "stopped (its checkpoint was committed)" : "resumed";
     if (why === undefined) {
       if (gone) removeMarker(stateDir, marker.namespace, marker.id);
-      lines.push(`${marker.namespace}/${marker.id}: left paused by dead process ${marker.owner.pid}, ${what}`);
+      lines.push(`${marker.namespace}/${marker.id}: left paused by process ${marker.owner.pid}, ${what}`);
     } else {
-      lines.push(`${marker.namespace}/${marker.id}: left paused by dead process ${marker.owner.pid}, ${why}`);
+      lines.push(`${marker.namespace}/${marker.id}: left paused by process ${marker.owner.pid}, ${why}`);
     }
   }
   return lines;

@@ -2,7 +2,7 @@
  * CRIU's logs, kept with ARCH's own logs so that they outlive the container: the engine
  * deletes the bundle directory, and the checkpoint's work directory, with the container.
  *
- *     <log dir>/criu/<namespace>/<key>/
+ *     <log dir>/criu/<scope>/<key>/      (the key scope, e.g. `moby` or `pool1+k8s.io+team-a`)
  *         <stamp>-dump-failed.log    one per failed dump or restore (the newest 5 kept)
  *         <stamp>-restore-failed.log
  *         last-dump.log              the last successful dump and restore
@@ -74,7 +74,7 @@ const mtime = (path: string) => {
 };
 
 /**
- * Keeps CRIU's log `source` of a `action` on `namespace/key`. Returns where it is kept, or
+ * Keeps CRIU's log `source` of a `action` on `scope/key`. Returns where it is kept, or
  * `undefined` if it could not be (no source, unsafe names, I/O error).
  */
 export function keepCriuLog(

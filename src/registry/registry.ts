@@ -73,8 +73,10 @@ export class Registry {
     const out: ContainerRecord[] = [];
     for (const ns of namespaces) {
       for (const name of readDirNames(`${base}/${ns}`, (e) => e.isFile && e.name.endsWith(".json"))) {
-        const record = this.get(ns, name.slice(0, -".json".length));
-        if (record !== undefined) out.push(record);
+        try {
+          const record = this.get(ns, name.slice(0, -".json".length));
+          if (record !== undefined) out.push(record);
+        } catch { /* half-written or damaged: one bad record must not hide the others */ }
       }
     }
     return out.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.id.localeCompare(b.id));
