@@ -25,3 +25,15 @@ Deno.test("Registry refuses ids and namespaces that would escape", () => {
   throws(() => registry.path("..", "x"));
   throws(() => registry.path("moby", "../../etc/passwd"));
 });
+
+Deno.test("Registry.list skips a damaged record instead of failing every command that lists", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const registry = new Registry(dir);
+    registry.put({ namespace: "moby", id: "good", root: "/r/moby", bundle: "/b", key: "k", createdAt: "t" });
+    Deno.writeTextFileSync(`${dir}/registry/moby/torn.json`, '{"namespace": "moby", "id": "to');
+    assertEquals(registry.list().map((r) => r.id), ["good"]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
