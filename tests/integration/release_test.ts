@@ -1,0 +1,143 @@
+/**
+ * The release artifact (`deno task release`) as a node gets it: installed from the one file
+ * on a clean root (no network, no checkout, no Deno or npm cache visible), then used as the
+ * engines' runtime to run, checkpoint and resume a container. Also what a bad download or a
+ * foreign file in the way gets: one sentence, nothing changed.
+ */
+
+import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { release } from "../../scripts/release.ts";
+import { archDockerRun, ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
+import { TEST_IMAGE } from "../stack/stack.ts";
+import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
+import { runCommand } from "../../src/process/exec.ts";
+import { ARCH_VERSION } from "../../src/version.ts";
+
+const assertStringIncludes = (text: string, part: string) => ok(text.includes(part), `"${part}" not in: ${text}`);
+const CLEAN_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * Runs `script` (sh, with positional arguments `args`) in a new mount and network namespace
+ * where the checkout and Deno's caches are hidden under empty tmpfs mounts and the
+ * environment is empty: what a freshly booted node without ARCH's sources has.
+ */
+function onCleanRoot(script: string, args: string[]) {
+  const hidden = [ROOT, `${Deno.env.get("HOME") ?? "/root"}/.cache`].filter((d) => {
+    try {
+      return Deno.statSync(d).isDirectory;
+    } catch {
+      return false;
+    }
+  });
+  const hide = hidden.map((d) => `mount -t tmpfs -o mode=0700 arch-hidden '${d}'`).join(" && ");
+  return runCommand({
+    cmd: "unshare",
+    args: [
+      "--mount",
+      "--net",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      `${hide} && exec env -i ${CLEAN_PATH} sh -c '${script}' sh "$@"`,
+      "sh",
+      ...args,
+    ],
+  });
+}
+
+Deno.test({
+  name: "release artifact: installs on a clean root and runs, checkpoints and resumes a container",
+  ignore: SKIP,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async (t) => {
+  const work = Deno.makeTempDirSync({ prefix: "arch-release-test-" });
+  try {
+    const artifact = await release(`${work}/out`);
+    const prefix = `${work}/root/usr/local`;
+
+    await t.step("the .sha256 file verifies the artifact with sha256sum -c", async () => {
+      const r = await runCommand({ cmd: "sha256sum", args: ["-c", `${artifact}.sha256`], cwd: `${work}/out` });
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+    });
+
+    await t.step("install without network, checkout or Deno cache; the commands run there", async () => {
+      const r = await onCleanRoot(
+        'sh "$1" install --prefix "$2" && "$2/bin/arch" --version && "$2/bin/arch" --help',
+        [artifact, prefix],
+      );
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+      assertStringIncludes(r.stdout, `installed ARCH ${ARCH_VERSION}`);
+      assertStringIncludes(r.stdout, "Usage: arch");
+      for (const cmd of ["arch", "arch-runc"]) {
+        const text = Deno.readTextFileSync(`${prefix}/bin/${cmd}`);
+        ok(!text.includes(ROOT), `${cmd} refers to nothing in the checkout`);
+        const info = Deno.statSync(`${prefix}/bin/${cmd}`);
+        assertEquals([info.uid, info.mode! & 0o777], [0, 0o755]);
+      }
+      const again = await onCleanRoot('sh "$1" install --prefix "$2"', [artifact, prefix]);
+      assertEquals(again.code, 0, again.stderr);
+      assertStringIncludes(again.stdout, "already unpacked");
+    });
+
+    await t.step("a truncated download is refused before anything is written", async () => {
+      const bytes = Deno.readFileSync(artifact);
+      const damaged = `${work}/damaged.run`;
+      Deno.writeFileSync(damaged, bytes.subarray(0, bytes.length - 4096));
+      const other = `${work}/other/usr/local`;
+      const r = await runCommand({ cmd: "sh", args: [damaged, "install", "--prefix", other] });
+      assertEquals(r.code, 1);
+      assertStringIncludes(r.stderr, "is damaged");
+      assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+      const left = [...Deno.readDirSync(`${other}/lib/arch`)].map((e) => e.name);
+      assertEquals(left, [], "no version directory and no leftover unpacking directory");
+      assertEquals([...Deno.readDirSync(`${other}/bin`)].length, 0);
+    });
+
+    await t.step("a file that is not ARCH's at the target is never overwritten", async () => {
+      const other = `${work}/foreign/usr/local`;
+      Deno.mkdirSync(`${other}/bin`, { recursive: true });
+      Deno.writeTextFileSync(`${other}/bin/arch`, "#!/bin/sh\necho coreutils arch\n");
+      const r = await runCommand({ cmd: "sh", args: [artifact, "install", "--prefix", other] });
+      assertEquals(r.code, 1);
+      assertStringIncludes(r.stderr, "is not ARCH's");
+      assertEquals(Deno.readTextFileSync(`${other}/bin/arch`), "#!/bin/sh\necho coreutils arch\n");
+      const bad = await runCommand({ cmd: "sh", args: [artifact, "install", "--prefix", "usr/local"] });
+      assertEquals(bad.code, 1);
+      assertStringIncludes(bad.stderr, "is not an absolute path");
+    });
+
+    await t.step("the installed arch-runc runs an ARCH container; it resumes after a checkpoint", async () => {
+      await using stack = await startStack(ENGINES[0], { archRunc: `${prefix}/bin/arch-runc` });
+      const arch = (args: string[]) =>
+        runCommand({ cmd: `${prefix}/bin/arch`, args, env: { ARCH_CONFIG: stack.archConfig } });
+      const key = uniqueName("release");
+      const first = uniqueName("a");
+      await stack.docker(archDockerRun(first, key));
+      await waitTicks(stack, first, 10);
+      const c = await arch(["checkpoint", await fullId(stack, first)]);
+      assertEquals(c.code, 0, c.stdout + c.stderr);
+      const before = await dockerProgress(stack, first);
+      const second = uniqueName("b");
+      await stack.docker(archDockerRun(second, key));
+      const after = await waitTicks(stack, second, before.lastTick + 5);
+      assertEquals(after.starts, 0, "restored, not started from zero");
+      assertEquals(after.firstTick, before.lastTick + 1);
+      const plain = await stack.docker(["run", "--rm", "--network", "none", "--runtime", "arch", TEST_IMAGE, "true"], {
+        check: false,
+      });
+      assertEquals(plain.code, 0, plain.stderr);
+      await stack.docker(["rm", "-f", first, second]);
+    });
+
+    await t.step("uninstall removes the commands and the unpacked versions", async () => {
+      const r = await runCommand({ cmd: "sh", args: [artifact, "uninstall", "--prefix", prefix] });
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals([...Deno.readDirSync(`${prefix}/bin`)].length, 0);
+      ok(!(await Deno.stat(`${prefix}/lib/arch`).then(() => true, () => false)));
+    });
+  } finally {
+    Deno.removeSync(work, { recursive: true });
+  }
+});
