@@ -3,7 +3,7 @@
  * runc root, in one run.
  *
  * For each memory size, a bundle whose rootfs is an overlay of the test image runs the
- * workload with that much memory. "raw" is `runc checkpoint` / `runc restore -d` by hand;
+ * workload with that much memory. "raw" (the floor) is `runc checkpoint` + `sync` / `runc restore -d` by hand;
  * "arch" is `arch checkpoint` (pause, writable layer, dump, sha256, fsync, commit, kill)
  * and a `create` through the ARCH wrapper that restores (verify, apply layer, restore).
  * Also: `arch finalize` of N containers, in parallel versus one at a time.
@@ -124,18 +124,20 @@ export async function unmountBundle(bundle: string): Promise<void> {
   await new Deno.Command("umount", { args: [`${bundle}/rootfs`], stderr: "null" }).output();
 }
 
-/** One raw round: runc checkpoint, then runc restore -d. Seconds. */
+/** One raw round: runc checkpoint + sync, then runc restore -d. Seconds. */
 export async function rawRound(lab: Lab, mib: number, n: number) {
   const id = `raw-${mib}-${n}`;
   const bundle = await makeBundle(lab, id, mib, id);
   await startWorkload(lab, RUNC, bundle, id);
   const images = `${lab.dir}/${id}-img`;
-  const checkpoint = await timed(() =>
-    mustRun({
+  // The floor: CRIU's dump, then the bytes made durable (syncfs of the images' file system).
+  const checkpoint = await timed(async () => {
+    await mustRun({
       cmd: RUNC,
       args: ["--root", lab.root, "checkpoint", "--image-path", images, "--work-path", `${images}-w`, id],
-    })
-  );
+    });
+    await mustRun({ cmd: "sync", args: ["--file-system", images] });
+  });
   const restore = await timed(() =>
     mustRun({
       cmd: RUNC,

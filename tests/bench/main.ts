@@ -29,6 +29,9 @@ import {
 import { mustRun } from "../../src/process/exec.ts";
 import { exitWatcherBench } from "./exit_watcher.ts";
 import { sharedFsBench } from "./sharedfs.ts";
+import { finalizeBench } from "./finalize.ts";
+import { type BenchRecord, renderReport } from "./report.ts";
+import { ROOT } from "../integration/_env.ts";
 
 const CTR_IMAGE = "docker.io/library/arch-test:latest";
 
@@ -40,17 +43,45 @@ function median(xs: number[]): number {
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
 
+/** Every figure of this run, for the report. */
+const records: BenchRecord[] = [];
+
+/** Prints one figure as a JSON line (and keeps it for the report). */
 export function emit(name: string, value: number, unit: string, baseline: number, extra: Record<string, unknown> = {}) {
-  console.log(
-    JSON.stringify({
-      name,
-      value: round(value),
-      unit,
-      baseline: round(baseline),
-      ratio: round(value / baseline),
-      ...extra,
-    }),
-  );
+  const record = {
+    name,
+    value: round(value),
+    unit,
+    baseline: round(baseline),
+    ratio: round(value / baseline),
+    ...extra,
+  };
+  records.push(record);
+  console.log(JSON.stringify(record));
+}
+
+/** Writes this run's JSON lines and the HTML report under `.cache/bench/`; returns the report's path. */
+async function writeReport(): Promise<string> {
+  const dir = `${ROOT}/.cache/bench`;
+  Deno.mkdirSync(dir, { recursive: true });
+  const version = async (
+    cmd: string,
+  ) => (await new Deno.Command(cmd, { args: ["--version"], stdout: "piped", stderr: "null" }).output().then(
+    (o) => new TextDecoder().decode(o.stdout).split("\n")[0]!,
+    () => "not found",
+  ));
+  const about = {
+    date: new Date().toISOString(),
+    machine: `${navigator.hardwareConcurrency} CPUs, ${
+      (Deno.systemMemoryInfo().total / 2 ** 30).toFixed(0)
+    } GiB, Linux ${Deno.osRelease()}`,
+    runc: await version(RUNC),
+    criu: await version("criu"),
+    command: `deno task bench ${Deno.args.join(" ")}`.trim(),
+  };
+  Deno.writeTextFileSync(`${dir}/results.jsonl`, records.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  Deno.writeTextFileSync(`${dir}/report.html`, renderReport(records, about));
+  return `${dir}/report.html`;
 }
 
 async function timeMs(fn: () => Promise<void>): Promise<number> {
@@ -103,7 +134,8 @@ async function wrapperOverhead(rounds: number): Promise<void> {
 async function checkpointRestore(rounds: number): Promise<void> {
   const lab = await makeLab();
   try {
-    for (const mib of [64, 512]) {
+    const sizes = (Deno.env.get("ARCH_BENCH_SIZES") ?? "64,512,2048").split(",").map(Number);
+    for (const mib of sizes) {
       const raw = { checkpoint: [] as number[], restore: [] as number[] };
       const arch = { checkpoint: [] as number[], restore: [] as number[] };
       for (let n = 0; n < rounds; n++) {
@@ -117,12 +149,13 @@ async function checkpointRestore(rounds: number): Promise<void> {
         median(arch.checkpoint),
         "s",
         median(raw.checkpoint),
-        {
-          rounds,
-        },
+        { rounds, chart: "checkpoint", x: mib, target: 1.2 },
       );
       emit(`restore ${mib} MiB (create through ARCH vs runc restore)`, median(arch.restore), "s", median(raw.restore), {
         rounds,
+        chart: "restore",
+        x: mib,
+        target: 1.3,
       });
     }
 
@@ -167,4 +200,8 @@ if (import.meta.main) {
   if (only === undefined || only === "sharedfs") {
     await sharedFsBench(Number(Deno.env.get("ARCH_BENCH_SHAREDFS_ROUNDS") ?? "2"), emit);
   }
+  if (only === undefined || only === "finalize") {
+    await finalizeBench((Deno.env.get("ARCH_BENCH_FINALIZE_COUNTS") ?? "50,100,200").split(",").map(Number), emit);
+  }
+  console.error(`bench: report written to ${await writeReport()}`);
 }
