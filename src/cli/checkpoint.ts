@@ -21,6 +21,9 @@ import { criuLogDir } from "../log/criu_logs.ts";
 import { releaseOnSignals } from "../engine/pause_guard.ts";
 import { loadSecret } from "../store/secret.ts";
 import type { HostConfig } from "../config/host_schema.ts";
+import { recordEvent } from "../observe/events.ts";
+import type { ObserveTargets } from "../observe/targets.ts";
+import { Progress } from "./output.ts";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -49,6 +52,26 @@ function select(registry: Registry, wanted: readonly string[]): ContainerRecord[
   });
 }
 
+/** Where this host's events and metrics go. */
+export function targetsOf(host: HostConfig): ObserveTargets {
+  return { stateDir: host.stateDir, metricsFile: host.metricsFile, eventsFile: host.eventsFile };
+}
+
+function report(host: HostConfig, record: ContainerRecord, outcome: CheckpointResult | Error, ms: number): void {
+  recordEvent(targetsOf(host), {
+    kind: "checkpoint",
+    result: outcome instanceof Error ? "failed" : "ok",
+    namespace: record.namespace,
+    id: record.id,
+    key: record.key,
+    ...(typeof record.scope === "string" ? { scope: record.scope } : {}),
+    durationMs: Math.round(ms),
+    ...(outcome instanceof Error
+      ? { error: outcome.message }
+      : { bytes: outcome.bytes, timings: outcome.timings, checkpoint: outcome.dir }),
+  });
+}
+
 async function runAll(
   records: ContainerRecord[],
   host: HostConfig,
@@ -56,7 +79,8 @@ async function runAll(
   concurrency: number,
   deadline: number | undefined,
   leaveRunning: boolean,
-): Promise<number> {
+  progress?: Progress,
+): Promise<{ ok: number; failed: number }> {
   releaseOnSignals();
   const secret = loadSecret(host.secretFile, true);
   const options = {
@@ -75,6 +99,7 @@ async function runAll(
     while (next < records.length) {
       const record = records[next++]!;
       let outcome: CheckpointResult | Error;
+      const started = performance.now();
       if (deadline !== undefined && Date.now() > deadline) outcome = new Error("not started: finalize deadline passed");
       else {
         try {
@@ -84,11 +109,13 @@ async function runAll(
         }
       }
       if (outcome instanceof Error) failed++;
-      console.log(summary(record, outcome));
+      report(host, record, outcome, performance.now() - started);
+      if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
+      else console.log(summary(record, outcome));
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, records.length) }, worker));
-  return failed === 0 ? 0 : 1;
+  return { ok: records.length - failed, failed };
 }
 
 /**
@@ -100,7 +127,9 @@ export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }
   const host = loadHostConfig();
   const registry = new Registry(host.stateDir);
   const records = select(registry, ids);
-  return await runAll(records, host, registry, host.finalizeConcurrency, undefined, opts.leaveRunning ?? false);
+  const leave = opts.leaveRunning ?? false;
+  const { failed } = await runAll(records, host, registry, host.finalizeConcurrency, undefined, leave);
+  return failed === 0 ? 0 : 1;
 }
 
 /**
@@ -120,6 +149,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
     throw new UsageError(`--concurrency "${opts.concurrency}" is not a positive integer`);
   }
   if (!(deadlineS > 0)) throw new UsageError(`--deadline "${opts.deadline}" is not a positive number of seconds`);
+  const started = Date.now();
   setDraining(host.stateDir);
   const registry = new Registry(host.stateDir);
   const running: ContainerRecord[] = [];
@@ -129,9 +159,26 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
     const status = await runcState(targetOf(host.runcPath, record), 5_000);
     if (status === "running") running.push(record);
   }
+  const done = (containers: Record<string, number>) =>
+    recordEvent(targetsOf(host), {
+      kind: "finalize",
+      result: (containers.failed ?? 0) === 0 ? "ok" : "failed",
+      durationMs: Date.now() - started,
+      containers,
+      at: Date.now(),
+    });
   if (running.length === 0) {
+    done({ ok: 0, failed: 0 });
     console.log("no running ARCH container on this node");
     return 0;
   }
-  return await runAll(running, host, registry, concurrency, deadline, false);
+  // On a terminal, one live line (done/total, failed, elapsed, time left); elsewhere one line per container.
+  const progress = Deno.stdout.isTerminal() ? new Progress(running.length, started, deadline) : undefined;
+  try {
+    const { ok, failed } = await runAll(running, host, registry, concurrency, deadline, false, progress);
+    done({ ok, failed });
+    return failed === 0 ? 0 : 1;
+  } finally {
+    progress?.stop();
+  }
 }

@@ -24,6 +24,12 @@ export interface HostBasics {
   readonly runc: string | undefined;
   readonly stateDir: string;
   readonly logFile: string;
+  /** Minimum level ARCH's log keeps (`logLevel`, default `info`). */
+  readonly logLevel: "debug" | "info" | "warn" | "error";
+  /** Prometheus textfile of ARCH's counters (`metricsFile`; `""` turns it off). */
+  readonly metricsFile: string;
+  /** JSON-lines file of checkpoint/restore/finalize events (`eventsFile`; `""` turns it off). */
+  readonly eventsFile: string;
   /** The whole parsed file (validated later by the schema), `{}` when absent or ignored. */
   readonly raw: { readonly [k: string]: unknown };
   /** Why the file or the configured runc was not used, if so. */
@@ -34,6 +40,13 @@ export interface HostBasics {
 export const DEFAULT_STATE_DIR = "/run/arch";
 /** Default `logFile`: ARCH's JSON-lines log (CRIU's logs are kept beside it, in `criu/`). */
 export const DEFAULT_LOG_FILE = "/var/log/arch/arch.log";
+/** Default `metricsFile`: for node_exporter's textfile collector (point its directory here, or set the field). */
+export const DEFAULT_METRICS_FILE = "/var/lib/arch/metrics/arch.prom";
+/** Default `eventsFile`: `events.jsonl` beside ARCH's log (`<dir of logFile>/events.jsonl`). */
+export function defaultEventsFile(logFile: string): string {
+  return `${logFile.slice(0, logFile.lastIndexOf("/")) || ""}/events.jsonl`;
+}
+const LEVELS = ["debug", "info", "warn", "error"] as const;
 
 /** Why `info` (an lstat result) is not a safe root-owned file, or `undefined` if it is. */
 export function unsafeOwnership(path: string, info: Pick<Deno.FileInfo, "uid" | "mode">): string | undefined {
@@ -112,11 +125,16 @@ export function readHostBasics(configPath: string, self: readonly string[]): Hos
     else problems.push(`ignoring configured runc: ${why}`);
   }
   runc ??= RUNC_CANDIDATES.find((candidate) => unusableRunc(candidate, self) === undefined);
+  const logFile = str(raw, "logFile") ?? DEFAULT_LOG_FILE;
+  const level = LEVELS.find((l) => l === raw.logLevel);
   return {
     configPath,
     runc,
     stateDir: str(raw, "stateDir") ?? DEFAULT_STATE_DIR,
-    logFile: str(raw, "logFile") ?? DEFAULT_LOG_FILE,
+    logFile,
+    logLevel: level ?? "info",
+    metricsFile: raw.metricsFile === "" ? "" : str(raw, "metricsFile") ?? DEFAULT_METRICS_FILE,
+    eventsFile: raw.eventsFile === "" ? "" : str(raw, "eventsFile") ?? defaultEventsFile(logFile),
     raw,
     problems,
   };

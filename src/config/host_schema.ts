@@ -5,7 +5,14 @@
  */
 
 import { z } from "zod";
-import { DEFAULT_CONFIG_PATH, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR, type HostBasics, readHostBasics } from "./host.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_LOG_FILE,
+  DEFAULT_METRICS_FILE,
+  DEFAULT_STATE_DIR,
+  type HostBasics,
+  readHostBasics,
+} from "./host.ts";
 import { UsageError } from "../util/errors.ts";
 
 const absolute = z.string().refine((p) => p.startsWith("/") && !p.split("/").includes(".."), {
@@ -69,10 +76,32 @@ export const HostConfigSchema = z.object({
   /** arch finalize: containers checkpointed at once, and the overall deadline. */
   finalizeConcurrency: z.number().int().min(1).max(64).default(4),
   finalizeDeadlineSeconds: z.number().positive().default(100),
+  /** Minimum level of ARCH's log (`arch log --level` filters further). */
+  logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  /**
+   * Prometheus text file of ARCH's counters for node_exporter's textfile collector (mode 0644,
+   * no secrets); `""` turns it off.
+   */
+  metricsFile: z.union([absolute, z.literal("")]).default(DEFAULT_METRICS_FILE),
+  /** One JSON line per checkpoint, restore and finalize (0600); default `events.jsonl` beside `logFile`; `""`: off. */
+  eventsFile: z.union([absolute, z.literal("")]).optional(),
+  /** `arch gc` defaults: remove committed checkpoints older than this many days (none: no age limit)... */
+  gc: z.object({
+    maxAgeDays: z.number().positive().optional(),
+    /** ...and keep this many committed checkpoints per key (the key's current one is kept unless asked). */
+    keepPerKey: z.number().int().min(0).default(1),
+  }).strict().default({ keepPerKey: 1 }),
+  /** `arch doctor` warns when a checkpoint root has less free space than this (bytes). */
+  minFreeBytes: z.number().int().min(0).default(10 * 2 ** 30),
 }).strict();
 
 /** The validated host configuration, with the file it was read from and the runc binary in use. */
-export type HostConfig = z.infer<typeof HostConfigSchema> & { readonly configPath: string; readonly runcPath: string };
+export type HostConfig = Omit<z.infer<typeof HostConfigSchema>, "eventsFile"> & {
+  readonly configPath: string;
+  readonly runcPath: string;
+  /** The events file in use (`""`: off), default resolved from `logFile`. */
+  readonly eventsFile: string;
+};
 
 /** The configuration file the CLI uses: `ARCH_CONFIG` or the default. */
 export function hostConfigPath(): string {
@@ -101,5 +130,5 @@ export function hostConfigFrom(basics: HostBasics): HostConfig {
     throw new UsageError(`${path}: field "${issue.path.join(".")}" ${issue.message}`);
   }
   if (basics.runc === undefined) throw new UsageError(`no usable runc found: set "runc" in ${path}`);
-  return { ...parsed.data, configPath: path, runcPath: basics.runc };
+  return { ...parsed.data, eventsFile: basics.eventsFile, configPath: path, runcPath: basics.runc };
 }

@@ -23,6 +23,9 @@ import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
 import { faultPoint } from "../util/faults.ts";
+import { recordEvent } from "../observe/events.ts";
+import { observeTargets } from "../observe/targets.ts";
+import { lastElement } from "../util/paths.ts";
 
 /**
  * How a restore ended: `restored` (the container runs), `foreign` (another scope's, key's or image's checkpoint,
@@ -45,8 +48,60 @@ export interface RestoreOptions {
   readonly criuLogs?: string;
 }
 
-/** Restores `store`'s current checkpoint for the container `create` describes. */
+/**
+ * Restores `store`'s current checkpoint for the container `create` describes, and reports
+ * the outcome as an event and in the node's metrics (`observe/`; never fails the restore).
+ */
 export async function restoreContainer(
+  create: RuncCall,
+  store: KeyStore,
+  runcPath: string,
+  options: RestoreOptions,
+): Promise<RestoreOutcome> {
+  const started = performance.now();
+  const dir = store.currentPath();
+  let outcome: RestoreOutcome | undefined;
+  try {
+    return outcome = await restoreCurrent(create, store, runcPath, options);
+  } finally {
+    reportRestore(create, store, dir, outcome, performance.now() - started);
+  }
+}
+
+function reportRestore(
+  create: RuncCall,
+  store: KeyStore,
+  dir: string | undefined,
+  outcome: RestoreOutcome | undefined,
+  ms: number,
+): void {
+  const result = outcome === undefined ? "failed" : outcome.kind === "restored" ? "ok" : outcome.kind;
+  recordEvent(observeTargets(), {
+    kind: "restore",
+    result,
+    namespace: lastElement(stringOption(create.global, "root") ?? "/run/runc"),
+    ...(create.args[0] !== undefined ? { id: create.args[0] } : {}),
+    key: store.key,
+    scope: store.scope,
+    ...(dir !== undefined ? { checkpoint: dir, bytes: checkpointBytes(dir) } : {}),
+    durationMs: Math.round(ms),
+    ...(outcome?.kind === "restored" ? { timings: outcome.timings } : {}),
+    ...(outcome !== undefined && outcome.kind !== "restored" ? { error: outcome.reason } : {}),
+    ...(outcome === undefined ? { error: "unexpected error" } : {}),
+  });
+}
+
+/** Size of a checkpoint as its manifest lists it (0 if unreadable). */
+function checkpointBytes(dir: string): number {
+  try {
+    const files = (JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`)) as { files?: { size?: number }[] }).files;
+    return (files ?? []).reduce((n, f) => n + (typeof f.size === "number" ? f.size : 0), 0);
+  } catch {
+    return 0;
+  }
+}
+
+async function restoreCurrent(
   create: RuncCall,
   store: KeyStore,
   runcPath: string,

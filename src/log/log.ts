@@ -24,16 +24,25 @@ export function appendJsonLine(path: string, record: object): void {
   }
 }
 
-/** A logger bound to one file and a set of context fields (component, container id...). */
-export class Logger {
-  constructor(readonly path: string | undefined, readonly context: Readonly<{ [k: string]: unknown }> = {}) {}
+/** Rank of each level: a logger keeps records at or above its minimum (host config `logLevel`). */
+export const LEVEL_RANK: Readonly<Record<Level, number>> = { debug: 10, info: 20, warn: 30, error: 40 };
 
+/** A logger bound to one file, a set of context fields (component, container id...) and a minimum level. */
+export class Logger {
+  constructor(
+    readonly path: string | undefined,
+    readonly context: Readonly<{ [k: string]: unknown }> = {},
+    readonly minLevel: Level = "info",
+  ) {}
+
+  /** The same logger with more context fields. */
   with(fields: { [k: string]: unknown }): Logger {
-    return new Logger(this.path, { ...this.context, ...fields });
+    return new Logger(this.path, { ...this.context, ...fields }, this.minLevel);
   }
 
+  /** Appends one record unless `level` is below the logger's minimum. */
   log(level: Level, msg: string, fields: { [k: string]: unknown } = {}): void {
-    if (this.path === undefined) return;
+    if (this.path === undefined || LEVEL_RANK[level] < LEVEL_RANK[this.minLevel]) return;
     appendJsonLine(this.path, {
       time: new Date().toISOString(),
       level,
@@ -44,12 +53,19 @@ export class Logger {
     });
   }
 
+  /** Logs at `debug`. */
+  debug(msg: string, fields?: { [k: string]: unknown }): void {
+    this.log("debug", msg, fields);
+  }
+  /** Logs at `info`. */
   info(msg: string, fields?: { [k: string]: unknown }): void {
     this.log("info", msg, fields);
   }
+  /** Logs at `warn`. */
   warn(msg: string, fields?: { [k: string]: unknown }): void {
     this.log("warn", msg, fields);
   }
+  /** Logs at `error`. */
   error(msg: string, fields?: { [k: string]: unknown }): void {
     this.log("error", msg, fields);
   }

@@ -19,6 +19,7 @@ import { type BundleSpec, envOf, isArchEnabled, readBundleSpec } from "../config
 import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
 import { isSafeSegment, lastElement } from "../util/paths.ts";
+import { setObserveTargets } from "../observe/targets.ts";
 
 /**
  * argv[0] for runc: the path the engine invoked the wrapper by (runc prints it in usage
@@ -59,7 +60,8 @@ export async function runWrapper(
   self: readonly string[],
 ): Promise<number> {
   const host = readHostBasics(configPath, self);
-  const log = new Logger(host.logFile, { component: "runc-wrapper" });
+  const log = new Logger(host.logFile, { component: "runc-wrapper" }, host.logLevel);
+  setObserveTargets(host);
   for (const problem of host.problems) log.warn(problem, { config: configPath });
   const parsed = parseRuncArgv(argv);
   const logPath = parsed.ok ? stringOption(parsed.call.global, "log") : undefined;

@@ -44,6 +44,7 @@ export async function makeLab(): Promise<Lab> {
       stateDir: `${dir}/state`,
       logFile: `${dir}/arch.log`,
       secretFile: `${dir}/secret`,
+      metricsFile: `${dir}/arch.prom`,
       criuConfigDir: `${dir}/criu`,
       checkpointRoots: [`${dir}/ckpt`],
       defaultCheckpointRoot: `${dir}/ckpt`,

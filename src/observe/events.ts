@@ -1,0 +1,47 @@
+/**
+ * One JSON line per checkpoint, restore and finalize, appended to the events file (host
+ * config `eventsFile`, default `events.jsonl` beside ARCH's log), and the node's metrics
+ * updated with it (`metrics.ts`).
+ *
+ * Guarantees: each record is one `write(2)` of one line (O_APPEND: concurrent writers never
+ * interleave), the file is created 0600 in a 0700 directory (records name containers and
+ * keys), and {@link recordEvent} never throws and loads no npm module: the runc wrapper's
+ * restore path calls it, and a failure to report must never break or slow a container.
+ */
+
+import { appendJsonLine } from "../log/log.ts";
+import { type MetricsEvent, recordMetrics } from "./metrics.ts";
+import type { ObserveTargets } from "./targets.ts";
+
+/** One record of the events file. */
+export interface ArchEvent extends MetricsEvent {
+  /** ISO time the operation ended. */
+  readonly time: string;
+  readonly namespace?: string;
+  readonly id?: string;
+  readonly key?: string;
+  readonly scope?: string;
+  /** Duration of each step, ms. */
+  readonly timings?: Readonly<Record<string, number>>;
+  /** The checkpoint directory written or restored. */
+  readonly checkpoint?: string;
+  readonly error?: string;
+}
+
+/** Appends `event` to the events file and counts it in the metrics. Never throws. */
+export function recordEvent(targets: ObserveTargets | undefined, event: Omit<ArchEvent, "time">): void {
+  if (targets === undefined) return;
+  const record: ArchEvent = { time: new Date().toISOString(), ...event };
+  try {
+    if (targets.eventsFile !== "") {
+      const dir = targets.eventsFile.slice(0, targets.eventsFile.lastIndexOf("/")) || "/";
+      try {
+        Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      } catch { /* appendJsonLine is best effort too */ }
+      appendJsonLine(targets.eventsFile, record);
+    }
+    recordMetrics(targets.stateDir, targets.metricsFile, record);
+  } catch {
+    // best effort: see the module doc
+  }
+}
