@@ -15,6 +15,11 @@ export interface Program {
   readonly name: string;
   /** Who runs it. */
   readonly by: "arch" | "criu" | "engine" | "install" | "tests";
+  /**
+   * Set for a program of the node's own init system that ARCH runs only where it is there
+   * (and says what to run by hand elsewhere): no package of the plan provides it, on purpose.
+   */
+  readonly onlyWhere?: string;
 }
 
 /** Every external program (see the module doc); one spawned without an entry here fails the unit tests. */
@@ -40,6 +45,12 @@ export const PROGRAMS: readonly Program[] = [
   { name: "containerd-shim-runc-v2", by: "engine" },
   { name: "dockerd", by: "engine" },
   { name: "runc", by: "engine" },
+  // arch install watch / --restart, only where systemd runs the machine (src/cli/install.ts)
+  {
+    name: "systemctl",
+    by: "arch",
+    onlyWhere: "systemd is PID 1 (it ships systemctl); elsewhere ARCH prints the commands",
+  },
   // install.ts
   { name: "apt-get", by: "install" },
   { name: "dpkg-query", by: "install" },
@@ -65,6 +76,9 @@ export const PROGRAMS: readonly Program[] = [
   { name: "/usr/lib/openssh/sftp-server", by: "tests" },
   { name: "cat", by: "tests" },
   { name: "stat", by: "tests" },
+  // the release artifact (scripts/release.ts) and its test; the bench's raw-runc floor
+  { name: "sha256sum", by: "tests" },
+  { name: "sync", by: "tests" },
   // the shared-FS bench (tests/stack/sftp_mount.ts): bytes on the SFTP connections
   { name: "ss", by: "tests" },
 ];

@@ -29,6 +29,8 @@ const DYNAMIC = new Map<string, string>([
   ["ARCH_RUNC", "ARCH itself (dist/arch-runc)"],
   ["Deno.execPath()", "the pinned Deno"],
   ["`${dist}/arch`", "ARCH itself, just built"],
+  ["`${prefix", "ARCH installed from the release artifact (tests/integration/release_test.ts)"],
+  ["stack.engines.runc", "the engine generation's runc (tests/stack/engines.ts)"],
 ]);
 
 function sources(dir: string): string[] {
@@ -95,6 +97,7 @@ Deno.test({
   const ci = Deno.env.get("CI") === "true";
   for (const program of PROGRAMS) {
     await t.step(program.name, async () => {
+      if (program.onlyWhere !== undefined) return; // the node's own, run only where it is (see Program)
       const path = resolveProgram(program.name);
       if (path === undefined) {
         ok(!ci, `${program.name} is not on ${SEARCH_PATH}: the install plan does not provide it`);
