@@ -29,9 +29,22 @@ export function buildProgram(onResult: (code: number) => void): Command {
   });
 
   program.command("ls")
-    .description("list the ARCH-enabled containers known on this node")
-    .option("--json", "print JSON instead of a table")
-    .action(async (opts: { json?: boolean }) => {
+    .description("list the ARCH containers of this node (with runc's state) and the checkpoints on its roots")
+    .option("--json", "print JSON: the containers (an array), or the checkpoints with --checkpoints")
+    .option("--checkpoints", "only the checkpoints (key, status, age, size)")
+    .addHelpText(
+      "after",
+      `
+Checkpoint status: committed, consumed (restored once, by whom), superseded, quarantined (its restore
+failed), in-progress (a live process writes it), stale (left by a writer that died: "arch gc" removes it).
+
+Examples:
+  arch ls
+  arch ls --checkpoints
+  arch ls --json | jq -r '.[] | select(.state == "running") | .id'
+  arch ls --checkpoints --json`,
+    )
+    .action(async (opts: { json?: boolean; checkpoints?: boolean }) => {
       const { ls } = await import("./ls.ts");
       onResult(await ls(opts));
     });
@@ -60,10 +73,186 @@ export function buildProgram(onResult: (code: number) => void): Command {
     .action(() => onResult(0));
 
   program.command("doctor")
-    .description("check this node: host configuration, runc, CRIU, kernel")
-    .action(async () => {
+    .description("check this node: configuration, runc, CRIU, kernel, engines, roots, watcher, log")
+    .option("--json", "print JSON instead of one line per check")
+    .addHelpText(
+      "after",
+      `
+One line per check: ok, WARN (works, but something is missing: the fix is on the line) or FAIL (exit 1).
+
+Examples:
+  arch doctor
+  arch doctor --json | jq '.checks[] | select(.status != "ok")'`,
+    )
+    .action(async (opts: { json?: boolean }) => {
       const { doctor } = await import("./doctor.ts");
-      onResult(await doctor());
+      onResult(await doctor(opts));
+    });
+
+  program.command("watch")
+    .description("watch the cloud's spot/preemption notice and run arch finalize on one (runs until stopped)")
+    .option("--provider <cloud>", "aws, gcp, azure, or auto to detect it", "auto")
+    .option(
+      "--endpoint <url>",
+      "metadata server base URL (repeatable; with auto: aws=URL, gcp=URL, azure=URL)",
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
+    .option("--interval <seconds>", "between two polls (AWS, Azure)", "5")
+    .option("--margin <seconds>", "finalize must end this long before the notice time", "5")
+    .option("--on-rebalance <policy>", "AWS rebalance recommendation: log or finalize", "log")
+    .option("--once", "poll once, act on what it shows, and exit")
+    .addOption(program.createOption("--dmi <path>", "DMI vendor file read by auto (tests)").hideHelp())
+    .addHelpText(
+      "after",
+      `
+The finalize deadline is the notice time minus --margin, at least 10 s (also when the notice has no
+time). Each notice runs finalize once; the watcher then keeps watching. Status: <stateDir>/watch.json.
+
+Examples:
+  arch watch --provider aws                      # what arch-watch.service runs
+  arch watch --provider auto                     # detect AWS, GCP or Azure and say which
+  arch watch --provider aws --on-rebalance finalize --margin 10
+  arch watch --provider gcp --endpoint http://169.254.169.254
+  arch watch --provider aws --endpoint http://127.0.0.1:8080 --once`,
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const { watch } = await import("./watch.ts");
+      onResult(await watch(opts));
+    });
+
+  // arch install / arch uninstall: host integration (src/cli/install.ts)
+  const installOptions = (command: Command, uninstall: boolean) => {
+    command.option("--dry-run", "print the diff of every file, change nothing")
+      .option("--record <path>", "install record (what was there before)", "/var/lib/arch/install.json")
+      .option("--restart", "restart the engine whose config changed (systemctl, only when systemd runs)")
+      .option("--json", "print JSON instead of text");
+    if (uninstall) return command;
+    return command.option("--default", "make ARCH the engine's default runtime")
+      .option("--arch <path>", "the arch binary (hooks, watcher unit)", "/usr/local/bin/arch")
+      .option("--arch-runc <path>", "the runtime binary engines run", "/usr/local/bin/arch-runc")
+      .option("--containerd-config <path>", "containerd's main config", "/etc/containerd/config.toml")
+      .option("--containerd-dropin <path>", "ARCH's containerd drop-in (default: conf.d/arch.toml beside the config)")
+      .option("--containerd <path>", "containerd binary asked for its version", "containerd")
+      .option("--docker-config <path>", "Docker's daemon.json", "/etc/docker/daemon.json")
+      .option("--podman-hooks-dir <path>", "OCI hooks.d directory", "/etc/containers/oci/hooks.d")
+      .option("--podman-config <path>", "containers.conf drop-in", "/etc/containers/containers.conf.d/arch.conf")
+      .option("--watch-unit <path>", "the watcher's unit", "/etc/systemd/system/arch-watch.service")
+      .option("--provider <cloud>", "watch: aws, gcp, azure or auto (default auto; aws for --print ecs-userdata)")
+      .option("--force", 'docker: replace an existing runtime "arch" that names another binary')
+      .option("--print <what>", "print text, change nothing: kubernetes, ecs-userdata or batch-env")
+      .option("--artifact-url <url>", "--print: URL of the ARCH release artifact (arch-<version>-linux-<arch>.run)")
+      .option("--artifact-sha256 <hex>", "--print: its sha256")
+      .option(
+        "--node-selector <key=value>",
+        "--print kubernetes: nodes to install on",
+        "karpenter.sh/capacity-type=spot",
+      )
+      .option("--image <ref>", "--print kubernetes: image of the installer init containers (glibc)")
+      .option("--checkpoint-path <dir>", "--print batch-env: ARCH_CHECKPOINT_HOST_PATH")
+      .option("--shared-fs-path <dir>", "--print batch-env: ARCH_SHAREDFS_HOST_PATH (shared-FS mode)");
+  };
+  installOptions(
+    program.command("install")
+      .description("integrate ARCH with this node's engines: containerd, docker, podman, watch")
+      .argument("[target...]", "containerd, docker, podman, watch"),
+    false,
+  ).addHelpText(
+    "after",
+    `
+Targets: containerd (drop-in + imports), docker (daemon.json runtimes.arch), podman (hooks.d + containers.conf
+drop-in), watch (arch-watch.service). Idempotent; the system's runc is never touched; engines are not restarted
+unless --restart. "arch uninstall <target>" restores what was there before.
+
+Examples:
+  arch install containerd --dry-run
+  arch install containerd --default --restart
+  arch install docker --default
+  arch install podman watch --provider aws
+  arch install containerd --containerd-config /tmp/c/config.toml --arch-runc /opt/arch/bin/arch-runc
+  arch install --print kubernetes --artifact-url https://example.com/arch-0.1.0-linux-amd64.run --artifact-sha256 <hex>
+  arch install --print ecs-userdata --artifact-url https://example.com/arch-0.1.0-linux-amd64.run --artifact-sha256 <hex>
+  arch install --print batch-env --shared-fs-path /mnt/efs/arch`,
+  ).action(async (targets: string[], opts: Record<string, unknown>) => {
+    const { install } = await import("./install.ts");
+    onResult(await install(targets, opts as import("./install.ts").InstallOptions));
+  });
+  installOptions(
+    program.command("uninstall")
+      .description("undo arch install: restore what the install record says was there before")
+      .argument("<target...>", "containerd, docker, podman, watch"),
+    true,
+  ).addHelpText(
+    "after",
+    `
+Examples:
+  arch uninstall docker --dry-run
+  arch uninstall containerd docker podman watch`,
+  ).action(async (targets: string[], opts: Record<string, unknown>) => {
+    const { uninstall } = await import("./install.ts");
+    onResult(await uninstall(targets, opts as import("./install.ts").InstallOptions));
+  });
+  // arch inspect / gc / log: operator commands on checkpoints and ARCH's log (src/cli/{inspect,gc,log}.ts)
+  program.command("inspect")
+    .description("show one key's checkpoint: manifest, signature, process tree, memory, writable layer")
+    .argument("<key>", "checkpoint key, or scope/key when several scopes hold it")
+    .option("--json", "print JSON instead of text")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  arch inspect job-17
+  arch inspect moby/job-17 --json | jq .criu.processes`,
+    )
+    .action(async (key: string, opts: { json?: boolean }) => {
+      const { inspect } = await import("./inspect.ts");
+      onResult(await inspect(key, opts));
+    });
+
+  program.command("gc")
+    .description("remove checkpoints no longer needed: stale temporaries, quarantined, consumed, old ones")
+    .option("--older-than <age>", "remove committed checkpoints older than this (30m, 12h, 7d, 2w; host gc.maxAgeDays)")
+    .option("--keep <n>", "committed checkpoints kept per key, newest first (host gc.keepPerKey, default 1)")
+    .option("--include-current", "also remove a key's current checkpoint when --older-than/--keep say so")
+    .option("--dry-run", "list what would be removed and the bytes, change nothing")
+    .option("--json", "print JSON instead of a table")
+    .addHelpText(
+      "after",
+      `
+A key whose claim a live checkpoint, restore or delete holds is skipped. A key's current checkpoint
+(what its next container resumes) is kept unless --include-current.
+
+Examples:
+  arch gc --dry-run
+  arch gc
+  arch gc --older-than 7d --keep 1
+  arch gc --older-than 30d --include-current --dry-run`,
+    )
+    .action(async (opts: Record<string, string | boolean | undefined>) => {
+      const { gc } = await import("./gc.ts");
+      onResult(await gc(opts));
+    });
+
+  program.command("log")
+    .description("print ARCH's log (host config logFile) for people, or as JSON lines")
+    .option("--level <level>", "minimum level: debug, info, warn or error", "debug")
+    .option("--file <path>", "another log file (default: host config logFile)")
+    .option("--container <id>", "only records of this container (id or prefix)")
+    .option("--key <key>", "only records of this checkpoint key")
+    .option("--since <when>", "only records since a duration ago (30m, 2h, 1d) or a date (2026-11-29T10:00Z)")
+    .option("-f, --follow", "keep printing records as they are written")
+    .option("--json", "print the records as JSON lines")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  arch log --level warn --since 1h
+  arch log --container 3f2a --follow
+  arch log --key job-17 --json | jq -r .msg`,
+    )
+    .action(async (opts: Record<string, string | boolean | undefined>) => {
+      const { log } = await import("./log.ts");
+      onResult(await log(opts));
     });
   return program;
 }

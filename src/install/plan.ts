@@ -21,7 +21,9 @@ import { criuProblem, minimumCriu, type Version } from "../engine/compat.ts";
  * Packages taken from trixie (`apt-get install -t trixie`): the engines, and the network file
  * system of the shared-FS tests (sshfs over an SFTP server on loopback). The latter come from
  * trixie too because the engines' install moves shared libraries and openssh-client to trixie,
- * and Debian 12's openssh-sftp-server then no longer installs.
+ * and Debian 12's openssh-sftp-server then no longer installs. And the CRI API's proto
+ * (`golang-github-kubernetes-cri-api-dev`, trixie only), which the Kubernetes tests' CRI
+ * client loads (`tests/stack/cri.ts`).
  */
 export const TRIXIE_PACKAGES = [
   "runc",
@@ -32,10 +34,15 @@ export const TRIXIE_PACKAGES = [
   "sshfs",
   "socat",
   "openssh-sftp-server",
+  "golang-github-kubernetes-cri-api-dev",
 ] as const;
 /** CRIU from sid, for kernels >= 6.16: CRIU and the libraries it needs newer than trixie's. */
 export const SID_CRIU_PACKAGES = ["criu", "libcompel1", "libnet9", "libnl-3-200"] as const;
-/** Packages from the machine's own suite. `iproute2`: CRIU runs `ip` to dump a network namespace. */
+/**
+ * Packages from the machine's own suite. `iproute2`: CRIU runs `ip` to dump a network namespace.
+ * `containernetworking-plugins`: the CNI plugins containerd's CRI plugin runs for the
+ * Kubernetes tests' pods.
+ */
 export const BASE_PACKAGES = [
   "iptables",
   "iproute2",
@@ -46,6 +53,7 @@ export const BASE_PACKAGES = [
   "libc6-dev",
   "util-linux",
   "mount",
+  "containernetworking-plugins",
 ] as const;
 /** The newer engine generation the tests also run on, unpacked into {@link TEST_ENGINES_DIR}. */
 export const TEST_ENGINE_PACKAGES = ["runc", "containerd", "docker.io", "docker-cli"] as const;

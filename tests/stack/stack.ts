@@ -42,9 +42,23 @@ export interface StackOptions {
   readonly nsenter?: readonly string[];
   /** Fields added to ARCH's host configuration (or replacing the stack's own). */
   readonly archConfigExtra?: Readonly<Record<string, unknown>>;
-  /** Called once the scratch directory and the configuration files exist, before the daemons start. */
-  readonly prepare?: (scratch: string) => Promise<void>;
+  /**
+   * Called once the scratch directory and the configuration files exist, before the daemons
+   * start (`<scratch>/containerd.toml` is containerd's), with the engine generation to start.
+   */
+  readonly prepare?: (scratch: string, engines: Engines) => Promise<void>;
+  /**
+   * Keeps containerd's CRI plugin (Kubernetes' path, see `cri.ts`), configured for this machine
+   * without internet: the pause image built here and, with the test image, imported into the
+   * `k8s.io` namespace; a CNI network (`ptp`, a /24 of its own) whose configuration and state
+   * stay in the scratch directory. Runtime handlers (such as `arch`) are added by `prepare`.
+   * Off by default.
+   */
+  readonly cri?: boolean;
 }
+
+/** libcni's result cache (containerd's CRI plugin cannot move it). */
+const CNI_RESULTS = "/var/lib/cni/results";
 
 /** How long one engine command may take while the stack is torn down. */
 const STOP_COMMAND_TIMEOUT_MS = 30_000;
@@ -115,6 +129,32 @@ export async function sweepScratch(scratch: string, runc: string, keep = false):
       if (r.code !== 0) throw new Error(r.stderr.trim());
     });
   }
+  // A CRI stack's CNI network is named after the scratch directory (cri.ts); libcni caches
+  // each attachment's result outside it, under /var/lib/cni/results/<network>-<sandbox>-<if>,
+  // and containerd's loopback network as cni-loopback-<sandbox>-lo. Entries of pods that
+  // containerd did not tear down (it died) are removed here.
+  await attempt("remove CNI result cache entries", () => {
+    const prefixes = [`${scratch.slice(scratch.lastIndexOf("/") + 1)}-`];
+    for (const part of ["root", "state"]) {
+      for (const plugin of ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"]) {
+        try {
+          for (const e of Deno.readDirSync(`${scratch}/containerd/${part}/${plugin}/sandboxes`)) {
+            prefixes.push(`cni-loopback-${e.name}-`);
+          }
+        } catch { /* not a CRI stack, or no sandbox */ }
+      }
+    }
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(CNI_RESULTS)];
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return;
+      throw error;
+    }
+    for (const entry of entries) {
+      if (prefixes.some((p) => entry.name.startsWith(p))) Deno.removeSync(`${CNI_RESULTS}/${entry.name}`);
+    }
+  });
   if (!keep) await attempt("remove the scratch directory", () => Deno.remove(scratch, { recursive: true }));
   return problems;
 }
@@ -246,6 +286,8 @@ export class EmbeddedStack implements AsyncDisposable {
 
   async #start(): Promise<void> {
     const s = this.scratch;
+    const cri = this.options.cri === true ? await import("./cri.ts") : undefined;
+    const configVersion = cri?.containerdConfigVersion(this.engines.versions.containerd ?? "") ?? 2;
     Deno.mkdirSync(`${s}/arch`, { mode: 0o700 });
     Deno.writeTextFileSync(
       this.archConfig,
@@ -256,6 +298,7 @@ export class EmbeddedStack implements AsyncDisposable {
           criuConfigDir: `${s}/arch/criu`,
           secretFile: `${s}/arch/secret`,
           logFile: this.archLog,
+          metricsFile: `${s}/arch/metrics/arch.prom`,
           checkpointRoots: [`${s}/lib/arch`],
           defaultCheckpointRoot: this.checkpointRoot,
           ...this.options.archConfigExtra,
@@ -268,10 +311,11 @@ export class EmbeddedStack implements AsyncDisposable {
     Deno.writeTextFileSync(
       `${s}/containerd.toml`,
       [
-        "version = 2",
+        `version = ${configVersion}`,
         `root = "${s}/containerd/root"`,
         `state = "${s}/containerd/state"`,
-        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", ' +
+        `disabled_plugins = [${cri === undefined ? '"io.containerd.grpc.v1.cri", ' : ""}` +
+        '"io.containerd.snapshotter.v1.btrfs", ' +
         '"io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]',
         "[grpc]",
         `  address = "${this.containerdSock}"`,
@@ -279,10 +323,15 @@ export class EmbeddedStack implements AsyncDisposable {
         `  address = "${this.containerdSock}.ttrpc"`,
         '[plugins."io.containerd.internal.v1.opt"]',
         `  path = "${s}/containerd/opt"`,
+        ...(cri?.criConfigSections(configVersion, { scratch: s }) ?? []),
         "",
       ].join("\n"),
     );
-    await this.options.prepare?.(s);
+    if (cri !== undefined) {
+      Deno.mkdirSync(`${s}/cni/net.d`, { recursive: true });
+      Deno.writeTextFileSync(cri.cniConfigPath(s), cri.cniNetwork(s, cri.randomPodSubnet()));
+    }
+    await this.options.prepare?.(s, this.engines);
     this.#containerd = this.#daemon("containerd", this.engines.containerd, [
       "--config",
       `${s}/containerd.toml`,
@@ -334,6 +383,26 @@ export class EmbeddedStack implements AsyncDisposable {
     const image = await buildTestImage(this.options.imageCache, this.options.workloadSource);
     await this.ctr(["images", "import", image]);
     await this.docker(["load", "--quiet", "--input", image]);
+    if (cri !== undefined) {
+      const pause = await cri.buildPauseImage(this.options.imageCache);
+      for (const archive of [pause, image]) {
+        await this.ctr(["images", "import", archive], { namespace: cri.CRI_NAMESPACE });
+      }
+      using client = new cri.CriClient(this.containerdSock);
+      await waitFor(
+        "the CRI plugin's images",
+        async () => {
+          try {
+            return (await client.imageId(cri.PAUSE_IMAGE)) !== undefined &&
+              (await client.imageId(TEST_IMAGE)) !== undefined;
+          } catch {
+            return false;
+          }
+        },
+        20_000,
+        `${s}/containerd.log`,
+      );
+    }
   }
 
   #daemon(name: string, binary: string, args: string[]): Deno.ChildProcess {
@@ -439,6 +508,14 @@ export class EmbeddedStack implements AsyncDisposable {
     }
     const containerd = this.#containerd;
     if (containerd !== undefined) {
+      if (this.options.cri === true) {
+        // As a kubelet would: stop and remove the pods (containers, sandboxes) through CRI.
+        await attempt("remove CRI pods", async () => {
+          const { CriClient } = await import("./cri.ts");
+          using client = new CriClient(this.containerdSock);
+          return await client.removeAllPods();
+        }, false);
+      }
       await attempt("remove containerd tasks", () => this.#removeCtrContainers(), false);
       await attempt("stop containerd", () => this.#terminate(containerd));
       this.#containerd = undefined;

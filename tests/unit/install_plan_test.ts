@@ -73,6 +73,16 @@ Deno.test("planInstall", async (t) => {
     const steps = planInstall({ installed, files: aptFiles, criuVersion: "Version: 4.2.1", kernel: NEW_KERNEL });
     assertEquals(steps.map(describeStep), ["apt-get update", "apt-get install -t trixie docker-cli", "criu check"]);
   });
+  await t.step("the CRI proto missing (Kubernetes tests) is installed from trixie", () => {
+    const installed = all();
+    installed.delete("golang-github-kubernetes-cri-api-dev");
+    const steps = planInstall({ installed, files: aptFiles, criuVersion: "Version: 4.2.1", kernel: NEW_KERNEL });
+    assertEquals(steps.map(describeStep), [
+      "apt-get update",
+      "apt-get install -t trixie golang-github-kubernetes-cri-api-dev",
+      "criu check",
+    ]);
+  });
   await t.step("an outdated pin file is rewritten", () => {
     const files = new Map(aptFiles);
     files.set(SID_PIN_PATH, "Package: *\nPin: release n=sid\nPin-Priority: 500\n");
