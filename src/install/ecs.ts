@@ -46,9 +46,11 @@ sh "$tmp/arch.run" install --prefix /usr/local
 /usr/local/bin/arch install docker --default --arch-runc /usr/local/bin/arch-runc
 /usr/local/bin/arch install watch --provider ${shellQuote(provider)} --arch /usr/local/bin/arch
 # Docker reads daemon.json at start; the ECS agent runs as a container of it.
-if command -v systemctl >/dev/null 2>&1; then
+if [ -d /run/systemd/system ]; then
   systemctl restart docker
   if systemctl list-unit-files ecs.service >/dev/null 2>&1; then systemctl restart --no-block ecs; fi
+else
+  echo "arch: systemd does not run this machine: restart Docker and the ECS agent yourself" >&2
 fi
 `;
 }

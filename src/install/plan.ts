@@ -47,6 +47,7 @@ export const BASE_PACKAGES = [
   "iptables",
   "iproute2",
   "zstd",
+  "curl",
   "busybox-static",
   "tar",
   "gcc",

@@ -78,6 +78,8 @@ export const PROGRAMS: readonly Program[] = [
   { name: "stat", by: "tests" },
   // the release artifact (scripts/release.ts) and its test; the bench's raw-runc floor
   { name: "sha256sum", by: "tests" },
+  // the ECS/AWS Batch userdata (src/install/ecs.ts) downloads the artifact; its test runs it
+  { name: "curl", by: "tests" },
   { name: "sync", by: "tests" },
   // the shared-FS bench (tests/stack/sftp_mount.ts): bytes on the SFTP connections
   { name: "ss", by: "tests" },

@@ -1,13 +1,15 @@
 /**
  * The release artifact (`deno task release`) as a node gets it: installed from the one file
  * on a clean root (no network, no checkout, no Deno or npm cache visible), then used as the
- * engines' runtime to run, checkpoint and resume a container. Also what a bad download or a
- * foreign file in the way gets: one sentence, nothing changed.
+ * engines' runtime to run, checkpoint and resume a container; and through the ECS/AWS Batch
+ * userdata ARCH prints (download from a server, sha256, install, Docker's default runtime, the
+ * watcher's unit). Also what a bad download or a foreign file in the way gets: one sentence,
+ * nothing changed.
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { release } from "../../scripts/release.ts";
-import { archDockerRun, ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH, archDockerRun, ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
 import { TEST_IMAGE } from "../stack/stack.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { runCommand } from "../../src/process/exec.ts";
@@ -130,6 +132,57 @@ Deno.test({
       assertEquals(plain.code, 0, plain.stderr);
       await stack.docker(["rm", "-f", first, second]);
     });
+
+    await t.step(
+      "the ECS/AWS Batch userdata downloads, verifies and installs it, and makes arch Docker's default",
+      async () => {
+        const bytes = Deno.readFileSync(artifact);
+        await using server = Deno.serve(
+          { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+          (req) =>
+            new URL(req.url).pathname === "/arch.run"
+              ? new Response(bytes)
+              : new Response("not found", { status: 404 }),
+        );
+        const url = `http://127.0.0.1:${server.addr.port}/arch.run`;
+        const sha256 = Deno.readTextFileSync(`${artifact}.sha256`).split(" ")[0]!;
+        const userdata = async (sum: string) => {
+          const script = `${work}/userdata-${sum.slice(0, 8)}.sh`;
+          const printed = await runCommand({
+            cmd: ARCH,
+            args: ["install", "--print", "ecs-userdata", "--artifact-url", url, "--artifact-sha256", sum],
+          });
+          assertEquals(printed.code, 0, printed.stderr);
+          Deno.writeTextFileSync(script, printed.stdout);
+          // A node's own paths, each on an empty tmpfs of a private mount namespace.
+          const dirs = ["/usr/local", "/etc/docker", "/etc/systemd/system", "/var/lib/arch"];
+          return await runCommand({
+            cmd: "unshare",
+            args: [
+              "--mount",
+              "--propagation",
+              "private",
+              "sh",
+              "-c",
+              `${dirs.map((d) => `mkdir -p ${d} && mount -t tmpfs arch-node ${d}`).join(" && ")} && ` +
+              `sh "$0" && echo '#####' && cat /etc/docker/daemon.json && echo '#####' && ` +
+              `cat /etc/systemd/system/arch-watch.service && echo '#####' && /usr/local/bin/arch --version`,
+              script,
+            ],
+          });
+        };
+        const bad = await userdata("0".repeat(64));
+        ok(bad.code !== 0, "a wrong sha256 stops the userdata");
+        ok(!bad.stdout.includes("installed ARCH"), bad.stdout);
+        const r = await userdata(sha256);
+        assertEquals(r.code, 0, r.stdout + r.stderr);
+        const [daemon, unit, version] = r.stdout.split("#####\n").slice(-3);
+        const json = JSON.parse(daemon!);
+        assertEquals([json["default-runtime"], json.runtimes?.arch?.path], ["arch", "/usr/local/bin/arch-runc"]);
+        ok(unit!.includes("ExecStart=/usr/local/bin/arch watch --provider aws"), unit!);
+        assertEquals(version!.trim(), ARCH_VERSION);
+      },
+    );
 
     await t.step("uninstall removes the commands and the unpacked versions", async () => {
       const r = await runCommand({ cmd: "sh", args: [artifact, "uninstall", "--prefix", prefix] });
