@@ -141,6 +141,14 @@ export function readHostBasics(configPath: string, self: readonly string[]): Hos
 }
 
 /**
+ * The program that runs ARCH again (the exit watcher, the pause watchdog, the hooks, the watcher's
+ * finalize): the launcher's target in launcher form (`ARCH_LAUNCHER_ARCH`), else this executable.
+ */
+export function selfArch(): string {
+  return Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+}
+
+/**
  * Real paths that are ARCH itself (this executable and, in launcher mode, the launcher the
  * engine ran), which the configured or fallback runc must never be.
  */

@@ -27,6 +27,7 @@ import { ClaimTimeout, KeyGone } from "../store/claim.ts";
 import { faultPoint } from "../util/faults.ts";
 import { watchExit } from "./watch_exit.ts";
 import { ensureSystemPath, SEARCH_PATH } from "../process/programs.ts";
+import { selfArch } from "../config/host.ts";
 
 /**
  * The `arch` hook command the wrapper puts into an ARCH shared-FS container's config.json:
@@ -34,7 +35,7 @@ import { ensureSystemPath, SEARCH_PATH } from "../process/programs.ts";
  * configuration (runc runs hooks with the hook's environment only).
  */
 function archHook(configPath: string): { path: string; env: string[] } {
-  const path = Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+  const path = selfArch();
   return { path, env: [`ARCH_CONFIG=${configPath}`, `PATH=${SEARCH_PATH}`] };
 }
 

@@ -21,6 +21,7 @@ import {
   type WatchTarget,
 } from "./exit_watch_protocol.ts";
 import { runCommand } from "../process/exec.ts";
+import { selfArch } from "../config/host.ts";
 
 /** Default bound of a whole hand-off. */
 export const HANDOFF_TIMEOUT_MS = 2_000;
@@ -88,7 +89,7 @@ export async function handOverPidfd(
   if (!valid.ok) throw new Error(`cannot watch the container: ${valid.error}`);
   const deadline = Date.now() + (options.timeoutMs ?? HANDOFF_TIMEOUT_MS);
   const socket = watcherPaths(stateDir).socket;
-  const arch = options.arch ?? Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+  const arch = options.arch ?? selfArch();
   let started = false;
   let lastError: unknown;
   // Any failure but a refusal is retried until the deadline: a watcher that dies between

@@ -28,6 +28,7 @@ import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness
 import { runc, runcArgv, runcState, type RuncTarget } from "./runc.ts";
 import { targetOf } from "../runc/command.ts";
 import { runCommand } from "../process/exec.ts";
+import { selfArch } from "../config/host.ts";
 
 /**
  * `paused`: nothing committed, resume. `committing`: the commit of `checkpoint` is under
@@ -86,7 +87,7 @@ const WATCHDOG = 'n=0; while [ -e "$2" ]; do n=$((n + 1)); ' +
   'if [ "$n" -gt "$1" ]; then "$0" recover >/dev/null 2>&1; sleep 4; fi; sleep 1; done';
 
 async function startWatchdog(marker: string, budgetMs: number): Promise<void> {
-  const arch = Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
+  const arch = selfArch();
   await runCommand({
     cmd: "setsid",
     args: ["-f", "sh", "-c", WATCHDOG, arch, String(Math.ceil(budgetMs / 1000)), marker],

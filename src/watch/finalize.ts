@@ -7,16 +7,12 @@
  */
 
 import { runCommand } from "../process/exec.ts";
+import { selfArch } from "../config/host.ts";
 import type { Logger } from "../log/log.ts";
 import type { FinalizeAction } from "./loop.ts";
 
 /** Time a finalize run gets beyond its deadline before it is killed, milliseconds. */
 export const FINALIZE_GRACE_MS = 300_000;
-
-/** The program that runs ARCH again: the launcher's target, else this executable. */
-export function selfArch(): string {
-  return Deno.env.get("ARCH_LAUNCHER_ARCH") ?? Deno.execPath();
-}
 
 /** Runs `cmd finalize --deadline <s>` with `ARCH_CONFIG=configPath`; resolves with its exit status. */
 async function runArchFinalize(
