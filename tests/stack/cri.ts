@@ -21,6 +21,7 @@
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { mustRun } from "../../src/process/exec.ts";
+import { packOciArchive, sha256Hex } from "./image.ts";
 
 /** Where Debian's `golang-github-kubernetes-cri-api-dev` puts the CRI proto (and its gogo import). */
 export const CRI_PROTO_ROOT = "/usr/share/gocode/src";
@@ -409,13 +410,6 @@ int main(void) {
 }
 `;
 
-async function sha256Hex(data: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", data);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-const TAR_DETERMINISTIC = ["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner"];
-
 /**
  * Builds (or reuses) the pause image `PAUSE_IMAGE` as an OCI archive at
  * `<cacheDir>/arch-pause.oci.tar` (for `ctr images import`) and returns its path: one layer
@@ -423,7 +417,7 @@ const TAR_DETERMINISTIC = ["--sort=name", "--mtime=@0", "--owner=0", "--group=0"
  */
 export async function buildPauseImage(cacheDir: string): Promise<string> {
   Deno.mkdirSync(cacheDir, { recursive: true });
-  const stamp = await sha256Hex(new TextEncoder().encode(`pause v1\n${PAUSE_C}`));
+  const stamp = await sha256Hex(new TextEncoder().encode(`pause v2\n${PAUSE_C}`));
   const out = `${cacheDir}/arch-pause.oci.tar`;
   try {
     if (Deno.readTextFileSync(`${out}.inputs`) === stamp) return out;
@@ -433,55 +427,13 @@ export async function buildPauseImage(cacheDir: string): Promise<string> {
     Deno.mkdirSync(`${work}/rootfs`);
     Deno.writeTextFileSync(`${work}/pause.c`, PAUSE_C);
     await mustRun({ cmd: "gcc", args: ["-static", "-O2", "-s", "-o", `${work}/rootfs/pause`, `${work}/pause.c`] });
-    await mustRun({
-      cmd: "tar",
-      args: [...TAR_DETERMINISTIC, "-C", `${work}/rootfs`, "-cf", `${work}/layer.tar`, "."],
-    });
-    const layer = Deno.readFileSync(`${work}/layer.tar`);
-    const layerDigest = await sha256Hex(layer);
-    const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
-    const config = json({
-      architecture: Deno.build.arch === "x86_64" ? "amd64" : "arm64",
-      os: "linux",
+    await packOciArchive({
+      rootfs: `${work}/rootfs`,
+      work,
+      out,
+      name: PAUSE_IMAGE,
       config: { Entrypoint: ["/pause"], WorkingDir: "/" },
-      rootfs: { type: "layers", diff_ids: [`sha256:${layerDigest}`] },
     });
-    const configDigest = await sha256Hex(config);
-    const manifest = json({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: {
-        mediaType: "application/vnd.oci.image.config.v1+json",
-        digest: `sha256:${configDigest}`,
-        size: config.length,
-      },
-      layers: [{
-        mediaType: "application/vnd.oci.image.layer.v1.tar",
-        digest: `sha256:${layerDigest}`,
-        size: layer.length,
-      }],
-    });
-    const manifestDigest = await sha256Hex(manifest);
-    const layout = `${work}/layout`;
-    Deno.mkdirSync(`${layout}/blobs/sha256`, { recursive: true });
-    Deno.writeFileSync(`${layout}/blobs/sha256/${layerDigest}`, layer);
-    Deno.writeFileSync(`${layout}/blobs/sha256/${configDigest}`, config);
-    Deno.writeFileSync(`${layout}/blobs/sha256/${manifestDigest}`, manifest);
-    Deno.writeFileSync(`${layout}/oci-layout`, json({ imageLayoutVersion: "1.0.0" }));
-    Deno.writeFileSync(
-      `${layout}/index.json`,
-      json({
-        schemaVersion: 2,
-        manifests: [{
-          mediaType: "application/vnd.oci.image.manifest.v1+json",
-          digest: `sha256:${manifestDigest}`,
-          size: manifest.length,
-          annotations: { "io.containerd.image.name": PAUSE_IMAGE, "org.opencontainers.image.ref.name": "latest" },
-        }],
-      }),
-    );
-    await mustRun({ cmd: "tar", args: [...TAR_DETERMINISTIC, "-C", layout, "-cf", `${out}.tmp`, "."] });
-    Deno.renameSync(`${out}.tmp`, out);
     Deno.writeTextFileSync(`${out}.inputs`, stamp);
     return out;
   } finally {

@@ -14,7 +14,12 @@
  * Knobs shared by all: `failNext` answers that many requests with 500 (503 for GCP);
  * `delayMs` delays every answer; `requests` records what arrived. Closing cuts hanging and
  * delayed requests.
+ * Also {@link runWatcher}: a watcher of a source with test timings.
  */
+
+import { Watcher, type WatchOptions } from "../../src/watch/loop.ts";
+import type { NoticeSource } from "../../src/watch/notice.ts";
+import type { WatchStatus } from "../../src/watch/status.ts";
 
 /** One request a server received. */
 export interface SeenRequest {
@@ -316,3 +321,31 @@ export async function until(what: string, probe: () => boolean, timeoutMs = 5_00
 
 /** `ms` of waiting. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs a {@link Watcher} of `source` with test timings (50 ms polls, 200 ms backoff) and
+ * `fin` as its finalize action; every status it writes is kept in `statuses`. `stop()` ends it.
+ */
+export function runWatcher(source: NoticeSource, fin: RecordingFinalize, extra: Partial<WatchOptions> = {}) {
+  const statuses: WatchStatus[] = [];
+  const w = new Watcher({
+    source,
+    finalize: fin.action,
+    intervalMs: 50,
+    marginSeconds: 5,
+    onRebalance: "log",
+    rebalanceDeadlineSeconds: 100,
+    maxBackoffMs: 200,
+    onPoll: (s) => statuses.push(s),
+    ...extra,
+  });
+  const running = w.run();
+  return {
+    w,
+    statuses,
+    async stop() {
+      w.stop();
+      await running;
+    },
+  };
+}

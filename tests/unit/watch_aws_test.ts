@@ -8,30 +8,10 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { AwsSource } from "../../src/watch/aws.ts";
 import { handledFromStatus, Watcher, type WatchOptions } from "../../src/watch/loop.ts";
 import type { WatchStatus } from "../../src/watch/status.ts";
-import { AwsImds, RecordingFinalize, sleep, until } from "../stack/metadata_servers.ts";
+import { AwsImds, RecordingFinalize, runWatcher, sleep, until } from "../stack/metadata_servers.ts";
 
 function watcher(imds: AwsImds, fin: RecordingFinalize, extra: Partial<WatchOptions> = {}, timeoutMs = 300) {
-  const statuses: WatchStatus[] = [];
-  const w = new Watcher({
-    source: new AwsSource({ endpoint: imds.url, requestTimeoutMs: timeoutMs }),
-    finalize: fin.action,
-    intervalMs: 50,
-    marginSeconds: 5,
-    onRebalance: "log",
-    rebalanceDeadlineSeconds: 100,
-    maxBackoffMs: 200,
-    onPoll: (s) => statuses.push(s),
-    ...extra,
-  });
-  const running = w.run();
-  return {
-    w,
-    statuses,
-    async stop() {
-      w.stop();
-      await running;
-    },
-  };
+  return runWatcher(new AwsSource({ endpoint: imds.url, requestTimeoutMs: timeoutMs }), fin, extra);
 }
 
 const inSeconds = (s: number) => new Date(Date.now() + s * 1000).toISOString();

@@ -7,32 +7,11 @@
 
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { AzureSource } from "../../src/watch/azure.ts";
-import { Watcher, type WatchOptions } from "../../src/watch/loop.ts";
-import type { WatchStatus } from "../../src/watch/status.ts";
-import { AzureImds, RecordingFinalize, sleep, until } from "../stack/metadata_servers.ts";
+import type { WatchOptions } from "../../src/watch/loop.ts";
+import { AzureImds, RecordingFinalize, runWatcher, sleep, until } from "../stack/metadata_servers.ts";
 
 function watcher(imds: AzureImds, fin: RecordingFinalize, extra: Partial<WatchOptions> = {}) {
-  const statuses: WatchStatus[] = [];
-  const w = new Watcher({
-    source: new AzureSource({ endpoint: imds.url, requestTimeoutMs: 300 }),
-    finalize: fin.action,
-    intervalMs: 50,
-    marginSeconds: 5,
-    onRebalance: "log",
-    rebalanceDeadlineSeconds: 100,
-    maxBackoffMs: 200,
-    onPoll: (s) => statuses.push(s),
-    ...extra,
-  });
-  const running = w.run();
-  return {
-    w,
-    statuses,
-    async stop() {
-      w.stop();
-      await running;
-    },
-  };
+  return runWatcher(new AzureSource({ endpoint: imds.url, requestTimeoutMs: 300 }), fin, extra);
 }
 
 const rfc1123In = (s: number) => new Date(Date.now() + s * 1000).toUTCString();

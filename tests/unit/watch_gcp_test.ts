@@ -7,9 +7,8 @@
 
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { GcpSource } from "../../src/watch/gcp.ts";
-import { Watcher, type WatchOptions } from "../../src/watch/loop.ts";
-import type { WatchStatus } from "../../src/watch/status.ts";
-import { GcpMetadata, NotACloud, RecordingFinalize, sleep, until } from "../stack/metadata_servers.ts";
+import type { WatchOptions } from "../../src/watch/loop.ts";
+import { GcpMetadata, NotACloud, RecordingFinalize, runWatcher, sleep, until } from "../stack/metadata_servers.ts";
 
 function watcher(
   server: { url: string },
@@ -17,27 +16,7 @@ function watcher(
   source?: GcpSource,
   extra: Partial<WatchOptions> = {},
 ) {
-  const statuses: WatchStatus[] = [];
-  const w = new Watcher({
-    source: source ?? new GcpSource({ endpoint: server.url, waitSeconds: 2, graceMs: 500 }),
-    finalize: fin.action,
-    intervalMs: 50,
-    marginSeconds: 5,
-    onRebalance: "log",
-    rebalanceDeadlineSeconds: 100,
-    maxBackoffMs: 200,
-    onPoll: (s) => statuses.push(s),
-    ...extra,
-  });
-  const running = w.run();
-  return {
-    w,
-    statuses,
-    async stop() {
-      w.stop();
-      await running;
-    },
-  };
+  return runWatcher(source ?? new GcpSource({ endpoint: server.url, waitSeconds: 2, graceMs: 500 }), fin, extra);
 }
 
 const ctx = () => ({ signal: new AbortController().signal, deadline: Date.now() + 5_000 });
