@@ -2,11 +2,14 @@
  * `arch install --print kubernetes`: the manifests that bring ARCH to a Kubernetes node pool
  * (text only, nothing applied): a RuntimeClass `arch` (handler `arch`, the containerd runtime
  * `arch install containerd` declares) and a DaemonSet whose init containers download the
- * ARCH release artifact (`arch-<version>-linux-<arch>.run`), check its sha256, run its
- * self-install into the host's /usr/local and `arch install containerd` against the host's
- * /etc/containerd, then a pause container keeps the pod. containerd reads the drop-in when
- * it starts: run the DaemonSet before containerd starts (node bootstrap) or restart
- * containerd on the node afterwards. Pure.
+ * ARCH release artifact (`arch-<version>-linux-<arch>.run`), check its sha256, copy it to the
+ * host's /var/lib/arch/release, and run its self-install and `arch install containerd` in the
+ * host's own mount namespace (`nsenter --target 1 --mount`, hence `hostPID`): every path the
+ * installers write into the launchers and containerd's config is the host's own, as on a
+ * node installed by hand (a `/host/...` path from inside the pod would make containerd fail to
+ * start on its next restart: a missing import is fatal). A pause container then keeps the pod.
+ * containerd reads the drop-in when it starts: run the DaemonSet before containerd starts
+ * (node bootstrap), set RESTART_CONTAINERD=true in the manifest, or restart it yourself. Pure.
  */
 
 /** Options of {@link kubernetesManifests}. */
@@ -15,7 +18,7 @@ export interface KubernetesOptions {
   readonly artifactSha256: string;
   /** `key=value` of the nodes to install on (spot nodes, e.g. `karpenter.sh/capacity-type=spot`). */
   readonly nodeSelector?: string;
-  /** A glibc image with `sh` for the install step (the artifact's binaries need glibc). */
+  /** An image with `sh`, `cp` and `nsenter` (util-linux) for the install step. */
   readonly image?: string;
   /** `arch install containerd --default` (every pod through ARCH; ARCH passes through non-ARCH ones). */
   readonly makeDefault?: boolean;
@@ -47,20 +50,24 @@ export function kubernetesManifests(opts: KubernetesOptions): string {
   ].join("\n");
   const install = [
     "set -eu",
-    "sh /artifact/arch.run install --prefix /host/usr/local",
-    // Paths written into the config are the host's; the files are reached through /host.
-    "/host/usr/local/bin/arch install containerd" + (opts.makeDefault ? " --default" : "") +
-    " --arch-runc /usr/local/bin/arch-runc --containerd /host/usr/bin/containerd" +
-    " --containerd-config /host/etc/containerd/config.toml --containerd-dropin /host/etc/containerd/conf.d/arch.toml" +
-    " --record /host/var/lib/arch/install.json",
-    'echo "ARCH installed: restart containerd on this node if it was running before (it reads the drop-in at start)"',
+    // The artifact goes to the host; everything else runs in the host's mount namespace, so the
+    // paths in the launchers, containerd's config and the install record are the host's own.
+    "mkdir -p /host/var/lib/arch/release",
+    "cp /artifact/arch.run /host/var/lib/arch/release/arch.run.new",
+    "mv -f /host/var/lib/arch/release/arch.run.new /host/var/lib/arch/release/arch.run",
+    'host() { nsenter --target 1 --mount -- "$@"; }',
+    "host sh /var/lib/arch/release/arch.run install --prefix /usr/local",
+    "host /usr/local/bin/arch install containerd" + (opts.makeDefault ? " --default" : ""),
+    'if [ "$RESTART_CONTAINERD" = true ]; then host systemctl restart containerd; else',
+    '  echo "ARCH installed: restart containerd on this node if it was running before (it reads the drop-in at start)"',
+    "fi",
   ].join("\n");
   const block = (text: string, indent: string) => text.split("\n").map((l) => `${indent}${l}`).join("\n");
   return `# ARCH on Kubernetes (printed by arch install --print kubernetes).
 # Pods opt in with runtimeClassName: arch and the env ARCH_ENABLE=1 (see README).
-# The install record names the paths as the installer saw them (/host/...): to remove ARCH from
-# a node, run "arch uninstall containerd --record /host/var/lib/arch/install.json" in the same
-# install container (same mounts), then restart containerd.
+# The installers run in the host's mount namespace (nsenter, hostPID): to remove ARCH from a node,
+# run "arch uninstall containerd" there (e.g. kubectl debug node/<node> -it --image=debian:12-slim
+# -- chroot /host /usr/local/bin/arch uninstall containerd), then restart containerd.
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass
 metadata:
@@ -88,6 +95,7 @@ spec:
     spec:
       nodeSelector:
         ${q(selKey)}: ${q(selValue)}
+      hostPID: true # nsenter --target 1: the installers see the host's own paths
       tolerations:
         - operator: Exists
       initContainers:
@@ -103,15 +111,14 @@ ${block(fetch, "              ")}
           image: ${q(image)}
           securityContext:
             privileged: true
+          env:
+            - { name: RESTART_CONTAINERD, value: "false" } # "true": restart containerd to load the runtime now
           command: ["/bin/sh", "-c"]
           args:
             - |
 ${block(install, "              ")}
           volumeMounts:
             - { name: artifact, mountPath: /artifact }
-            - { name: usr-local, mountPath: /host/usr/local }
-            - { name: usr-bin, mountPath: /host/usr/bin, readOnly: true }
-            - { name: etc-containerd, mountPath: /host/etc/containerd }
             - { name: var-lib-arch, mountPath: /host/var/lib/arch }
       containers:
         - name: pause
@@ -120,9 +127,6 @@ ${block(install, "              ")}
             requests: { cpu: 1m, memory: 8Mi }
       volumes:
         - { name: artifact, emptyDir: {} }
-        - { name: usr-local, hostPath: { path: /usr/local, type: DirectoryOrCreate } }
-        - { name: usr-bin, hostPath: { path: /usr/bin, type: Directory } }
-        - { name: etc-containerd, hostPath: { path: /etc/containerd, type: DirectoryOrCreate } }
         - { name: var-lib-arch, hostPath: { path: /var/lib/arch, type: DirectoryOrCreate } }
 `;
 }

@@ -63,18 +63,23 @@ Deno.test("kubernetes manifests", async (t) => {
     ok(/^handler: arch$/m.test(runtimeClass!));
     ok(runtimeClass!.includes('"node.example/spot": "true"'));
   });
-  await t.step("DaemonSet: fetch + verify, privileged install, pause; host paths", () => {
+  await t.step("DaemonSet: fetch + verify, then both installers in the host's mount namespace; pause", () => {
     ok(/^kind: DaemonSet$/m.test(daemonSet!) && /^apiVersion: apps\/v1$/m.test(daemonSet!));
-    ok(!/hostPID/.test(daemonSet!), "no hostPID");
+    ok(/^ {6}hostPID: true/m.test(daemonSet!), "hostPID, for nsenter --target 1");
     ok(daemonSet!.includes('nodeSelector:\n        "node.example/spot": "true"'));
     ok(daemonSet!.includes("initContainers:\n        - name: fetch") && daemonSet!.includes("        - name: install"));
     ok(/securityContext:\n {12}privileged: true/.test(daemonSet!));
     ok(daemonSet!.includes(`echo '${SHA}  /artifact/arch.run' | sha256sum -c -`));
-    ok(daemonSet!.includes("sh /artifact/arch.run install --prefix /host/usr/local"));
-    ok(/\/host\/usr\/local\/bin\/arch install containerd .*--arch-runc \/usr\/local\/bin\/arch-runc/.test(daemonSet!));
-    ok(daemonSet!.includes("--containerd-config /host/etc/containerd/config.toml"));
+    ok(daemonSet!.includes('host() { nsenter --target 1 --mount -- "$@"; }'));
+    ok(daemonSet!.includes("host sh /var/lib/arch/release/arch.run install --prefix /usr/local"));
+    ok(daemonSet!.includes("host /usr/local/bin/arch install containerd"));
+    // Nothing the installers write may name a path as the pod sees it: containerd would not start.
+    const installers = daemonSet!.split("\n").filter((l) => /^\s*host /.test(l));
+    assertEquals(installers.length, 2);
+    ok(daemonSet!.includes('if [ "$RESTART_CONTAINERD" = true ]; then host systemctl restart containerd; else'));
+    ok(installers.every((l) => !l.includes("/host/")), installers.join("\n"));
     ok(daemonSet!.includes("containers:\n        - name: pause\n          image: registry.k8s.io/pause"));
-    for (const p of ["/usr/local", "/etc/containerd"]) ok(daemonSet!.includes(`hostPath: { path: ${p},`), p);
+    ok(daemonSet!.includes("hostPath: { path: /var/lib/arch,"));
   });
   await t.step("the install step's script is valid sh", async () => {
     const script = daemonSet!.split("- name: install")[1]!.split("args:\n            - |\n")[1]!.split(
