@@ -75,7 +75,7 @@ export function installerHeader(
   return `#!/bin/sh
 # ARCH ${fields.version} for Linux ${fields.machine}: a self-installing release (built by scripts/release.ts).
 #   sh <this file> install [--prefix DIR]     install or upgrade (default prefix /usr/local)
-#   sh <this file> uninstall [--prefix DIR]   remove what install put there
+#   sh <this file> uninstall [--prefix DIR] [--force] [--record FILE]   remove what install put there
 #   sh <this file> info                       version and payload
 # Needs root, sh, tail, sha256sum, tar, gzip, sed, mktemp. No network.
 set -eu
@@ -90,12 +90,16 @@ usage() { sed -n '3,5s/^# *//p' "$self" >&2; exit 2; }
 cmd=\${1:-}
 [ $# -gt 0 ] && shift
 prefix=/usr/local
+force=false
+record=/var/lib/arch/install.json
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift 2 ;;
     --prefix=*) prefix=\${1#--prefix=}; shift ;;
+    --force) force=true; shift ;;
+    --record) [ $# -ge 2 ] || die "--record needs a file"; record=$2; shift 2 ;;
     -h|--help) usage ;;
-    *) die "unknown option \\"$1\\": the options are --prefix DIR" ;;
+    *) die "unknown option \\"$1\\": the options are --prefix DIR, --force and --record FILE" ;;
   esac
 done
 case $prefix in
@@ -107,8 +111,19 @@ case $prefix in
 esac
 prefix=\${prefix%/}
 lib=$prefix/lib/arch
-home=$lib/$VERSION
+# One directory per payload (version + hash): reinstalling another build of the same version
+# never removes the files a running ARCH process (the exit watcher) was started from.
+release=$VERSION-$(printf %.12s "$PAYLOAD_SHA256")
+home=$lib/$release
 ours="# ARCH "
+
+# Whether $1 is ARCH's: a launcher this installer wrote, or a link into $lib.
+is_ours() {
+  if [ -L "$1" ]; then
+    case $(readlink "$1") in "$lib"/*) return 0 ;; *) return 1 ;; esac
+  fi
+  [ -f "$1" ] && grep -q "^$ours" "$1" 2>/dev/null
+}
 
 payload_to() {
   tail -c +$((PAYLOAD_OFFSET + 1)) "$self" >"$1"
@@ -116,18 +131,17 @@ payload_to() {
     die "$self is damaged (its payload's sha256 is not $PAYLOAD_SHA256): download it again and check its .sha256"
 }
 
-# Writes template $1 with the paths filled in beside $2, then renames it over $2 (atomic).
-place() {
-  sed -e "s|@ARCH_HOME@|$home|g" -e "s|@ARCH_PREFIX@|$prefix|g" "$1" >"$2.arch-new"
-  chmod 0755 "$2.arch-new"
-  mv -f "$2.arch-new" "$2"
+# Writes template $1 with the paths filled in as $2 (an .arch-new file, renamed into place later).
+fill() {
+  sed -e "s|@ARCH_HOME@|$home|g" -e "s|@ARCH_PREFIX@|$prefix|g" "$1" >"$2"
+  chmod 0755 "$2"
 }
 
 install_release() {
   [ "$(uname -m)" = "$MACHINE" ] || die "this release is for $MACHINE, this machine is $(uname -m): download the $(uname -m) file"
   [ "$(id -u)" = 0 ] || die "install needs root: ARCH runs as root beside runc"
   for f in "$prefix/bin/arch" "$prefix/bin/arch-runc"; do
-    if [ -e "$f" ] && ! grep -q "^$ours" "$f" 2>/dev/null && ! [ -L "$f" ]; then
+    if { [ -e "$f" ] || [ -L "$f" ]; } && ! is_ours "$f"; then
       die "$f exists and is not ARCH's: move it away or choose another --prefix"
     fi
   done
@@ -149,33 +163,40 @@ install_release() {
     rm -rf "$tmp"
     trap - EXIT
   fi
+  # The new arch must run before it replaces anything.
   if [ "$KIND" = compiled ]; then
-    ln -sfn "$home/arch" "$prefix/bin/arch.arch-new" && mv -Tf "$prefix/bin/arch.arch-new" "$prefix/bin/arch"
+    ln -sfn "$home/arch" "$prefix/bin/arch.arch-new"
   else
-    place "$home/share/arch.in" "$prefix/bin/arch"
+    fill "$home/share/arch.in" "$prefix/bin/arch.arch-new"
   fi
-  place "$home/share/arch-runc.in" "$prefix/bin/arch-runc"
+  if ! "$prefix/bin/arch.arch-new" --version >/dev/null; then
+    rm -f "$prefix/bin/arch.arch-new"
+    die "the new arch does not run on this machine (see the error above): nothing was replaced"
+  fi
+  fill "$home/share/arch-runc.in" "$prefix/bin/arch-runc.arch-new"
+  mv -Tf "$prefix/bin/arch.arch-new" "$prefix/bin/arch"
+  mv -Tf "$prefix/bin/arch-runc.arch-new" "$prefix/bin/arch-runc"
   # Keep this version and the one before it (processes may still run from it); remove older ones.
   previous=$(cat "$lib/.current" 2>/dev/null || true)
-  echo "$VERSION" >"$lib/.current.arch-new" && mv -f "$lib/.current.arch-new" "$lib/.current"
+  echo "$release" >"$lib/.current.arch-new" && mv -f "$lib/.current.arch-new" "$lib/.current"
   for d in "$lib"/*; do
     [ -d "$d" ] || continue
-    case \${d##*/} in "$VERSION"|"$previous") ;; *) rm -rf "$d" ;; esac
+    case \${d##*/} in "$release"|"$previous") ;; *) rm -rf "$d" ;; esac
   done
-  "$prefix/bin/arch" --version >/dev/null || die "the installed $prefix/bin/arch does not run: see the error above"
   echo "installed ARCH $VERSION: $prefix/bin/arch and $prefix/bin/arch-runc"
   echo "next: arch install docker|containerd|podman (see arch install --help), then arch doctor"
 }
 
 uninstall_release() {
   [ "$(id -u)" = 0 ] || die "uninstall needs root"
-  if [ -f /var/lib/arch/install.json ]; then
-    echo "arch-release: engines may still point at $prefix/bin/arch-runc: run \\"arch uninstall\\" for them first" >&2
+  if [ -f "$record" ] && [ "$force" != true ]; then
+    die "engines still use ARCH ($record): run \\"arch uninstall containerd docker podman watch\\" first, or pass --force"
   fi
   for f in "$prefix/bin/arch" "$prefix/bin/arch-runc"; do
-    if [ -L "$f" ] || grep -q "^$ours" "$f" 2>/dev/null; then rm -f "$f"; fi
+    if is_ours "$f"; then rm -f "$f"; fi
   done
-  rm -rf "$lib"
+  # Only a directory this installer made (it holds .current) is removed.
+  if [ -f "$lib/.current" ]; then rm -rf "$lib"; fi
   echo "removed ARCH from $prefix (checkpoints, configuration and logs are kept)"
 }
 

@@ -105,6 +105,11 @@ Deno.test({
       assertEquals(r.code, 1);
       assertStringIncludes(r.stderr, "is not ARCH's");
       assertEquals(Deno.readTextFileSync(`${other}/bin/arch`), "#!/bin/sh\necho coreutils arch\n");
+      Deno.removeSync(`${other}/bin/arch`);
+      Deno.symlinkSync("/usr/bin/true", `${other}/bin/arch`);
+      const link = await runCommand({ cmd: "sh", args: [artifact, "install", "--prefix", other] });
+      assertEquals(link.code, 1, "a link that leads out of ARCH's directory is not ARCH's");
+      assertEquals(Deno.readLinkSync(`${other}/bin/arch`), "/usr/bin/true");
       const bad = await runCommand({ cmd: "sh", args: [artifact, "install", "--prefix", "usr/local"] });
       assertEquals(bad.code, 1);
       assertStringIncludes(bad.stderr, "is not an absolute path");
@@ -184,8 +189,19 @@ Deno.test({
       },
     );
 
-    await t.step("uninstall removes the commands and the unpacked versions", async () => {
-      const r = await runCommand({ cmd: "sh", args: [artifact, "uninstall", "--prefix", prefix] });
+    await t.step("uninstall refuses while engines use ARCH, then removes the commands and the versions", async () => {
+      // Engines still pointed at ARCH (an install record): refused, nothing removed.
+      const record = `${work}/install.json`;
+      Deno.writeTextFileSync(record, '{"entries":[{"target":"docker"}]}\n');
+      const refused = await runCommand({
+        cmd: "sh",
+        args: [artifact, "uninstall", "--prefix", prefix, "--record", record],
+      });
+      assertEquals(refused.code, 1);
+      assertStringIncludes(refused.stderr, "engines still use ARCH");
+      ok(Deno.statSync(`${prefix}/bin/arch-runc`).isFile);
+      Deno.removeSync(record);
+      const r = await runCommand({ cmd: "sh", args: [artifact, "uninstall", "--prefix", prefix, "--record", record] });
       assertEquals(r.code, 0, r.stderr);
       assertEquals([...Deno.readDirSync(`${prefix}/bin`)].length, 0);
       ok(!(await Deno.stat(`${prefix}/lib/arch`).then(() => true, () => false)));
