@@ -1,7 +1,8 @@
 /**
  * `arch gc`: removes checkpoint directories that are no longer needed (retention rules in
- * `observe/gc.ts`): temporary ones left by dead writers, quarantined and consumed ones, and
- * committed ones past the age or count limits (`--older-than`, `--keep`, host config `gc`).
+ * `observe/gc.ts`): temporary ones left by dead writers, quarantined ones after host config
+ * `gc.quarantineDays` (or all with `--quarantined`), consumed ones, and committed ones past the
+ * age or count limits (`--older-than`, `--keep`, host config `gc`).
  * The key's current checkpoint stays unless `--include-current`. `--dry-run` lists what would
  * go and changes nothing. Bad options are refused with one sentence before anything is read.
  */
@@ -17,6 +18,7 @@ export interface GcOptions {
   readonly olderThan?: string;
   readonly keep?: string;
   readonly includeCurrent?: boolean;
+  readonly quarantined?: boolean;
   readonly dryRun?: boolean;
   readonly json?: boolean;
 }
@@ -24,7 +26,10 @@ export interface GcOptions {
 /** The retention policy from the options and the host configuration; {@link UsageError} on a bad value. */
 export function gcPolicy(
   opts: GcOptions,
-  host: { gc: { maxAgeDays?: number | undefined; keepPerKey: number }; restoreConsumed: string },
+  host: {
+    gc: { maxAgeDays?: number | undefined; keepPerKey: number; quarantineDays: number };
+    restoreConsumed: string;
+  },
   now: number,
 ): GcPolicy {
   let maxAgeMs = host.gc.maxAgeDays !== undefined ? host.gc.maxAgeDays * 86_400_000 : undefined;
@@ -45,6 +50,7 @@ export function gcPolicy(
     keepPerKey,
     includeCurrent: opts.includeCurrent === true,
     consumedIsGarbage: host.restoreConsumed === "never",
+    quarantineMinAgeMs: opts.quarantined === true ? 0 : host.gc.quarantineDays * 86_400_000,
   };
 }
 

@@ -3,7 +3,11 @@
  * manifest (when, which container and image, runc/CRIU/kernel versions, sizes, step times),
  * whether its signature is valid with this node's secret, the dumped process tree and memory
  * (read from CRIU's images, `observe/criu_images.ts`), and the saved writable layer (files,
- * bytes, deleted entries). Read-only; nothing is followed out of the checkpoint roots.
+ * bytes, deleted entries). Read-only; nothing is followed out of the checkpoint roots: the
+ * archive is read only under the store's own name (never a path from the manifest, which is
+ * checked only for its signature), `manifest.json`/`manifest.hmac` through an opened file
+ * checked to be the regular file looked at, with a size bound. Strings a tenant could set
+ * (process names, paths, ids) are printed without control characters.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
@@ -18,7 +22,8 @@ import { type CriuSummary, pageBytes, readCriuImages } from "../observe/criu_ima
 import { listTarMembers } from "../rootfs/tar_index.ts";
 import { isOpaque, isWhiteout } from "../rootfs/layer_archive.ts";
 import { UsageError } from "../util/errors.ts";
-import { humanBytes, printJson, printTable } from "./output.ts";
+import { ROOTFS_ARCHIVE } from "../store/manifest.ts";
+import { humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
 
 /** The saved writable layer, summarized. */
 export interface LayerSummary {
@@ -95,21 +100,62 @@ export function layerSummary(path: string): LayerSummary {
   };
 }
 
-function signatureOf(dir: string, secretFile: string, loadSecret: typeof import("../store/secret.ts")): string {
-  let mac: string;
+/**
+ * The bytes of the regular file `path`, at most `max`; `undefined` if it is missing, not a
+ * regular file (a symlink is not followed: the opened file must be the one `lstat` saw) or larger.
+ */
+export function readBounded(path: string, max: number): Uint8Array | undefined {
+  let seen: Deno.FileInfo;
   try {
-    if (!Deno.lstatSync(`${dir}/manifest.hmac`).isFile) return "unsigned";
-    mac = Deno.readTextFileSync(`${dir}/manifest.hmac`);
+    seen = Deno.lstatSync(path);
   } catch {
-    return "unsigned";
+    return undefined;
   }
+  if (!seen.isFile || seen.size > max) return undefined;
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true });
+  } catch {
+    return undefined;
+  }
+  try {
+    const info = file.statSync();
+    if (!info.isFile || info.ino !== seen.ino || info.dev !== seen.dev || info.size > max) return undefined;
+    const buf = new Uint8Array(max + 1);
+    let n = 0;
+    for (;;) {
+      const got = file.readSync(buf.subarray(n));
+      if (got === null || got === 0) break;
+      n += got;
+      if (n > max) return undefined;
+    }
+    return buf.subarray(0, n);
+  } catch {
+    return undefined;
+  } finally {
+    file.close();
+  }
+}
+
+const MAX_MANIFEST = 64 << 20;
+const MAX_HMAC = 4096;
+
+function signatureOf(
+  dir: string,
+  manifest: Uint8Array,
+  secretFile: string,
+  loadSecret: typeof import("../store/secret.ts"),
+): string {
+  const bytes = readBounded(`${dir}/manifest.hmac`, MAX_HMAC);
+  if (bytes === undefined) return "unsigned";
+  const mac = new TextDecoder().decode(bytes);
   let secret: Uint8Array;
   try {
     secret = loadSecret.loadSecret(secretFile, false);
   } catch {
     return "unknown";
   }
-  return loadSecret.verifySignature(secret, Deno.readFileSync(`${dir}/manifest.json`), mac) ? "valid" : "invalid";
+  return loadSecret.verifySignature(secret, manifest, mac) ? "valid" : "invalid";
 }
 
 /** Collects what `arch inspect` shows for `wanted`. Requires root. */
@@ -122,15 +168,16 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
     throw new UsageError(`checkpoint key "${key.scope}/${key.key}" holds no checkpoint (${key.keyDir})`);
   }
   let raw: Record<string, unknown> | undefined;
+  const manifestBytes = readBounded(`${chosen.path}/manifest.json`, MAX_MANIFEST);
   try {
-    const info = Deno.lstatSync(`${chosen.path}/manifest.json`);
-    if (info.isFile) raw = JSON.parse(Deno.readTextFileSync(`${chosen.path}/manifest.json`));
+    const v = manifestBytes === undefined ? undefined : JSON.parse(new TextDecoder().decode(manifestBytes));
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) raw = v;
   } catch { /* temporary or damaged */ }
   const files = Array.isArray(raw?.files) ? raw.files as { size?: unknown }[] : [];
   const rootfs = raw?.rootfs as { archive?: unknown; upperdir?: unknown } | undefined;
   const secretModule = await import("../store/secret.ts");
   let layer: InspectOutput["layer"];
-  const archive = `${chosen.path}/${typeof rootfs?.archive === "string" ? rootfs.archive : "rootfs.tar"}`;
+  const archive = `${chosen.path}/${ROOTFS_ARCHIVE}`; // never a name from the (unverified) manifest
   try {
     if (Deno.lstatSync(archive).isFile) layer = layerSummary(archive);
   } catch (error) {
@@ -174,7 +221,9 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
         },
       }
       : {}),
-    signature: raw === undefined ? "unsigned" : signatureOf(chosen.path, host.secretFile, secretModule),
+    signature: raw === undefined || manifestBytes === undefined
+      ? "unsigned"
+      : signatureOf(chosen.path, manifestBytes, host.secretFile, secretModule),
     ...(criu !== undefined ? { criu } : {}),
     ...(layer !== undefined ? { layer } : {}),
   };
@@ -223,7 +272,7 @@ export async function inspect(wanted: string, opts: { json?: boolean }): Promise
           `${out.layer.deleted} deleted, ${out.layer.opaque} opaque directories`,
     ]);
   }
-  for (const [k, v] of rows) console.log(`${`${k}:`.padEnd(16)}${v}`);
+  for (const [k, v] of rows) console.log(`${`${k}:`.padEnd(16)}${terminalSafe(v)}`);
   if (out.criu !== undefined && out.criu.processes.length > 0) {
     console.log("\nprocesses:");
     printTable(

@@ -3,13 +3,14 @@
  * (`time level component msg key=value...`) or as JSON lines, filtered by minimum level,
  * container, key and time, optionally following the file as it grows. Read-only. Says so
  * (on stderr) when the file is not root-owned with mode 0600: it names containers, keys and
- * paths. Lines that are not JSON objects are skipped.
+ * paths. Lines that are not JSON objects are skipped. Printed records carry no control
+ * characters (a message or field a container could set cannot drive the terminal).
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type Level, LEVEL_RANK } from "../log/log.ts";
 import { UsageError } from "../util/errors.ts";
-import { parseDuration } from "./output.ts";
+import { parseDuration, safeJson, terminalSafe } from "./output.ts";
 
 /** `arch log`'s options as commander gives them. */
 export interface LogOptions {
@@ -120,11 +121,11 @@ const SHOWN = new Set(["time", "level", "component", "msg"]);
  */
 export function formatRecord(record: LogRecord): string {
   const fields = Object.entries(record).filter(([k]) => !SHOWN.has(k)).map(([k, v]) => {
-    const text = typeof v === "string" && /^[\w.:/@+-]+$/.test(v) ? v : JSON.stringify(v);
-    return `${k}=${text}`;
+    const text = typeof v === "string" && /^[\w.:/@+-]+$/.test(v) ? v : safeJson(v);
+    return `${terminalSafe(k)}=${text}`;
   });
   const head = [String(record.time ?? "-"), String(record.level ?? "-").padEnd(5), String(record.component ?? "-")];
-  return [...head, String(record.msg ?? ""), ...fields].join(" ");
+  return terminalSafe([...head, String(record.msg ?? ""), ...fields].join(" "));
 }
 
 /** Why `path` is not a root-owned 0600 file, or `undefined`. */
@@ -157,7 +158,7 @@ export async function log(opts: LogOptions): Promise<number> {
   const emit = (line: string) => {
     const record = parseLogLine(line);
     if (record !== undefined && matches(record, filter)) {
-      console.log(opts.json ? JSON.stringify(record) : formatRecord(record));
+      console.log(opts.json ? safeJson(record) : formatRecord(record));
     }
   };
   let offset = 0;

@@ -1,7 +1,8 @@
 /**
  * `arch ls`: the ARCH-enabled containers recorded on this node (with runc's view of their
- * state), and the checkpoints on the node's checkpoint roots (`observe/catalog.ts`). Read-only;
- * never follows a symlink out of a root.
+ * state, asked at most {@link RUNC_STATE_CONCURRENCY} at a time), and the checkpoints on the
+ * node's checkpoint roots (`observe/catalog.ts`). Read-only; never follows a symlink out of a
+ * root.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
@@ -38,17 +39,47 @@ export interface LsOutput {
   readonly skipped: readonly string[];
 }
 
+/** How many `runc state` run at once (a node may have hundreds of containers). */
+export const RUNC_STATE_CONCURRENCY = 8;
+
+/**
+ * `items.map(fn)` with at most `limit` calls of `fn` pending at once; results in order.
+ *
+ * @example
+ * ```ts
+ * import { mapBounded } from "./ls.ts";
+ * const out = await mapBounded([1, 2, 3], 2, async (n) => n * 2);
+ * if (out.join() !== "2,4,6") throw new Error();
+ * ```
+ */
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
+  return out;
+}
+
 /** Collects what `arch ls` shows (the checkpoints only if `withCheckpoints`). Requires root (state dir, roots, runc). */
 export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
   const host = loadHostConfig();
   const records = new Registry(host.stateDir).list();
-  const containers = await Promise.all(records.map(async (r): Promise<ContainerRow> => {
+  const containers = await mapBounded(records, RUNC_STATE_CONCURRENCY, async (r): Promise<ContainerRow> => {
     let state: string | undefined;
     try {
       state = await runcState(targetOf(host.runcPath, r), 2_000);
     } catch { /* unknown */ }
     return { ...r, state: state ?? "unknown" };
-  }));
+  });
   const now = Date.now();
   const catalog = withCheckpoints ? scanCheckpoints(checkpointRootsOf(host), now) : { keys: [], skipped: [] };
   const checkpoints = catalog.keys.flatMap((k) =>

@@ -1,18 +1,56 @@
 /**
  * Output helpers of the CLI: plain aligned tables and JSON on stdout, a live progress line
- * on a terminal, and human units (sizes, ages). Nothing here reads or changes ARCH's state.
+ * on a terminal, human units (sizes, ages), and stripping control characters from text a
+ * tenant could set before it reaches a terminal. Nothing here reads or changes ARCH's state.
  */
 
-/** Prints `rows` under `header` on stdout, each column padded to its widest cell, two spaces apart. */
-export function printTable(header: readonly string[], rows: readonly (readonly string[])[]): void {
+/**
+ * Prints `rows` under `header` on stdout, each column padded to its widest cell, two spaces
+ * apart; cells pass through {@link terminalSafe}.
+ */
+export function printTable(header: readonly string[], rawRows: readonly (readonly string[])[]): void {
+  const rows = rawRows.map((r) => r.map(terminalSafe));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: readonly string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
   console.log([header, ...rows].map(line).join("\n"));
 }
 
-/** Prints `value` as indented JSON on stdout. */
+/** Prints `value` as indented JSON on stdout (see {@link safeJson}). */
 export function printJson(value: unknown): void {
-  console.log(JSON.stringify(value, null, 2));
+  console.log(safeJson(value, 2));
+}
+
+/**
+ * `JSON.stringify(value)`, with DEL and the C1 controls (which JSON leaves raw, and some
+ * terminals obey) escaped as `\uXXXX` too: still the same JSON value.
+ *
+ * @example
+ * ```ts
+ * import { safeJson } from "./output.ts";
+ * if (safeJson("a\u009bb") !== '"a\\u009bb"') throw new Error();
+ * ```
+ */
+export function safeJson(value: unknown, indent?: number): string {
+  return JSON.stringify(value, null, indent).replace(
+    /[\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/**
+ * `text` without control characters (C0 including tab and newline, DEL, C1), for printing
+ * strings a container or tenant could set (process names, paths, ids, log messages) to a
+ * terminal: they cannot move the cursor, retitle the window or fake lines.
+ *
+ * @example
+ * ```ts
+ * import { terminalSafe } from "./output.ts";
+ * if (terminalSafe("ok\x1b]0;pwned\x07\n\u009b2J") !== "ok]0;pwned2J") throw new Error();
+ * ```
+ */
+export function terminalSafe(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "");
 }
 
 /**

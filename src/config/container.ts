@@ -3,12 +3,14 @@
  * environment variables and the checkpoint identity (key).
  *
  * Guarantees: pure functions over the parsed spec except {@link readBundleSpec}; a key is
- * always a single safe path element (see `util/paths.ts`) or an error sentence naming the
+ * always a single safe path element (see `util/paths.ts`) that is no name the store uses for
+ * its own entries (`reservedKeyProblem` in `store/store.ts`), or an error sentence naming the
  * variable, the value and the fix. Only `ARCH_ENABLE=1` enables ARCH; any other value (or
  * none) means plain runc.
  */
 
 import { isSafeSegment } from "../util/paths.ts";
+import { reservedKeyProblem } from "../store/store.ts";
 
 /** The parts of an OCI runtime spec ARCH reads. */
 export interface BundleSpec {
@@ -101,6 +103,14 @@ export function resolveKey(
           `letters, digits, "_", "+", "-" and "." (not "." or "..")`,
       };
     }
+    const reserved = reservedKeyProblem(explicit);
+    if (reserved !== undefined) {
+      return {
+        ok: false,
+        error: `ARCH_CHECKPOINT_ID="${explicit}" is not a valid checkpoint id: ${reserved}; ` +
+          `choose another id (not beginning with ".", "ckpt-" or "quarantine-", and not "current")`,
+      };
+    }
     return { ok: true, key: explicit, source: "ARCH_CHECKPOINT_ID" };
   }
   const job = env.get("AWS_BATCH_JOB_ID");
@@ -121,6 +131,14 @@ export function resolveKey(
       const key = `k8s_${ns}_${pod}_${ctr}`;
       if (isSafeSegment(key)) return { ok: true, key, source: "kubernetes" };
     }
+  }
+  if (reservedKeyProblem(containerId) !== undefined) {
+    return {
+      ok: false,
+      error: `container id "${containerId}" cannot be used as a checkpoint id (${
+        reservedKeyProblem(containerId)
+      }): set ARCH_CHECKPOINT_ID or rename the container`,
+    };
   }
   return { ok: true, key: containerId, source: "container-id" };
 }

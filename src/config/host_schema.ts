@@ -90,7 +90,9 @@ export const HostConfigSchema = z.object({
     maxAgeDays: z.number().positive().optional(),
     /** ...and keep this many committed checkpoints per key (the key's current one is kept unless asked). */
     keepPerKey: z.number().int().min(0).default(1),
-  }).strict().default({ keepPerKey: 1 }),
+    /** ...and remove a quarantined checkpoint (maybe a job's only state) only this many days after it failed. */
+    quarantineDays: z.number().min(0).default(7),
+  }).strict().default({ keepPerKey: 1, quarantineDays: 7 }),
   /** `arch doctor` warns when a checkpoint root has less free space than this (bytes). */
   minFreeBytes: z.number().int().min(0).default(10 * 2 ** 30),
 }).strict();

@@ -10,9 +10,19 @@
  * is writable by group or others is not entered (someone else could swap it for a link). A
  * root that is itself unsafe is reported, not walked. The walk is bounded in depth and in
  * directories visited, and skips shared-FS work trees (`work/`), which hold job data.
+ *
+ * A directory is a key directory only on proof: a `current` link naming `ckpt-*`, a
+ * `ckpt-*`/`quarantine-*` directory holding `manifest.json`, or a claim holding
+ * `owner.json`; a lone temporary or empty claim directory counts only when it holds nothing
+ * but what the store puts there and no child is a key directory. So a scope whose keys are
+ * named like the store's entries (refused since, see `reservedKeyProblem`, but maybe on disk)
+ * is never taken for a key. A claim that is not one `store/claim.ts` makes is reported as not
+ * `understood` (and live).
  */
 
-import { type ClaimOwner, isStale } from "../store/claim.ts";
+import { CLAIM_DIR, type ClaimOwner, isStale } from "../store/claim.ts";
+import { ROOTFS_ARCHIVE, UNLISTED } from "../store/manifest.ts";
+import { CHECKPOINT_PREFIX, CURRENT_LINK, QUARANTINE_PREFIX, REMOVED_PREFIX, TMP_PREFIX } from "../store/store.ts";
 import { rootProblem } from "../store/safe_dir.ts";
 import { isSafeSegment } from "../util/paths.ts";
 
@@ -37,8 +47,10 @@ export interface ClaimInfo {
   readonly pid: number;
   readonly host: string;
   readonly at: string;
-  /** Whether its holder is alive (stale claims are broken by the next operation). */
+  /** Whether its holder is alive (stale claims are broken by the next operation); always when not `understood`. */
   readonly live: boolean;
+  /** Whether it is a claim as `store/claim.ts` makes it (a directory holding a complete `owner.json`). */
+  readonly understood: boolean;
 }
 
 /** One checkpoint directory of a key. */
@@ -127,12 +139,71 @@ function list(dir: string): Deno.DirEntry[] {
   }
 }
 
-const KEY_MARKERS = /^(ckpt-|quarantine-|\.tmp-)/;
+const MARKER_PREFIXES = [CHECKPOINT_PREFIX, QUARANTINE_PREFIX, TMP_PREFIX];
+/** What a checkpoint directory (and a temporary one being written) may hold at its top. */
+const CHECKPOINT_ENTRIES = new Set([ROOTFS_ARCHIVE, "criu", "work", ...UNLISTED]);
 
-function isKeyDir(entries: readonly Deno.DirEntry[]): boolean {
-  return entries.some((e) =>
-    (e.name === "current" && e.isSymlink) || (e.isDirectory && (KEY_MARKERS.test(e.name) || e.name === ".claim"))
-  );
+/** A checkpoint directory's name: `ckpt-*`, `quarantine-*` or `.tmp-*`. */
+function isMarker(name: string): boolean {
+  return MARKER_PREFIXES.some((p) => name.startsWith(p));
+}
+
+function isFile(path: string): boolean {
+  return lstat(path)?.isFile === true;
+}
+
+/** `dir` holds only what a checkpoint directory holds, and its `criu`/`work` have no subdirectory. */
+function looksLikeCheckpoint(dir: string): boolean {
+  for (const e of list(dir)) {
+    if (!CHECKPOINT_ENTRIES.has(e.name)) return false;
+    if (e.isDirectory && list(`${dir}/${e.name}`).some((sub) => sub.isDirectory)) return false;
+  }
+  return true;
+}
+
+/** `dir` is the store's claim directory: nothing but (once written) `owner.json`. */
+function looksLikeClaim(dir: string): boolean {
+  return list(dir).every((e) => e.name === "owner.json" && e.isFile);
+}
+
+/**
+ * Whether `dir` (with `entries`) is a key directory. Proof (strong): a `current` symlink naming
+ * `ckpt-*`, a `ckpt-*`/`quarantine-*` directory holding a regular `manifest.json`, or a claim
+ * holding `owner.json`: a key directory never holds these names as files, so a scope whose
+ * keys have such names (refused since, but possibly on disk) is not taken for a key. Weaker
+ * evidence (a temporary or empty claim directory alone) counts only when the entry holds
+ * nothing but what the store puts there and no child of `dir` is itself a key directory.
+ */
+function isKeyDir(dir: string, entries: readonly Deno.DirEntry[]): boolean {
+  let weak = false;
+  for (const e of entries) {
+    const path = `${dir}/${e.name}`;
+    if (e.name === CURRENT_LINK && e.isSymlink) {
+      try {
+        const target = Deno.readLinkSync(path);
+        if (isSafeSegment(target) && target.startsWith(CHECKPOINT_PREFIX)) return true;
+      } catch { /* gone */ }
+      continue;
+    }
+    if (!e.isDirectory || e.isSymlink) continue;
+    if (e.name.startsWith(CHECKPOINT_PREFIX) || e.name.startsWith(QUARANTINE_PREFIX)) {
+      if (isFile(`${path}/manifest.json`)) return true;
+    } else if (e.name === CLAIM_DIR) {
+      if (isFile(`${path}/owner.json`) && looksLikeClaim(path)) return true;
+      if (looksLikeClaim(path)) weak = true;
+    } else if (e.name.startsWith(TMP_PREFIX)) {
+      if (looksLikeCheckpoint(path)) weak = true;
+    }
+  }
+  if (!weak) return false;
+  // Weak evidence only: not when a child is a key directory (then `dir` is a scope).
+  return !entries.some((e) => {
+    if (!e.isDirectory || e.isSymlink) return false;
+    const path = `${dir}/${e.name}`;
+    const sub = list(path);
+    return sub.some((s) => s.name === CURRENT_LINK && s.isSymlink) ||
+      sub.some((s) => s.isDirectory && isMarker(s.name) && isFile(`${path}/${s.name}/manifest.json`));
+  });
 }
 
 /** Walks `roots` (see the module doc) and returns every key directory found under them. */
@@ -150,7 +221,7 @@ export function scanCheckpoints(
       return;
     }
     const entries = list(dir);
-    if (isKeyDir(entries)) {
+    if (isKeyDir(dir, entries)) {
       if (!keys.has(dir)) {
         const key = readKey(dir, entries, now);
         if (key !== undefined) keys.set(dir, key);
@@ -161,7 +232,7 @@ export function scanCheckpoints(
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
       if (!e.isDirectory || e.isSymlink) continue; // DirEntry types are the entry's own (no follow)
       if (shared && e.name === "work") continue; // job data of shared-FS mode
-      if (e.name.startsWith(".removed-")) continue; // a key being deleted
+      if (e.name.startsWith(REMOVED_PREFIX)) continue; // a key being deleted
       const path = `${dir}/${e.name}`;
       const info = lstat(path);
       if (info === undefined || !safeDir(info)) continue;
@@ -183,25 +254,32 @@ export function scanCheckpoints(
 }
 
 function readClaim(keyDir: string, now: number): ClaimInfo | undefined {
-  const dir = `${keyDir}/.claim`;
+  const dir = `${keyDir}/${CLAIM_DIR}`;
   const info = lstat(dir);
-  if (info === undefined || !info.isDirectory) return undefined;
+  if (info === undefined) return undefined;
   let owner: ClaimOwner | undefined;
   let mtime = info.mtime?.getTime();
   const file = lstat(`${dir}/owner.json`);
-  if (file?.isFile && file.size < 4096) {
+  if (info.isDirectory && file?.isFile && file.size < 4096) {
     try {
-      owner = JSON.parse(Deno.readTextFileSync(`${dir}/owner.json`)) as ClaimOwner;
+      const v = JSON.parse(Deno.readTextFileSync(`${dir}/owner.json`)) as Partial<ClaimOwner> | null;
+      if (
+        typeof v?.host === "string" && typeof v.pid === "number" && typeof v.nonce === "string" &&
+        typeof v.op === "string"
+      ) owner = v as ClaimOwner;
       mtime = file.mtime?.getTime();
     } catch { /* being written */ }
   }
-  const live = !isStale(owner, mtime, Deno.hostname(), now, CLAIM_TTL_MS);
+  const understood = info.isDirectory && owner !== undefined && looksLikeClaim(dir);
+  // Not understood: counted live (a claim just taken, or something else): never broken by gc.
+  const live = !understood || !isStale(owner, mtime, Deno.hostname(), now, CLAIM_TTL_MS);
   return {
     op: String(owner?.op ?? "?"),
     pid: Number(owner?.pid ?? 0),
     host: String(owner?.host ?? "?"),
     at: String(owner?.at ?? ""),
     live,
+    understood,
   };
 }
 
@@ -241,21 +319,21 @@ function readKey(keyDir: string, entries: readonly Deno.DirEntry[], now: number)
   if (!isSafeSegment(key) || !isSafeSegment(scope)) return undefined;
   let current: string | undefined;
   try {
-    const target = Deno.readLinkSync(`${keyDir}/current`);
-    if (isSafeSegment(target) && target.startsWith("ckpt-")) current = target;
+    const target = Deno.readLinkSync(`${keyDir}/${CURRENT_LINK}`);
+    if (isSafeSegment(target) && target.startsWith(CHECKPOINT_PREFIX)) current = target;
   } catch { /* no committed checkpoint */ }
   const claim = readClaim(keyDir, now);
   const checkpoints: CheckpointEntry[] = [];
   for (const e of entries) {
-    if (!e.isDirectory || e.isSymlink || !KEY_MARKERS.test(e.name)) continue;
+    if (!e.isDirectory || e.isSymlink || !isMarker(e.name)) continue;
     const path = `${keyDir}/${e.name}`;
     const info = lstat(path);
     if (info === undefined || !info.isDirectory) continue;
-    const manifest = e.name.startsWith(".tmp-") ? undefined : readSmallJson(`${path}/manifest.json`, 64 << 20);
+    const manifest = e.name.startsWith(TMP_PREFIX) ? undefined : readSmallJson(`${path}/manifest.json`, 64 << 20);
     const consumed = readSmallJson(`${path}/consumed`, 4096);
     let status: CheckpointStatus;
-    if (e.name.startsWith(".tmp-")) status = claim?.live ? "in-progress" : "stale";
-    else if (e.name.startsWith("quarantine-")) status = "quarantined";
+    if (e.name.startsWith(TMP_PREFIX)) status = claim?.live ? "in-progress" : "stale";
+    else if (e.name.startsWith(QUARANTINE_PREFIX)) status = "quarantined";
     else if (e.name !== current) status = "superseded";
     else status = consumed !== undefined ? "consumed" : "committed";
     const createdAt = typeof manifest?.createdAt === "string"

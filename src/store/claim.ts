@@ -46,6 +46,9 @@ export interface ClaimOptions {
   readonly heartbeatMs?: number;
 }
 
+/** The claim directory's name inside a key directory. */
+export const CLAIM_DIR = ".claim";
+
 const DEFAULT_TTL_MS = 120_000;
 
 function readOwner(dir: string): { owner: ClaimOwner | undefined; mtime: number | undefined } {
@@ -83,7 +86,7 @@ function randomNonce(): string {
 export async function claimKey(keyDir: string, op: string, options: ClaimOptions): Promise<Claim> {
   const ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
   const host = Deno.hostname();
-  const dir = `${keyDir}/.claim`;
+  const dir = `${keyDir}/${CLAIM_DIR}`;
   const owner: ClaimOwner = { host, ...selfIdentity(), op, nonce: randomNonce(), at: new Date().toISOString() };
   const deadline = Date.now() + options.waitMs;
   let delay = 20;

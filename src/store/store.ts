@@ -22,7 +22,40 @@
 import { isSafeSegment } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { beneath } from "./safe_dir.ts";
-import { type Claim, claimKey, type ClaimOptions } from "./claim.ts";
+import { type Claim, CLAIM_DIR, claimKey, type ClaimOptions } from "./claim.ts";
+
+/** Name prefix of a committed checkpoint directory in a key directory. */
+export const CHECKPOINT_PREFIX = "ckpt-";
+/** Name prefix of a checkpoint being written. */
+export const TMP_PREFIX = ".tmp-";
+/** Name prefix of a checkpoint moved aside after a failed restore. */
+export const QUARANTINE_PREFIX = "quarantine-";
+/** The symlink naming the committed checkpoint. */
+export const CURRENT_LINK = "current";
+/** Name prefix of the new `current` link before its atomic rename. */
+export const CURRENT_TMP_PREFIX = ".current-";
+/** Name prefix (in the scope directory) of a key being deleted. */
+export const REMOVED_PREFIX = ".removed-";
+
+/**
+ * Why `key` may not be a checkpoint key although it is a safe path element: it begins with
+ * `.` or is, or begins like, a name the store creates in a scope or key directory (so a key
+ * directory could be taken for another key's entry); `undefined` if it may.
+ *
+ * @example
+ * ```ts
+ * import { reservedKeyProblem } from "./store.ts";
+ * if (reservedKeyProblem("job-7") !== undefined || reservedKeyProblem("ckpt-1") === undefined) throw new Error();
+ * ```
+ */
+export function reservedKeyProblem(key: string): string | undefined {
+  if (key.startsWith(".")) return `it begins with "."`;
+  if (key === CURRENT_LINK || key === CLAIM_DIR) return `it is "${key}", a name ARCH uses inside a key directory`;
+  for (const prefix of [CHECKPOINT_PREFIX, QUARANTINE_PREFIX, TMP_PREFIX, CURRENT_TMP_PREFIX, REMOVED_PREFIX]) {
+    if (key.startsWith(prefix)) return `it begins with "${prefix}", which ARCH uses for its own directories`;
+  }
+  return undefined;
+}
 
 /** The checkpoints of one key, `<root>/<scope>/<key>` (see the module doc); throws on an unsafe scope or key. */
 export class KeyStore {
@@ -58,9 +91,9 @@ export class KeyStore {
   beginCheckpoint(): string {
     this.ensure();
     for (const entry of Deno.readDirSync(this.dir)) {
-      if (entry.name.startsWith(".tmp-")) Deno.removeSync(`${this.dir}/${entry.name}`, { recursive: true });
+      if (entry.name.startsWith(TMP_PREFIX)) Deno.removeSync(`${this.dir}/${entry.name}`, { recursive: true });
     }
-    const tmp = `${this.dir}/.tmp-${stamp()}`;
+    const tmp = `${this.dir}/${TMP_PREFIX}${stamp()}`;
     Deno.mkdirSync(tmp, { mode: 0o700 });
     return tmp;
   }
@@ -72,15 +105,15 @@ export class KeyStore {
    * committed directory.
    */
   commit(tmp: string, name = newCheckpointName()): string {
-    if (!name.startsWith("ckpt-") || !isSafeSegment(name)) throw new Error(`bad checkpoint name "${name}"`);
+    if (!name.startsWith(CHECKPOINT_PREFIX) || !isSafeSegment(name)) throw new Error(`bad checkpoint name "${name}"`);
     privateTree(tmp);
     fsyncPath(tmp);
     const final = `${this.dir}/${name}`;
     Deno.renameSync(tmp, final);
     const previous = this.currentPath();
-    const link = `${this.dir}/.current-${stamp()}`;
+    const link = `${this.dir}/${CURRENT_TMP_PREFIX}${stamp()}`;
     Deno.symlinkSync(name, link);
-    Deno.renameSync(link, `${this.dir}/current`); // the commit point
+    Deno.renameSync(link, `${this.dir}/${CURRENT_LINK}`); // the commit point
     try {
       fsyncPath(this.dir);
       if (previous !== undefined && previous !== final) Deno.removeSync(previous, { recursive: true });
@@ -96,8 +129,8 @@ export class KeyStore {
   /** The committed checkpoint directory, if any (a real directory named by `current`). */
   currentPath(): string | undefined {
     try {
-      const target = Deno.readLinkSync(`${this.dir}/current`);
-      if (!isSafeSegment(target) || !target.startsWith("ckpt-")) return undefined;
+      const target = Deno.readLinkSync(`${this.dir}/${CURRENT_LINK}`);
+      if (!isSafeSegment(target) || !target.startsWith(CHECKPOINT_PREFIX)) return undefined;
       const info = Deno.lstatSync(`${this.dir}/${target}`);
       return info.isDirectory ? `${this.dir}/${target}` : undefined;
     } catch {
@@ -109,8 +142,8 @@ export class KeyStore {
   quarantine(): string | undefined {
     const current = this.currentPath();
     if (current === undefined) return undefined;
-    const dest = `${this.dir}/quarantine-${stamp()}`;
-    Deno.removeSync(`${this.dir}/current`);
+    const dest = `${this.dir}/${QUARANTINE_PREFIX}${stamp()}`;
+    Deno.removeSync(`${this.dir}/${CURRENT_LINK}`);
     Deno.renameSync(current, dest);
     fsyncPath(this.dir);
     return dest;
@@ -175,7 +208,7 @@ export class KeyStore {
    */
   removeAll(): void {
     if (!this.exists()) return;
-    const aside = `${this.root}/${this.scope}/.removed-${stamp()}`;
+    const aside = `${this.root}/${this.scope}/${REMOVED_PREFIX}${stamp()}`;
     Deno.renameSync(this.dir, aside);
     fsyncPath(`${this.root}/${this.scope}`);
     Deno.removeSync(aside, { recursive: true });
@@ -184,7 +217,7 @@ export class KeyStore {
 
 /** A fresh name for a committed checkpoint directory (`ckpt-<stamp>`). */
 export function newCheckpointName(): string {
-  return `ckpt-${stamp()}`;
+  return `${CHECKPOINT_PREFIX}${stamp()}`;
 }
 
 let counter = 0;

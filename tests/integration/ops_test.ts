@@ -3,9 +3,11 @@
  * one engine generation): `arch ls` sees the container and its checkpoint (key, size,
  * status, then consumed by the restoring container), `arch inspect` reads the workload's
  * process and memory from CRIU's images, `arch gc --dry-run` changes nothing and `arch gc`
- * removes the consumed, quarantined and stale directories but keeps another key's current
- * checkpoint and a key a live process holds, the metrics and events files count what
- * happened, `arch log --level error` filters, and `arch doctor --json` has the new checks.
+ * removes the consumed, old quarantined and stale directories but keeps another key's current
+ * checkpoint, a recent quarantine (until `--quarantined`) and a key a live process holds, keys
+ * named like the store's own entries are refused by `docker run`, the metrics and events
+ * files count what happened, `arch log --level error` filters and prints no control
+ * character a container set, and `arch doctor --json` has the new checks.
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
@@ -133,12 +135,18 @@ Deno.test({
     assertEquals((await arch(stack, ["checkpoint", await fullId(stack, name)])).code, 0);
     Deno.mkdirSync(`${otherKeyDir}/quarantine-20260101T000000000Z-1-0`, { mode: 0o700 });
     Deno.writeTextFileSync(`${otherKeyDir}/quarantine-20260101T000000000Z-1-0/x`, "q".repeat(4096));
+    // quarantined an hour ago: kept by default (host gc.quarantineDays, 7), listed with --quarantined
+    const recent = `quarantine-${new Date(Date.now() - 3_600_000).toISOString().replace(/[-:.]/g, "")}-1-0`;
+    Deno.mkdirSync(`${otherKeyDir}/${recent}`, { mode: 0o700 });
     Deno.mkdirSync(`${keyDir}/.tmp-20260101T000000000Z-1-0`, { mode: 0o700 });
     const before = [names(keyDir), names(otherKeyDir)];
     const plan = await json<{ remove: CheckpointRow[]; bytes: number }>(stack, ["gc", "--dry-run", "--json"]);
     const planned = plan.remove.map((r) => [r.key, r.status]).sort();
     assertEquals(planned, [[key, "consumed"], [key, "stale"], [other, "quarantined"]].sort());
+    ok(!plan.remove.some((r) => r.path.endsWith(recent)), "a recent quarantine is kept by default");
     assertEquals(plan.bytes, plan.remove.reduce((n, r) => n + r.bytes, 0));
+    const all = await json<{ remove: CheckpointRow[] }>(stack, ["gc", "--dry-run", "--quarantined", "--json"]);
+    ok(all.remove.some((r) => r.path.endsWith(recent)), "--quarantined: any age");
     assertEquals([names(keyDir), names(otherKeyDir)], before, "a dry run changes nothing");
   });
 
@@ -159,9 +167,24 @@ Deno.test({
       assertEquals(r.code, 0, r.stdout + r.stderr);
       ok(r.stdout.includes("removed 1 checkpoint directory"), r.stdout);
       const rows = await json<CheckpointRow[]>(stack, ["ls", "--checkpoints", "--json"]);
-      assertEquals(rows.map((c) => [c.key, c.status]), [[other, "committed"]]);
+      assertEquals(rows.map((c) => [c.key, c.status]).sort(), [[other, "committed"], [other, "quarantined"]]);
+      const q = await arch(stack, ["gc", "--quarantined"]);
+      ok(q.stdout.includes("removed 1 checkpoint directory"), q.stdout);
+      const after = await json<CheckpointRow[]>(stack, ["ls", "--checkpoints", "--json"]);
+      assertEquals(after.map((c) => [c.key, c.status]), [[other, "committed"]]);
     },
   );
+
+  await t.step("finding 1: a key named like the store's own entries is refused by docker run", async () => {
+    for (const bad of [".tmp-x", "ckpt-x", ".claim", "current"]) {
+      const name = uniqueName("reserved");
+      const r = await stack.docker(archDockerRun(name, bad, [], ["true"], false), { check: false });
+      await stack.docker(["rm", "-f", name], { check: false });
+      assertEquals(r.code, 125, r.stderr);
+      ok(r.stderr.includes(`ARCH_CHECKPOINT_ID="${bad}" is not a valid checkpoint id: it `), r.stderr);
+      ok(!names(`${stack.checkpointRoot}/moby`).includes(bad), "nothing created");
+    }
+  });
 
   await t.step("metrics and events count the checkpoints and the restore", () => {
     const prom = Deno.readTextFileSync(metricsFile);
@@ -195,6 +218,13 @@ Deno.test({
     const records = errors.stdout.trim().split("\n").map((l) => JSON.parse(l));
     ok(records.length > 0 && records.every((r) => r.level === "error"), errors.stdout);
     ok(records.some((r) => String(r.msg).includes("/nonexistent/arch")), errors.stdout);
+    // finding 10: a value the container set, with terminal controls, reaches the log; printed without them
+    const evil = uniqueName("evil");
+    await stack.docker(archDockerRun(evil, "x\x1b]0;owned\x07\u009by z", [], ["true"], false), { check: false });
+    await stack.docker(["rm", "-f", evil], { check: false });
+    const shown = await arch(stack, ["log", "--level", "error"]);
+    ok(shown.stdout.includes('ARCH_CHECKPOINT_ID="x]0;ownedy z" is not a valid'), shown.stdout);
+    ok(!["\x1b", "\x07", "\u009b"].some((c) => shown.stdout.includes(c)), "no control character reaches the terminal");
     const restored = await arch(stack, ["log", "--container", secondId.slice(0, 12)]);
     const lines = restored.stdout.trim().split("\n");
     ok(lines.some((l) => l.includes(" info  runc-wrapper restored from checkpoint")), restored.stdout);

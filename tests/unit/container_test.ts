@@ -84,3 +84,36 @@ Deno.test("point 1: the key scope comes from what the container cannot set", asy
     assertEquals(keyScope("k8s.io", { "io.kubernetes.cri.sandbox-namespace": "../x" }, undefined), "k8s.io");
   });
 });
+
+Deno.test("finding 1: a key never collides with the store's own entries", async (t) => {
+  for (const bad of [".tmp-x", "ckpt-x", ".claim", "current", "quarantine-1", ".current-1", ".removed-1", ".hidden"]) {
+    await t.step(`refuses ARCH_CHECKPOINT_ID=${bad}`, () => {
+      const r = resolveKey(new Map([["ARCH_CHECKPOINT_ID", bad]]), {}, "c1");
+      assertEquals(r.ok, false);
+      if (!r.ok) {
+        ok(r.error.startsWith(`ARCH_CHECKPOINT_ID="${bad}" is not a valid checkpoint id: it `), r.error);
+        ok(r.error.includes("choose another id"), r.error);
+      }
+    });
+  }
+  await t.step("names that only look alike are keys", () => {
+    for (const good of ["current-job", "ckpt", "job.tmp-1", "my-ckpt-1", "claim"]) {
+      assertEquals(resolveKey(new Map([["ARCH_CHECKPOINT_ID", good]]), {}, "c1").ok, true, good);
+    }
+  });
+  await t.step("a container id that is such a name is refused (set ARCH_CHECKPOINT_ID)", () => {
+    const r = resolveKey(new Map(), {}, "ckpt-1");
+    assertEquals(r.ok, false);
+    if (!r.ok) ok(r.error.startsWith('container id "ckpt-1" cannot be used as a checkpoint id'), r.error);
+  });
+  await t.step("derived keys cannot be such names", () => {
+    const batch = resolveKey(new Map([["AWS_BATCH_JOB_ID", ".tmp-1"]]), {}, "c1");
+    ok(batch.ok && batch.key.startsWith("aws-batch_"));
+    const pod = resolveKey(new Map(), {
+      "io.kubernetes.cri.sandbox-namespace": ".claim",
+      "io.kubernetes.cri.sandbox-name": "current",
+      "io.kubernetes.cri.container-name": "ckpt-1",
+    }, "c1");
+    ok(pod.ok && pod.key.startsWith("k8s_"));
+  });
+});

@@ -5,7 +5,9 @@
  */
 
 import { deepEqual as assertEquals, ok, throws } from "node:assert/strict";
-import { humanAge, humanBytes, parseDuration } from "../../src/cli/output.ts";
+import { humanAge, humanBytes, parseDuration, safeJson, terminalSafe } from "../../src/cli/output.ts";
+import { readBounded } from "../../src/cli/inspect.ts";
+import { mapBounded } from "../../src/cli/ls.ts";
 import { formatRecord, logFileProblem, logFilter, matches, parseLogLine } from "../../src/cli/log.ts";
 import { Logger } from "../../src/log/log.ts";
 import { readHostBasics } from "../../src/config/host.ts";
@@ -43,6 +45,36 @@ Deno.test("durations and units", async (t) => {
       ["d", undefined],
     ];
     for (const [text, ms] of cases) assertEquals(parseDuration(text), ms, text);
+  });
+  await t.step("terminalSafe strips C0, DEL and C1, keeps the rest", () => {
+    assertEquals(terminalSafe("a\tb\nc\x1b[31md\x7fe\u0085f\u009fg é ✓"), "abc[31mdefg é ✓");
+  });
+  await t.step("mapBounded: in order, never more than the limit at once", async () => {
+    let running = 0, peak = 0;
+    const out = await mapBounded([...Array(30).keys()], 8, async (n) => {
+      peak = Math.max(peak, ++running);
+      await new Promise((r) => setTimeout(r, 2));
+      running--;
+      return n * 2;
+    });
+    assertEquals(out, [...Array(30).keys()].map((n) => n * 2));
+    assertEquals(peak, 8);
+    assertEquals(await mapBounded([], 8, () => Promise.resolve(1)), []);
+  });
+  await t.step("finding 10: readBounded reads a regular file up to a bound, never a symlink", () => {
+    const dir = Deno.makeTempDirSync();
+    try {
+      Deno.writeTextFileSync(`${dir}/f`, "abc");
+      Deno.writeTextFileSync(`${dir}/secret`, "s");
+      Deno.symlinkSync(`${dir}/secret`, `${dir}/link`);
+      assertEquals(new TextDecoder().decode(readBounded(`${dir}/f`, 3)), "abc");
+      assertEquals(readBounded(`${dir}/f`, 2), undefined);
+      assertEquals(readBounded(`${dir}/link`, 100), undefined);
+      assertEquals(readBounded(`${dir}`, 100), undefined);
+      assertEquals(readBounded(`${dir}/none`, 100), undefined);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
   });
   await t.step("humanBytes and humanAge", () => {
     assertEquals([humanBytes(0), humanBytes(1023), humanBytes(1024), humanBytes(3 * 2 ** 30)], [
@@ -105,6 +137,17 @@ Deno.test("arch log: filter and format", async (t) => {
     const line = formatRecord(rec("error", { id: "c1", error: "it broke: badly" }));
     assertEquals(line, '2026-11-29T11:30:00.000Z error runc-wrapper m id=c1 error="it broke: badly"');
   });
+  await t.step("finding 10: a message or field a container set cannot drive the terminal", () => {
+    const evil = "job\x1b]0;owned\x07\r\n2026 fake line\u009b2J\x7f";
+    const line = formatRecord({ ...rec("error", { key: evil, [`k${evil}`]: 1 }), msg: evil });
+    const controls = (text: string) => [...text].filter((c) => c.charCodeAt(0) < 0x20 || (c >= "\x7f" && c <= "\x9f"));
+    assertEquals(controls(line), [], JSON.stringify(line));
+    ok(line.includes(" job]0;owned2026 fake line2J "), line);
+    // --json: the same record, C1 and DEL escaped too (JSON leaves them raw)
+    const json = safeJson({ msg: evil });
+    assertEquals(controls(json), [], json);
+    assertEquals(JSON.parse(json), { msg: evil });
+  });
   await t.step("log file must be root-owned 0600", () => {
     assertEquals(logFileProblem("/l", { isFile: true, uid: 0, mode: 0o100600 }), undefined);
     ok(/mode 644, not 0600.*chmod 600/.test(logFileProblem("/l", { isFile: true, uid: 0, mode: 0o100644 })!));
@@ -133,7 +176,10 @@ Deno.test("Logger keeps records at or above its minimum level; host config logLe
     const parsed = HostConfigSchema.parse({});
     assertEquals([parsed.logLevel, parsed.metricsFile, parsed.gc], ["info", "/var/lib/arch/metrics/arch.prom", {
       keepPerKey: 1,
+      quarantineDays: 7,
     }]);
+    assertEquals(HostConfigSchema.parse({ gc: { quarantineDays: 0.5 } }).gc.quarantineDays, 0.5);
+    assertEquals(HostConfigSchema.safeParse({ gc: { quarantineDays: -1 } }).success, false);
     assertEquals(HostConfigSchema.safeParse({ gc: { keepPerKey: -1 } }).success, false);
   } finally {
     Deno.removeSync(dir, { recursive: true });
