@@ -22,7 +22,7 @@ import { releaseOnSignals } from "../engine/pause_guard.ts";
 import { loadSecret } from "../store/secret.ts";
 import type { HostConfig } from "../config/host_schema.ts";
 import { recordEvent } from "../observe/events.ts";
-import type { ObserveTargets } from "../observe/targets.ts";
+import { observeTargets, setObserveTargets } from "../observe/targets.ts";
 import { Progress } from "./output.ts";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
@@ -52,13 +52,8 @@ function select(registry: Registry, wanted: readonly string[]): ContainerRecord[
   });
 }
 
-/** Where this host's events and metrics go. */
-export function targetsOf(host: HostConfig): ObserveTargets {
-  return { stateDir: host.stateDir, metricsFile: host.metricsFile, eventsFile: host.eventsFile };
-}
-
-function report(host: HostConfig, record: ContainerRecord, outcome: CheckpointResult | Error, ms: number): void {
-  recordEvent(targetsOf(host), {
+function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: number): void {
+  recordEvent(observeTargets(), {
     kind: "checkpoint",
     result: outcome instanceof Error ? "failed" : "ok",
     namespace: record.namespace,
@@ -82,6 +77,7 @@ async function runAll(
   progress?: Progress,
 ): Promise<{ ok: number; failed: number }> {
   releaseOnSignals();
+  setObserveTargets(host); // where report() sends events and metrics, as the runc wrapper does
   const secret = loadSecret(host.secretFile, true);
   const options = {
     stateDir: host.stateDir,
@@ -109,7 +105,7 @@ async function runAll(
         }
       }
       if (outcome instanceof Error) failed++;
-      report(host, record, outcome, performance.now() - started);
+      report(record, outcome, performance.now() - started);
       if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
       else console.log(summary(record, outcome));
     }
@@ -150,6 +146,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   }
   if (!(deadlineS > 0)) throw new UsageError(`--deadline "${opts.deadline}" is not a positive number of seconds`);
   const started = Date.now();
+  setObserveTargets(host);
   setDraining(host.stateDir);
   const registry = new Registry(host.stateDir);
   const running: ContainerRecord[] = [];
@@ -160,7 +157,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
     if (status === "running") running.push(record);
   }
   const done = (containers: Record<string, number>) =>
-    recordEvent(targetsOf(host), {
+    recordEvent(observeTargets(), {
       kind: "finalize",
       result: (containers.failed ?? 0) === 0 ? "ok" : "failed",
       durationMs: Date.now() - started,

@@ -19,9 +19,11 @@ import {
   loadRecord,
   originalText,
   readText,
+  recordedFile,
   recordUnit,
   sha256,
   unifiedDiff,
+  writeTarget,
 } from "../install/changes.ts";
 
 /** The targets of `arch install` / `arch uninstall`. */
@@ -267,43 +269,56 @@ export async function install(targets: readonly string[], opts: InstallOptions):
   for (const target of checkTargets(targets)) plans.push(await planTarget(target, opts));
   const record = absolute("--record", opts.record ?? DEFAULT_RECORD);
   const reports: Report[] = [];
+  // Where each change goes (a symlink's target): every refusal before anything is written.
+  const files = new Map(plans.flatMap((p) => p.changes).map((c) => [c.path, writeTarget(c.path)]));
   for (const plan of plans) {
     const todo = plan.changes.filter((c) => c.before !== c.after);
     const diff = todo.map((c) => unifiedDiff(c.path, c.before, c.after)).join("");
+    const links = todo.flatMap((c) => {
+      const file = files.get(c.path) ?? c.path;
+      const verb = opts.dryRun ? "would change" : "changed";
+      return file === c.path ? [] : [`${c.path} is a symlink: ${verb} ${file}, the link stays`];
+    });
     if (!opts.dryRun) await applyInstall(todo, record);
-    const notes = [...plan.notes, ...await after(plan.target, todo.length > 0, opts, false)];
+    const notes = [...plan.notes, ...links, ...await after(plan.target, todo.length > 0, opts, false)];
     reports.push({ target: plan.target, changed: todo.map((c) => c.path), diff, notes });
   }
   show(reports, opts, "install");
   return 0;
 }
 
-/** The recorded file, as it should be after uninstall, when someone changed it since the install. */
+/**
+ * The recorded file, as it should be after uninstall, when someone changed it since the install:
+ * the revert by meaning of a file ARCH edited (docker's daemon.json, containerd's config.toml),
+ * or `kept` for a file ARCH wrote whole (a drop-in, hooks.d file or unit): it is no longer what
+ * ARCH wrote, so it is left as it is.
+ */
 async function revertChanged(
   target: Target,
   path: string,
   current: string,
   original: string | null,
   others: readonly string[],
-): Promise<string | null> {
+): Promise<{ text: string | null } | "kept"> {
   if (target === "docker") {
     const { revertDocker } = await import("../install/docker.ts");
-    return revertDocker(path, current, original);
+    return { text: revertDocker(path, current, original) };
   }
   if (target === "containerd" && path.endsWith(".toml") && !current.startsWith("# Written by `arch install")) {
     // config.toml: take out the imports of ARCH's drop-in (the target's other recorded file)
     const { revertContainerdConfig } = await import("../install/containerd.ts");
     let text: string | null = current;
     for (const dropIn of others) if (text !== null) text = revertContainerdConfig(text, dropIn, original === null);
-    return text;
+    return { text };
   }
-  return original; // ARCH's own file: back to what was there (usually nothing)
+  return "kept";
 }
 
 /**
  * `arch uninstall <target...>`: puts back what the install record says was there: the
  * original bytes of a file nobody changed since, else a revert by meaning (docker, the
- * containerd import). Returns the exit status.
+ * containerd import); a file ARCH wrote whole and someone changed since is kept, and said.
+ * A symlinked file is restored where the link points. Returns the exit status.
  */
 export async function uninstall(targets: readonly string[], opts: InstallOptions): Promise<number> {
   const record = absolute("--record", opts.record ?? DEFAULT_RECORD);
@@ -313,7 +328,7 @@ export async function uninstall(targets: readonly string[], opts: InstallOptions
     const changes: FileChange[] = [];
     const notes: string[] = [];
     for (const entry of entries.filter((e) => e.target === target)) {
-      const current = readText(entry.path);
+      const current = readText(recordedFile(entry));
       const original = originalText(entry);
       const untouched = current === null ? entry.installed === null : entry.installed === await sha256(current);
       let restored: string | null;
@@ -323,8 +338,20 @@ export async function uninstall(targets: readonly string[], opts: InstallOptions
       } else if (untouched || current === null) restored = original;
       else {
         const others = entries.filter((e) => e.target === target && e.path !== entry.path).map((e) => e.path);
-        restored = await revertChanged(target, entry.path, current, original, others);
-        notes.push(`${entry.path} changed since the install: removed ARCH's part only`);
+        const reverted = await revertChanged(target, entry.path, current, original, others);
+        if (reverted === "kept") {
+          restored = current;
+          notes.push(
+            `${entry.path} was changed since ARCH wrote it: kept as it is (remove or restore it yourself if unneeded)`,
+          );
+        } else {
+          restored = reverted.text;
+          notes.push(
+            reverted.text === null
+              ? `${entry.path} changed since the install but held nothing besides ARCH's part: removed`
+              : `${entry.path} changed since the install: removed ARCH's part only`,
+          );
+        }
       }
       changes.push({ target, path: entry.path, before: current, after: restored });
     }
@@ -333,6 +360,12 @@ export async function uninstall(targets: readonly string[], opts: InstallOptions
     const post = target === "watch" ? await after(target, changes.length > 0, opts, true, unitPath) : [];
     const todo = changes.filter((c) => c.before !== c.after);
     const diff = todo.map((c) => unifiedDiff(c.path, c.before, c.after)).join("");
+    for (const c of todo) {
+      const file = recordedFile(entries.find((e) => e.path === c.path) ?? c);
+      if (file !== c.path) {
+        notes.push(`${c.path} is a symlink: ${opts.dryRun ? "would restore" : "restored"} ${file}, the link stays`);
+      }
+    }
     if (!opts.dryRun) applyUninstall(target, changes, record);
     const restart = target === "watch" ? [] : await after(target, todo.length > 0, opts, true);
     reports.push({ target, changed: todo.map((c) => c.path), diff, notes: [...notes, ...post, ...restart] });

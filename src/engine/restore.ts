@@ -60,18 +60,25 @@ export async function restoreContainer(
 ): Promise<RestoreOutcome> {
   const started = performance.now();
   const dir = store.currentPath();
+  const seen: Seen = {};
   let outcome: RestoreOutcome | undefined;
   try {
-    return outcome = await restoreCurrent(create, store, runcPath, options);
+    return outcome = await restoreCurrent(create, store, runcPath, options, seen);
   } finally {
-    reportRestore(create, store, dir, outcome, performance.now() - started);
+    reportRestore(create, store, dir, seen, outcome, performance.now() - started);
   }
+}
+
+/** What the restore learnt on the way, for its report: the size of a verified checkpoint. */
+interface Seen {
+  bytes?: number;
 }
 
 function reportRestore(
   create: RuncCall,
   store: KeyStore,
   dir: string | undefined,
+  seen: Seen,
   outcome: RestoreOutcome | undefined,
   ms: number,
 ): void {
@@ -83,7 +90,8 @@ function reportRestore(
     ...(create.args[0] !== undefined ? { id: create.args[0] } : {}),
     key: store.key,
     scope: store.scope,
-    ...(dir !== undefined ? { checkpoint: dir, bytes: checkpointBytes(dir) } : {}),
+    ...(dir !== undefined ? { checkpoint: dir } : {}),
+    ...(seen.bytes !== undefined ? { bytes: seen.bytes } : {}),
     durationMs: Math.round(ms),
     ...(outcome?.kind === "restored" ? { timings: outcome.timings } : {}),
     ...(outcome !== undefined && outcome.kind !== "restored" ? { error: outcome.reason } : {}),
@@ -91,21 +99,12 @@ function reportRestore(
   });
 }
 
-/** Size of a checkpoint as its manifest lists it (0 if unreadable). */
-function checkpointBytes(dir: string): number {
-  try {
-    const files = (JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`)) as { files?: { size?: number }[] }).files;
-    return (files ?? []).reduce((n, f) => n + (typeof f.size === "number" ? f.size : 0), 0);
-  } catch {
-    return 0;
-  }
-}
-
 async function restoreCurrent(
   create: RuncCall,
   store: KeyStore,
   runcPath: string,
   options: RestoreOptions,
+  seen: Seen,
 ): Promise<RestoreOutcome> {
   const dir = store.currentPath()!;
   const bundle = stringOption(create.options, "bundle") ?? Deno.cwd();
@@ -131,6 +130,7 @@ async function restoreCurrent(
     faultPoint(options.stateDir, "restore-during-verify");
     manifest = await verifying;
     lap("verify");
+    seen.bytes = manifest.files.reduce((n, f) => n + f.size, 0); // verified: each file has this size
     let versions;
     try {
       versions = await here;

@@ -1,16 +1,20 @@
 /**
  * The file changes `arch install` / `arch uninstall` make, and their record. A change is
  * planned first (pure: before/after text per file), shown as a unified diff (`--dry-run`),
- * then applied: every file is written atomically (temporary file in the same directory,
- * fsync, rename, fsync of the directory), keeps the mode and owner of the file it replaces,
- * and directories created for it are recorded. The install record (default
+ * then applied: every file is written atomically (`util/atomic.ts`: random O_EXCL temporary
+ * file in the same directory, fsync, rename, fsync of the directory), keeps the mode and owner
+ * of the file it replaces, and directories created for it are recorded. A file that is a
+ * symlink (a daemon.json or config.toml kept elsewhere) is changed where the link points: the
+ * link stays, the record keeps the resolved path, and uninstall restores that file; a link to
+ * nothing is refused before anything is written. The install record (default
  * `/var/lib/arch/install.json`, root-only 0600 in a 0700 directory) keeps, per file, the
  * bytes that were there before ARCH's first change and a hash of what ARCH wrote, so
  * `arch uninstall` puts back exactly what was there, and a file someone changed since is
  * reverted by meaning (the target's own rule) instead of overwritten.
  */
 
-import { fsyncPath } from "../util/fsync.ts";
+import { writeFileAtomic } from "../util/atomic.ts";
+import { UsageError } from "../util/errors.ts";
 
 /** Default path of the install record. */
 export const DEFAULT_RECORD = "/var/lib/arch/install.json";
@@ -30,6 +34,8 @@ export interface FileChange {
 export interface RecordEntry {
   readonly target: string;
   readonly path: string;
+  /** When `path` is a symlink: the file it pointed to, which ARCH changed (the link stays). */
+  readonly resolved?: string;
   /** The file's bytes (base64) before ARCH's first change, `null` if it did not exist. */
   readonly original: string | null;
   readonly originalMode: number | null;
@@ -102,7 +108,7 @@ function saveRecord(path: string, record: InstallRecord): void {
     } catch { /* absent */ }
     return;
   }
-  writeAtomic(path, JSON.stringify(record, null, 2) + "\n", { mode: 0o600, forceMode: true });
+  writeKeeping(path, JSON.stringify(record, null, 2) + "\n", { mode: 0o600, forceMode: true });
 }
 
 /** Creates the missing parents of `path` (0755); returns those created, deepest first. */
@@ -127,10 +133,32 @@ function ensureParents(path: string): string[] {
 }
 
 /**
- * Writes `data` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the
- * directory. An existing file's mode and owner are kept (unless `forceMode`).
+ * The file a change of `path` writes: `path` itself, or the file it links to when it is a
+ * symlink (the link is kept). Throws a {@link UsageError} for a link to nothing.
  */
-export function writeAtomic(
+export function writeTarget(path: string): string {
+  let link: string;
+  try {
+    if (!Deno.lstatSync(path).isSymlink) return path;
+    link = Deno.readLinkSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return path;
+    throw error;
+  }
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    throw new UsageError(
+      `"${path}" is a symlink to "${link}", which does not exist: create that file or replace the link, then run again`,
+    );
+  }
+}
+
+/**
+ * Writes `data` to `path` atomically ({@link writeFileAtomic}), keeping an existing file's
+ * mode (unless `forceMode`) and owner.
+ */
+function writeKeeping(
   path: string,
   data: string | Uint8Array,
   opts: { mode?: number; forceMode?: boolean } = {},
@@ -142,24 +170,7 @@ export function writeAtomic(
     if (!opts.forceMode && info.mode !== null) mode = info.mode & 0o7777;
     if (info.uid !== null && info.gid !== null) owner = { uid: info.uid, gid: info.gid };
   } catch { /* new file */ }
-  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
-  const tmp = `${dir}/.${path.slice(dir.length + 1)}.arch-${crypto.randomUUID().slice(0, 8)}`;
-  const file = Deno.openSync(tmp, { write: true, createNew: true, mode });
-  try {
-    const bytes = typeof data === "string" ? enc.encode(data) : data;
-    let off = 0;
-    while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
-    Deno.chmodSync(tmp, mode); // the umask narrowed the create mode
-    if (owner !== undefined) Deno.chownSync(tmp, owner.uid, owner.gid);
-    file.syncSync();
-  } catch (error) {
-    file.close();
-    Deno.removeSync(tmp);
-    throw error;
-  }
-  file.close();
-  Deno.renameSync(tmp, path);
-  fsyncPath(dir);
+  writeFileAtomic(path, data, { mode, ...(owner !== undefined ? { owner } : {}) });
 }
 
 /** Reports what `applyChanges` did. */
@@ -169,27 +180,31 @@ export interface Applied {
 
 /**
  * Applies install changes and records, per file, what was there before ARCH's first change.
- * Changes whose before and after are equal are skipped. Requires write access to the files
- * and the record.
+ * Changes whose before and after are equal are skipped. A symlinked file is changed where it
+ * points ({@link writeTarget}); a link to nothing refuses the whole call before any write.
+ * Requires write access to the files and the record.
  */
 export async function applyInstall(changes: readonly FileChange[], recordPath: string): Promise<Applied> {
   const record = loadRecord(recordPath);
   const entries = [...record.entries];
   const changed: string[] = [];
-  for (const change of changes) {
-    if (change.before === change.after) continue;
+  const todo = changes.filter((c) => c.before !== c.after);
+  const targets = todo.map((c) => writeTarget(c.path)); // refusals first: nothing written yet
+  for (const [i, change] of todo.entries()) {
+    const file = targets[i]!;
     const index = entries.findIndex((e) => e.path === change.path);
     const prior = index >= 0 ? entries[index] : undefined;
     let originalBytes: Uint8Array | null = null;
     let originalMode: number | null = null;
     try {
-      originalBytes = Deno.readFileSync(change.path);
-      originalMode = (Deno.statSync(change.path).mode ?? 0o644) & 0o7777;
+      originalBytes = Deno.readFileSync(file);
+      originalMode = (Deno.statSync(file).mode ?? 0o644) & 0o7777;
     } catch { /* absent */ }
-    const createdDirs = change.after !== null ? ensureParents(change.path) : [];
+    const createdDirs = change.after !== null ? ensureParents(file) : [];
     const entry: RecordEntry = {
       target: change.target,
       path: change.path,
+      ...(file !== change.path ? { resolved: file } : {}),
       original: prior !== undefined ? prior.original : originalBytes === null ? null : toBase64(originalBytes),
       originalMode: prior !== undefined ? prior.originalMode : originalMode,
       installed: change.after === null ? null : await sha256(change.after),
@@ -206,11 +221,16 @@ export async function applyInstall(changes: readonly FileChange[], recordPath: s
         if (!(error instanceof Deno.errors.NotFound)) throw error;
       }
     } else {
-      writeAtomic(change.path, change.after, change.mode !== undefined ? { mode: change.mode } : {});
+      writeKeeping(file, change.after, change.mode !== undefined ? { mode: change.mode } : {});
     }
     changed.push(change.path);
   }
   return { changed };
+}
+
+/** The file a record entry's changes went to: the symlink's target when `path` was one, else `path`. */
+export function recordedFile(entry: Pick<RecordEntry, "path" | "resolved">): string {
+  return entry.resolved ?? entry.path;
 }
 
 /** The original text of a recorded file (`null`: it did not exist). */
@@ -220,8 +240,9 @@ export function originalText(entry: RecordEntry): string | null {
 
 /**
  * Applies uninstall changes: writes each file's `after` (restoring the recorded mode when the
- * file is re-created), removes empty directories ARCH created, and drops the entries of
- * `target` from the record.
+ * file is re-created; a symlinked file is written where the install wrote it, `resolved`, and
+ * the link stays), removes empty directories ARCH created, and drops the entries of `target`
+ * from the record.
  */
 export function applyUninstall(
   target: string,
@@ -232,21 +253,22 @@ export function applyUninstall(
   const changed: string[] = [];
   for (const change of changes) {
     const entry = record.entries.find((e) => e.path === change.path);
+    const file = recordedFile(entry ?? { path: change.path });
     if (change.before !== change.after) {
       if (change.after === null) {
         try {
-          Deno.removeSync(change.path);
+          Deno.removeSync(file);
         } catch (error) {
           if (!(error instanceof Deno.errors.NotFound)) throw error;
         }
       } else {
-        const exists = readText(change.path) !== null;
-        if (!exists) ensureParents(change.path);
+        const exists = readText(file) !== null;
+        if (!exists) ensureParents(file);
         // The original bytes themselves when that is what is put back (exact even if not UTF-8).
         const data = entry?.original != null && change.after === originalText(entry)
           ? fromBase64(entry.original)
           : change.after;
-        writeAtomic(change.path, data, { mode: entry?.originalMode ?? change.mode ?? 0o644 });
+        writeKeeping(file, data, { mode: entry?.originalMode ?? change.mode ?? 0o644 });
       }
       changed.push(change.path);
     }

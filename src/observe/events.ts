@@ -1,7 +1,8 @@
 /**
  * One JSON line per checkpoint, restore and finalize, appended to the events file (host
  * config `eventsFile`, default `events.jsonl` beside ARCH's log), and the node's metrics
- * updated with it (`metrics.ts`).
+ * updated with it (`metrics.ts`; that update is skipped, and counted, when another process
+ * holds the metrics lock for more than ~100 ms: the event is written all the same).
  *
  * Guarantees: each record is one `write(2)` of one line (O_APPEND: concurrent writers never
  * interleave), the file is created 0600 in a 0700 directory (records name containers and

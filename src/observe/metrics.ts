@@ -2,17 +2,21 @@
  * ARCH's node metrics in the Prometheus text format, for node_exporter's textfile collector.
  *
  * Each checkpoint and restore runs in its own short-lived process, so the counters live in a
- * small root-only JSON file (`<stateDir>/metrics.json`, 0600, temp file + fsync + rename) that
- * every process updates under an exclusive `flock` on `<stateDir>/metrics.lock`, then
- * re-renders the `.prom` file (temp file + rename, 0644: it holds counts and durations, never
- * names or paths; not fsync'ed, it is derived and rewritten at every event). The
- * state dir is tmpfs: counters start again from zero after a reboot, which Prometheus
- * counters allow.
+ * small root-only JSON file (`<stateDir>/metrics.json`, 0600) that every process updates under
+ * an exclusive `flock` on `<stateDir>/metrics.lock`, then re-renders the `.prom` file (0644: it
+ * holds counts and durations, never names or paths; not fsync'ed, it is derived and rewritten
+ * at every event). Both are written by `util/atomic.ts`: a temporary file with a random name
+ * created O_EXCL (a symlink planted in the textfile directory, which node_exporter's user may
+ * write, is never followed), then renamed. The lock is tried without blocking for ~100 ms; an
+ * update that did not get it is skipped and counted (`arch_metrics_skipped_total`). The state
+ * dir is tmpfs: counters start again from zero after a reboot, which Prometheus counters allow.
  *
  * Guarantees: {@link applyEvent} and {@link renderProm} are pure; {@link recordMetrics} never
- * throws (metrics must not break a container) and loads no npm module (the runc wrapper's
- * restore path calls it).
+ * throws (metrics must not break a container), never waits long for the lock and loads no
+ * npm module (the runc wrapper's restore path calls it).
  */
+
+import { writeFileAtomic } from "../util/atomic.ts";
 
 /** One observation that changes the metrics; the event file's record (`events.ts`) carries the same fields. */
 export interface MetricsEvent {
@@ -189,7 +193,7 @@ function renderCounter(name: string, help: string, values: Readonly<Record<strin
 }
 
 /**
- * The Prometheus text exposition of `state`.
+ * The Prometheus text exposition of `state` (`skipped`: updates skipped for the lock).
  *
  * @example
  * ```ts
@@ -198,7 +202,7 @@ function renderCounter(name: string, help: string, values: Readonly<Record<strin
  * if (!text.includes('arch_restores_total{result="ok"} 1\n')) throw new Error();
  * ```
  */
-export function renderProm(state: MetricsState): string {
+export function renderProm(state: MetricsState, skipped = 0): string {
   const lines = [
     ...renderCounter("arch_checkpoints_total", "Checkpoints ARCH made on this node, by result.", state.checkpoints, [
       "ok",
@@ -219,6 +223,9 @@ export function renderProm(state: MetricsState): string {
       "Duration of successful restores (verify, layer, runc restore).",
       state.restoreSeconds,
     ),
+    "# HELP arch_metrics_skipped_total Metric updates skipped because another process held the metrics lock too long.",
+    "# TYPE arch_metrics_skipped_total counter",
+    `arch_metrics_skipped_total ${skipped}`,
   ];
   const f = state.lastFinalize;
   if (f !== undefined) {
@@ -239,24 +246,6 @@ export function renderProm(state: MetricsState): string {
   return lines.join("\n") + "\n";
 }
 
-/**
- * Writes `text` to `path` atomically (temp file in the same directory, then rename: a reader
- * sees the old or the new file, never a part). `durable` also fsyncs it before the rename.
- */
-export function writeAtomic(path: string, text: string, mode: number, durable = true): void {
-  const tmp = `${path}.${Deno.pid}.tmp`;
-  const file = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode });
-  try {
-    const bytes = new TextEncoder().encode(text);
-    for (let off = 0; off < bytes.length;) off += file.writeSync(bytes.subarray(off));
-    if (durable) file.syncSync();
-  } finally {
-    file.close();
-  }
-  Deno.chmodSync(tmp, mode); // whatever the umask made of it
-  Deno.renameSync(tmp, path);
-}
-
 function readText(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
@@ -265,19 +254,55 @@ function readText(path: string): string | undefined {
   }
 }
 
+/** Updates skipped because the lock stayed taken: the size of this file, one byte per skip (O_APPEND, no lock). */
+const SKIPPED = "metrics.skipped";
+
+function skippedCount(stateDir: string): number {
+  try {
+    return Deno.statSync(`${stateDir}/${SKIPPED}`).size;
+  } catch {
+    return 0;
+  }
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Takes the exclusive lock of `lock`, trying without blocking for up to `waitMs`; whether it got it. */
+function tryLock(lock: Deno.FsFile, waitMs: number): boolean {
+  const until = performance.now() + waitMs;
+  for (let pause = 1;; pause = Math.min(pause * 2, 10)) {
+    if (lock.tryLockSync(true)) return true;
+    const left = until - performance.now();
+    if (left <= 0) return false;
+    Atomics.wait(sleeper, 0, 0, Math.min(pause, left)); // a plain sleep: this path is synchronous
+  }
+}
+
 /**
  * Adds `event` to the node's counters in `stateDir` (under the lock) and re-renders
- * `metricsFile` (`""`: only the counters are kept). Never throws. Requires root (state dir).
+ * `metricsFile` (`""`: only the counters are kept). The lock is tried without blocking for
+ * `waitMs` (default 100 ms: a holder stuck on a stalled disk must not hang a container's
+ * creation); past that the update is skipped and counted in `arch_metrics_skipped_total`.
+ * Never throws. Requires root (state dir).
  */
-export function recordMetrics(stateDir: string, metricsFile: string, event: MetricsEvent): void {
+export function recordMetrics(stateDir: string, metricsFile: string, event: MetricsEvent, waitMs = 100): void {
   try {
     Deno.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const lock = Deno.openSync(`${stateDir}/metrics.lock`, { read: true, write: true, create: true, mode: 0o600 });
     try {
-      lock.lockSync(true);
+      if (!tryLock(lock, waitMs)) {
+        const skipped = Deno.openSync(`${stateDir}/${SKIPPED}`, { append: true, create: true, mode: 0o600 });
+        try {
+          skipped.writeSync(new Uint8Array([0x2e]));
+        } finally {
+          skipped.close();
+        }
+        return;
+      }
       const state = applyEvent(parseState(readText(`${stateDir}/metrics.json`)), event);
-      writeAtomic(`${stateDir}/metrics.json`, JSON.stringify(state) + "\n", 0o600);
-      if (metricsFile !== "") renderTo(metricsFile, state);
+      // The file fsync'ed, not the directory (a restore pays for every fsync; a lost rename loses one count).
+      writeFileAtomic(`${stateDir}/metrics.json`, JSON.stringify(state) + "\n", { mode: 0o600, fsyncDir: false });
+      if (metricsFile !== "") renderTo(metricsFile, state, skippedCount(stateDir));
     } finally {
       lock.close(); // releases the flock
     }
@@ -286,17 +311,10 @@ export function recordMetrics(stateDir: string, metricsFile: string, event: Metr
   }
 }
 
-/** Re-renders `metricsFile` from the counters in `stateDir` (e.g. after the file was removed). Never throws. */
-export function renderMetricsFile(stateDir: string, metricsFile: string): void {
-  try {
-    renderTo(metricsFile, parseState(readText(`${stateDir}/metrics.json`)));
-  } catch { /* best effort */ }
-}
-
-function renderTo(metricsFile: string, state: MetricsState): void {
+function renderTo(metricsFile: string, state: MetricsState, skipped: number): void {
   const dir = metricsFile.slice(0, metricsFile.lastIndexOf("/")) || "/";
   Deno.mkdirSync(dir, { recursive: true, mode: 0o755 });
   // Not fsync'ed (it costs the restoring container ~10 ms on disk): the file is rendered again
   // from the counters at every event, and the rename still never shows a partial file.
-  writeAtomic(metricsFile, renderProm(state), 0o644, false);
+  writeFileAtomic(metricsFile, renderProm(state, skipped), { mode: 0o644, fsync: false });
 }

@@ -2,7 +2,8 @@
  * `arch install containerd`, pure parts and planning against files in a temporary directory:
  * the drop-in's text for containerd 1.7 and 2.x, how the user's config.toml is read (imports,
  * globs, relative paths, which CRI table and runc options are copied), the one edit made to it
- * (adding the import) and its revert, and refusals that change nothing.
+ * (adding the import) and its revert, and refusals that change nothing; a config.toml that is a
+ * symlink is changed where it points and restored exactly, the link kept.
  */
 
 import { deepEqual as assertEquals, ok, throws } from "node:assert/strict";
@@ -18,6 +19,8 @@ import {
   revertContainerdConfig,
 } from "../../src/install/containerd.ts";
 import { UsageError } from "../../src/util/errors.ts";
+import { install, uninstall } from "../../src/cli/install.ts";
+import { loadRecord } from "../../src/install/changes.ts";
 
 const RUNC = "/usr/local/bin/arch-runc";
 // deno-lint-ignore no-explicit-any
@@ -203,6 +206,36 @@ Deno.test("planContainerd", async (t) => {
       throws(() => planContainerd({ ...base, containerdMajor: 1 }), /containerd config migrate/);
     });
   } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("arch install containerd on a symlinked config.toml: the link's target changes, the link stays", async () => {
+  const dir = tmp();
+  const log = console.log;
+  console.log = () => {};
+  try {
+    Deno.mkdirSync(`${dir}/shared`);
+    Deno.mkdirSync(`${dir}/etc`);
+    const real = `${dir}/shared/config.toml`;
+    const link = `${dir}/etc/config.toml`;
+    const original = 'version = 3\nroot = "/r"\n';
+    Deno.writeTextFileSync(real, original);
+    Deno.symlinkSync("../shared/config.toml", link);
+    const record = `${dir}/install.json`;
+    const opts = { containerdConfig: link, containerd: `${dir}/no-containerd`, archRunc: RUNC, record };
+    assertEquals(await install(["containerd"], opts), 0);
+    ok(Deno.lstatSync(link).isSymlink, "the link stays");
+    // the import is the drop-in beside the link, as containerd resolves it from the path it is given
+    assertEquals(Deno.readTextFileSync(real), `version = 3\nimports = ["${dir}/etc/conf.d/arch.toml"]\nroot = "/r"\n`);
+    ok(Deno.readTextFileSync(`${dir}/etc/conf.d/arch.toml`).includes(RUNC));
+    assertEquals(loadRecord(record).entries.find((e) => e.path === link)?.resolved, real);
+    assertEquals(await uninstall(["containerd"], { record }), 0);
+    ok(Deno.lstatSync(link).isSymlink);
+    assertEquals(Deno.readTextFileSync(real), original, "the original bytes, exactly");
+    assertEquals([...Deno.readDirSync(`${dir}/etc`)].map((e) => e.name), ["config.toml"], "the drop-in is gone");
+  } finally {
+    console.log = log;
     Deno.removeSync(dir, { recursive: true });
   }
 });

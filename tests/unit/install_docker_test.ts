@@ -1,12 +1,15 @@
 /**
  * `arch install docker`, pure parts: merging the `arch` runtime into a user's daemon.json
  * (other keys, order and indentation kept), refusals with one sentence, and the revert by
- * meaning used when the file changed since the install.
+ * meaning used when the file changed since the install; a daemon.json that is a symlink is
+ * changed where it points and restored exactly, the link kept.
  */
 
 import { deepEqual as assertEquals, ok, throws } from "node:assert/strict";
 import { parseDaemonJson, renderDaemonJson, revertDocker, withArchRuntime } from "../../src/install/docker.ts";
 import { UsageError } from "../../src/util/errors.ts";
+import { install, uninstall } from "../../src/cli/install.ts";
+import { loadRecord } from "../../src/install/changes.ts";
 
 const RUNC = "/usr/local/bin/arch-runc";
 const P = "/etc/docker/daemon.json";
@@ -72,4 +75,37 @@ Deno.test("docker daemon.json", async (t) => {
     assertEquals(JSON.parse(noDefault), {});
     ok(revertDocker(P, '{"a": 1}\n', null) === '{"a": 1}\n', "nothing of ARCH's: unchanged bytes");
   });
+});
+
+Deno.test("arch install docker on a symlinked daemon.json: the link's target changes, the link stays", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "arch-install-docker-link-" });
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (s: string) => lines.push(s);
+  try {
+    Deno.mkdirSync(`${dir}/config`);
+    Deno.mkdirSync(`${dir}/docker`);
+    const real = `${dir}/config/daemon.json`;
+    const link = `${dir}/docker/daemon.json`;
+    const original = '{\n\t"log-level": "warn"\n}';
+    Deno.writeTextFileSync(real, original);
+    Deno.chmodSync(real, 0o640);
+    Deno.symlinkSync(real, link);
+    const record = `${dir}/install.json`;
+    assertEquals(await install(["docker"], { dockerConfig: link, archRunc: RUNC, record, default: true }), 0);
+    ok(Deno.lstatSync(link).isSymlink, "the link stays");
+    assertEquals(Deno.readLinkSync(link), real);
+    assertEquals(JSON.parse(Deno.readTextFileSync(real))["default-runtime"], "arch");
+    assertEquals(Deno.statSync(real).mode! & 0o777, 0o640);
+    assertEquals(loadRecord(record).entries.map((e) => [e.path, e.resolved]), [[link, real]]);
+    ok(lines.some((l) => l.includes(`${link} is a symlink: changed ${real}, the link stays`)), lines.join("\n"));
+    assertEquals(await uninstall(["docker"], { record }), 0);
+    ok(Deno.lstatSync(link).isSymlink);
+    assertEquals(Deno.readTextFileSync(real), original, "the original bytes, exactly");
+    assertEquals(Deno.statSync(real).mode! & 0o777, 0o640);
+    assertEquals([...Deno.readDirSync(`${dir}/config`)].map((e) => e.name), ["daemon.json"], "no temporary file");
+  } finally {
+    console.log = log;
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

@@ -1,6 +1,8 @@
 /**
  * The node's metrics: counting and histograms (pure), the Prometheus text, a damaged state
- * file, and counters that survive separate processes writing at the same time.
+ * file, counters that survive separate processes writing at the same time, symlinks planted in
+ * the textfile directory (never followed), and a lock held elsewhere (the update is skipped
+ * within ~100 ms and counted, the event still written).
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
@@ -87,7 +89,7 @@ Deno.test("metrics: separate processes recording at once lose no count; files ar
     const module = new URL("../../src/observe/metrics.ts", import.meta.url).href;
     const script = `import { recordMetrics } from "${module}";\n` +
       `for (let i = 0; i < 25; i++) recordMetrics(${JSON.stringify(state)}, ${JSON.stringify(prom)}, ` +
-      `{ kind: "checkpoint", result: "ok", durationMs: 100, bytes: 1 });\n`;
+      `{ kind: "checkpoint", result: "ok", durationMs: 100, bytes: 1 }, 10_000);\n`;
     const writers = Array.from(
       { length: 4 },
       () => new Deno.Command(Deno.execPath(), { args: ["eval", script], stdout: "null", stderr: "piped" }).output(),
@@ -97,6 +99,7 @@ Deno.test("metrics: separate processes recording at once lose no count; files ar
     const text = Deno.readTextFileSync(prom);
     ok(text.includes('arch_checkpoints_total{result="ok"} 100\n'), text);
     ok(text.includes('arch_restores_total{result="ok"} 1\n'), text);
+    ok(text.includes("arch_metrics_skipped_total 0\n"), text);
     assertEquals(Deno.statSync(`${state}/metrics.json`).mode! & 0o777, 0o600);
     assertEquals(Deno.statSync(prom).mode! & 0o777, 0o644);
     assertEquals([...Deno.readDirSync(`${dir}/metrics`)].map((e) => e.name), ["arch.prom"], "no temp file left");
@@ -129,3 +132,80 @@ Deno.test("events: one JSON line per event, file 0600; an unwritable target neve
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("metrics: symlinks planted in the textfile directory are never followed", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "arch-metrics-link-" });
+  try {
+    const victim = `${dir}/victim`;
+    Deno.writeTextFileSync(victim, "root's file\n");
+    Deno.chmodSync(victim, 0o600);
+    Deno.mkdirSync(`${dir}/textfile`);
+    Deno.chmodSync(`${dir}/textfile`, 0o777); // as writable as a careless textfile directory
+    const prom = `${dir}/textfile/arch.prom`;
+    // the temp name of earlier versions, and the final name
+    Deno.symlinkSync(victim, `${prom}.${Deno.pid}.tmp`);
+    Deno.symlinkSync(victim, prom);
+    recordMetrics(`${dir}/run`, prom, { kind: "checkpoint", result: "ok", durationMs: 10 });
+    assertEquals(Deno.readTextFileSync(victim), "root's file\n", "the victim's bytes are untouched");
+    assertEquals(Deno.statSync(victim).mode! & 0o777, 0o600, "and its mode");
+    ok(!Deno.lstatSync(prom).isSymlink, "the final name's symlink is replaced by the metrics file");
+    ok(Deno.readTextFileSync(prom).includes('arch_checkpoints_total{result="ok"} 1\n'));
+    assertEquals(Deno.statSync(prom).mode! & 0o777, 0o644);
+    ok(Deno.lstatSync(`${prom}.${Deno.pid}.tmp`).isSymlink, "the planted old temp name is left alone");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("metrics: a lock held by another process: recording returns within ~200 ms, skipped and counted", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "arch-metrics-lock-" });
+  const state = `${dir}/run`;
+  Deno.mkdirSync(state, { mode: 0o700 });
+  const holder = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const f = Deno.openSync(${
+        JSON.stringify(`${state}/metrics.lock`)
+      }, { read: true, write: true, create: true });` +
+      `f.lockSync(true); console.log("locked"); await new Promise((r) => setTimeout(r, 30_000));`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let said = "";
+    while (!said.includes("locked")) said += (await reader.read()).value ?? "";
+    reader.releaseLock();
+    const targets = { stateDir: state, metricsFile: `${dir}/m/arch.prom`, eventsFile: `${dir}/log/events.jsonl` };
+    const started = performance.now();
+    recordEvent(targets, { kind: "restore", result: "ok", durationMs: 5 });
+    const ms = performance.now() - started;
+    ok(ms < 200, `took ${ms.toFixed(0)} ms`);
+    ok(ms >= 90, `gave up after ${ms.toFixed(0)} ms, before ~100 ms of tries`);
+    assertEquals(Deno.readTextFileSync(targets.eventsFile).trim().split("\n").length, 1, "the event is written");
+    ok(!existsSync(`${state}/metrics.json`), "the counters are not touched without the lock");
+    holder.kill("SIGKILL");
+    await holder.status;
+    recordMetrics(state, targets.metricsFile, { kind: "restore", result: "ok", durationMs: 5 });
+    const text = Deno.readTextFileSync(targets.metricsFile);
+    ok(text.includes("arch_metrics_skipped_total 1\n"), text);
+    ok(text.includes('arch_restores_total{result="ok"} 1\n'), text);
+  } finally {
+    try {
+      holder.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await holder.stdout.cancel().catch(() => {});
+    await holder.status;
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
