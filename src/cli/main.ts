@@ -98,7 +98,7 @@ Examples:
       (v: string, prev: string[]) => [...prev, v],
       [] as string[],
     )
-    .option("--interval <seconds>", "between two polls (AWS, Azure)", "5")
+    .option("--interval <seconds>", "between two polls (AWS, Azure), 0.1 to 60", "5")
     .option("--margin <seconds>", "finalize must end this long before the notice time", "5")
     .option("--on-rebalance <policy>", "AWS rebalance recommendation: log or finalize", "log")
     .option("--once", "poll once, act on what it shows, and exit")
@@ -214,17 +214,21 @@ Examples:
     .option("--older-than <age>", "remove committed checkpoints older than this (30m, 12h, 7d, 2w; host gc.maxAgeDays)")
     .option("--keep <n>", "committed checkpoints kept per key, newest first (host gc.keepPerKey, default 1)")
     .option("--include-current", "also remove a key's current checkpoint when --older-than/--keep say so")
+    .option("--quarantined", "remove quarantined checkpoints of any age (default: after host gc.quarantineDays, 7)")
     .option("--dry-run", "list what would be removed and the bytes, change nothing")
     .option("--json", "print JSON instead of a table")
     .addHelpText(
       "after",
       `
 A key whose claim a live checkpoint, restore or delete holds is skipped. A key's current checkpoint
-(what its next container resumes) is kept unless --include-current.
+(what its next container resumes) is kept unless --include-current. A quarantined checkpoint (moved
+aside after a failed restore; it may be a job's only state) goes only once it failed more than
+host gc.quarantineDays (default 7) ago, or with --quarantined.
 
 Examples:
   arch gc --dry-run
   arch gc
+  arch gc --quarantined --dry-run
   arch gc --older-than 7d --keep 1
   arch gc --older-than 30d --include-current --dry-run`,
     )

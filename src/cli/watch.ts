@@ -11,7 +11,14 @@ import { loadHostConfig } from "../config/host_schema.ts";
 import { Logger } from "../log/log.ts";
 import { PreconditionError, UsageError } from "../util/errors.ts";
 import { tryLockFile } from "../engine/pidfd.ts";
-import { DEFAULT_MARGIN_SECONDS, type NoticeSource, type ProviderName, PROVIDERS } from "../watch/notice.ts";
+import {
+  DEFAULT_MARGIN_SECONDS,
+  MAX_NOTICE_SECONDS,
+  type NoticeSource,
+  printable,
+  type ProviderName,
+  PROVIDERS,
+} from "../watch/notice.ts";
 import { AwsSource } from "../watch/aws.ts";
 import { GcpSource } from "../watch/gcp.ts";
 import { AzureSource } from "../watch/azure.ts";
@@ -41,6 +48,13 @@ export interface WatchSettings {
   readonly once: boolean;
   readonly dmiPath?: string;
 }
+
+/** Shortest `--interval`, seconds: a shorter one would hammer the metadata server. */
+export const MIN_INTERVAL_SECONDS = 0.1;
+/** Longest `--interval`, seconds (AWS checks for notices every 5 s; a longer wait misses its 2 minutes). */
+export const MAX_INTERVAL_SECONDS = 60;
+/** Longest `--margin`, seconds: the longest notice any cloud gives. */
+export const MAX_MARGIN_SECONDS = Math.max(...Object.values(MAX_NOTICE_SECONDS));
 
 const isProvider = (p: string): p is ProviderName => (PROVIDERS as readonly string[]).includes(p);
 
@@ -85,16 +99,16 @@ export function parseWatchOptions(opts: WatchCliOptions): WatchSettings {
       );
     } else endpoints[provider] = httpUrl(raw, "--endpoint");
   }
-  const seconds = (value: string | undefined, fallback: number, option: string, min: number): number => {
+  const seconds = (value: string | undefined, fallback: number, option: string, min: number, max: number) => {
     if (value === undefined) return fallback;
     const n = Number(value);
-    if (value.trim() === "" || !Number.isFinite(n) || n < min || (min === 0 && n < 0)) {
-      throw new UsageError(`${option} "${value}" is not a number of seconds${min > 0 ? " above 0" : " (0 or more)"}`);
+    if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
+      throw new UsageError(`${option} "${value}" is not a number of seconds from ${min} to ${max}: e.g. ${fallback}`);
     }
     return n;
   };
-  const interval = seconds(opts.interval, 5, "--interval", Number.MIN_VALUE);
-  const margin = seconds(opts.margin, DEFAULT_MARGIN_SECONDS, "--margin", 0);
+  const interval = seconds(opts.interval, 5, "--interval", MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS);
+  const margin = seconds(opts.margin, DEFAULT_MARGIN_SECONDS, "--margin", 0, MAX_MARGIN_SECONDS);
   const onRebalance = opts.onRebalance ?? "log";
   if (onRebalance !== "log" && onRebalance !== "finalize") {
     throw new UsageError(`--on-rebalance "${onRebalance}" is not a policy: use log or finalize`);
@@ -129,7 +143,7 @@ const say = (line: string) => console.log(line);
 export async function watch(opts: WatchCliOptions): Promise<number> {
   const settings = parseWatchOptions(opts);
   const host = loadHostConfig();
-  const logger = new Logger(host.logFile, { component: "watch" });
+  const logger = new Logger(host.logFile, { component: "watch" }, host.logLevel);
   Deno.mkdirSync(host.stateDir, { recursive: true, mode: 0o700 });
   const lockPath = `${host.stateDir}/watch.lock`;
   const lockFd = tryLockFile(lockPath);
@@ -154,9 +168,10 @@ export async function watch(opts: WatchCliOptions): Promise<number> {
       endpoints: settings.endpoints,
       ...(settings.dmiPath !== undefined ? { dmiPath: settings.dmiPath } : {}),
     });
-    logger.log(detection.provider === null ? "error" : "info", detection.message, { detection });
-    say(detection.message);
-    if (detection.provider === null) throw new PreconditionError(detection.message, "no-cloud");
+    const message = printable(detection.message);
+    logger.log(detection.provider === null ? "error" : "info", message, { detection });
+    say(message);
+    if (detection.provider === null) throw new PreconditionError(message, "no-cloud");
     provider = detection.provider;
   } else provider = settings.provider;
 

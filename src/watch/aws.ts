@@ -3,12 +3,24 @@
  * TTL ends and again on a 401), then on every poll `GET /latest/meta-data/spot/instance-action`
  * (404: no notice; 200: `{"action":"terminate|stop|hibernate","time":"...Z"}`) and
  * `GET /latest/meta-data/events/recommendations/rebalance` (404: none; 200:
- * `{"noticeTime":"...Z"}`), both in parallel and bounded by the poll's deadline.
- * A malformed answer is an error, never a notice.
+ * `{"noticeTime":"...Z"}`), both in parallel, bounded by the poll's deadline and handled
+ * independently: a failed or malformed rebalance answer never hides an instance action (the
+ * poll reports the notice and the error). A malformed answer is an error, never a notice.
+ * A token is used only if it is 1..{@link MAX_TOKEN_LENGTH} printable ASCII characters
+ * without spaces; it is dropped (a new one is asked for) after any request that got no
+ * HTTP answer.
  */
 
 import { httpRequest, UnexpectedStatusError } from "./http.ts";
-import { type Notice, type NoticeSource, type Observation, type PollContext, remaining } from "./notice.ts";
+import {
+  MAX_NOTICE_SECONDS,
+  type Notice,
+  type NoticeSource,
+  type Observation,
+  type PollContext,
+  printable,
+  remaining,
+} from "./notice.ts";
 
 /** Where the AWS instance metadata service answers. */
 export const AWS_DEFAULT_ENDPOINT = "http://169.254.169.254";
@@ -24,10 +36,16 @@ export interface AwsOptions {
 
 const ACTIONS = new Set(["terminate", "stop", "hibernate"]);
 
+/** The longest IMDSv2 session token accepted, characters (AWS's are about 56). */
+export const MAX_TOKEN_LENGTH = 1024;
+
+const TOKEN = /^[\x21-\x7e]+$/;
+
 /** AWS's notice protocol (see the module doc). */
 export class AwsSource implements NoticeSource {
   readonly provider = "aws";
   readonly hanging = false;
+  readonly maxNoticeSeconds = MAX_NOTICE_SECONDS.aws;
   readonly endpoint: string;
   readonly pollBudgetMs: number;
   readonly #ttl: number;
@@ -37,11 +55,6 @@ export class AwsSource implements NoticeSource {
     this.endpoint = (options.endpoint ?? AWS_DEFAULT_ENDPOINT).replace(/\/+$/, "");
     this.#ttl = options.tokenTtlSeconds ?? 21600;
     this.pollBudgetMs = options.requestTimeoutMs ?? 2_000;
-  }
-
-  /** Drops the session token (the next poll asks for a new one). */
-  forgetToken(): void {
-    this.#token = undefined;
   }
 
   async #tokenValue(ctx: PollContext): Promise<string> {
@@ -55,9 +68,15 @@ export class AwsSource implements NoticeSource {
       signal: ctx.signal,
     });
     if (r.status !== 200 || r.body.trim() === "") throw new UnexpectedStatusError(`PUT ${url}`, r.status, r.body);
-    // Renew at 90% of the TTL (at least 1 s before it ends).
+    const token = r.body.trim();
+    if (token.length > MAX_TOKEN_LENGTH || !TOKEN.test(token)) {
+      throw new Error(
+        `PUT ${url} answered a token that is not 1..${MAX_TOKEN_LENGTH} printable ASCII characters ` +
+          `(${token.length} characters: ${JSON.stringify(token.slice(0, 60))}): not an IMDSv2 server?`,
+      );
+    } // Renew at 90% of the TTL (at least 1 s before it ends).
     const renewIn = Math.max(this.#ttl * 1000 * 0.9, this.#ttl * 1000 - 60_000, 1_000);
-    this.#token = { value: r.body.trim(), renewAt: Date.now() + Math.min(renewIn, this.#ttl * 1000 - 1_000) };
+    this.#token = { value: token, renewAt: Date.now() + Math.min(renewIn, this.#ttl * 1000 - 1_000) };
     return this.#token.value;
   }
 
@@ -66,12 +85,20 @@ export class AwsSource implements NoticeSource {
     const url = `${this.endpoint}${path}`;
     for (let attempt = 0;; attempt++) {
       const token = await this.#tokenValue(ctx);
-      const r = await httpRequest({
-        url,
-        headers: { "X-aws-ec2-metadata-token": token },
-        timeoutMs: remaining(ctx, this.pollBudgetMs),
-        signal: ctx.signal,
-      });
+      let r;
+      try {
+        r = await httpRequest({
+          url,
+          headers: { "X-aws-ec2-metadata-token": token },
+          timeoutMs: remaining(ctx, this.pollBudgetMs),
+          signal: ctx.signal,
+        });
+      } catch (error) {
+        // No HTTP answer (refused, reset, timed out, a header the client refused): the token may
+        // be at fault, so the next poll asks for a new one.
+        if (this.#token?.value === token) this.#token = undefined;
+        throw error;
+      }
       if (r.status === 401 && attempt === 0) {
         if (this.#token?.value === token) this.#token = undefined;
         continue;
@@ -81,28 +108,40 @@ export class AwsSource implements NoticeSource {
       try {
         return JSON.parse(r.body);
       } catch {
-        throw new Error(`GET ${url} answered something that is not JSON: ${r.body.slice(0, 200)}`);
+        throw new Error(`GET ${url} answered something that is not JSON: ${printable(r.body.slice(0, 200))}`);
       }
     }
   }
 
-  /** One poll: the current instance action and rebalance recommendation, if any. */
+  /**
+   * One poll: the current instance action and rebalance recommendation, if any. Each request
+   * is handled on its own: one that fails still lets the other's notice through, with the
+   * failure in `error`; only a failed token request (or both failing) throws.
+   */
   async poll(ctx: PollContext): Promise<Observation> {
     await this.#tokenValue(ctx); // once, before the parallel requests
-    const [action, rebalance] = await Promise.all([
-      this.#get("/latest/meta-data/spot/instance-action", ctx),
-      this.#get("/latest/meta-data/events/recommendations/rebalance", ctx),
+    const [action, rebalance] = await Promise.allSettled([
+      this.#get("/latest/meta-data/spot/instance-action", ctx).then((raw) =>
+        raw === undefined ? undefined : parseInstanceAction(raw)
+      ),
+      this.#get("/latest/meta-data/events/recommendations/rebalance", ctx).then((raw) =>
+        raw === undefined ? undefined : parseRebalance(raw)
+      ),
     ]);
     const notices: Notice[] = [];
-    if (rebalance !== undefined) notices.push(parseRebalance(rebalance));
-    if (action !== undefined) notices.push(parseInstanceAction(action));
-    return { notices };
+    const errors: string[] = [];
+    for (const part of [rebalance, action]) {
+      if (part.status === "rejected") errors.push((part.reason as Error).message);
+      else if (part.value !== undefined) notices.push(part.value);
+    }
+    if (errors.length === 2) throw new Error(errors.join("; "));
+    return errors.length === 0 ? { notices } : { notices, error: errors[0]! };
   }
 }
 
 function isoOrThrow(value: unknown, what: string): string {
   if (typeof value !== "string" || !Number.isFinite(Date.parse(value))) {
-    throw new Error(`${what} has no valid time: ${JSON.stringify(value)}`);
+    throw new Error(`${what} has no valid time: ${printable(JSON.stringify(value) ?? "undefined").slice(0, 200)}`);
   }
   return new Date(Date.parse(value)).toISOString();
 }
@@ -120,7 +159,9 @@ function isoOrThrow(value: unknown, what: string): string {
 export function parseInstanceAction(raw: unknown): Notice {
   const o = (raw ?? {}) as { action?: unknown; time?: unknown };
   if (typeof o.action !== "string" || !ACTIONS.has(o.action)) {
-    throw new Error(`spot/instance-action has an unknown action: ${JSON.stringify(raw).slice(0, 200)}`);
+    throw new Error(
+      `spot/instance-action has an unknown action: ${printable(JSON.stringify(raw) ?? "").slice(0, 200)}`,
+    );
   }
   const time = isoOrThrow(o.time, "spot/instance-action");
   return {

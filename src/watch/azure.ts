@@ -5,11 +5,21 @@
  * `/metadata/instance/compute/name`) are notices; the event's `NotBefore` (RFC 1123, blank
  * once the event started) is the notice time and its `EventId` the notice's identity. After
  * finalize ended, {@link AzureSource.acknowledge} POSTs `{"StartRequests":[{"EventId":...}]}`,
- * which lets Azure evict at once: it is never sent before.
+ * which lets Azure evict at once: it is never sent before. An `EventId`'s control characters
+ * are escaped in the notice id (what is logged and printed); the acknowledgement sends it
+ * as Azure gave it.
  */
 
 import { httpRequest, UnexpectedStatusError } from "./http.ts";
-import { type Notice, type NoticeSource, type Observation, type PollContext, remaining } from "./notice.ts";
+import {
+  MAX_NOTICE_SECONDS,
+  type Notice,
+  type NoticeSource,
+  type Observation,
+  type PollContext,
+  printable,
+  remaining,
+} from "./notice.ts";
 
 /** Where the Azure instance metadata service answers. */
 export const AZURE_DEFAULT_ENDPOINT = "http://169.254.169.254";
@@ -36,6 +46,7 @@ interface ScheduledEvent {
 export class AzureSource implements NoticeSource {
   readonly provider = "azure";
   readonly hanging = false;
+  readonly maxNoticeSeconds = MAX_NOTICE_SECONDS.azure;
   readonly endpoint: string;
   readonly pollBudgetMs: number;
   #vmName: string | undefined;
@@ -76,7 +87,7 @@ export class AzureSource implements NoticeSource {
     try {
       doc = JSON.parse(r.body);
     } catch {
-      throw new Error(`GET ${url} answered something that is not JSON: ${r.body.slice(0, 200)}`);
+      throw new Error(`GET ${url} answered something that is not JSON: ${printable(r.body.slice(0, 200))}`);
     }
     if (!Array.isArray(doc.Events)) throw new Error(`GET ${url} answered a document without "Events"`);
     return { notices: preemptNotices(doc.Events as ScheduledEvent[], vm, doc.DocumentIncarnation) };
@@ -120,7 +131,7 @@ export function preemptNotices(events: readonly ScheduledEvent[], vm: string, in
     if (!Array.isArray(e.Resources) || !e.Resources.includes(vm)) continue;
     const at = typeof e.NotBefore === "string" && e.NotBefore !== "" ? Date.parse(e.NotBefore) : NaN;
     out.push({
-      id: `azure:${e.EventId}`,
+      id: `azure:${printable(e.EventId)}`,
       kind: "preempt",
       time: Number.isFinite(at) ? new Date(at).toISOString() : null,
       detail: {

@@ -9,7 +9,15 @@
  */
 
 import { httpRequest, UnexpectedStatusError } from "./http.ts";
-import { type Notice, type NoticeSource, type Observation, type PollContext, remaining } from "./notice.ts";
+import {
+  MAX_NOTICE_SECONDS,
+  type Notice,
+  type NoticeSource,
+  type Observation,
+  type PollContext,
+  printable,
+  remaining,
+} from "./notice.ts";
 
 /** Where the GCP metadata server answers. */
 export const GCP_DEFAULT_ENDPOINT = "http://metadata.google.internal";
@@ -30,6 +38,7 @@ export interface GcpOptions {
 export class GcpSource implements NoticeSource {
   readonly provider = "gcp";
   readonly hanging = true;
+  readonly maxNoticeSeconds = MAX_NOTICE_SECONDS.gcp;
   readonly endpoint: string;
   readonly pollBudgetMs: number;
   readonly #wait: number;
@@ -68,7 +77,7 @@ export class GcpSource implements NoticeSource {
     const value = r.body.trim();
     if (value !== "TRUE" && value !== "FALSE") {
       this.#fresh = true;
-      throw new Error(`GET ${url} answered "${value.slice(0, 100)}" instead of TRUE or FALSE`);
+      throw new Error(`GET ${url} answered "${printable(value.slice(0, 100))}" instead of TRUE or FALSE`);
     }
     this.#etag = r.headers["etag"];
     this.#fresh = false;

@@ -3,10 +3,14 @@
  * first byte sent to the last byte read, over a fresh connection, never through a proxy
  * (`node:http` ignores HTTP_PROXY, which Deno's `fetch` honours even for link-local
  * addresses: a metadata request sent to a proxy would fail or, worse, be answered by it).
- * Bodies are capped at 1 MiB. Never throws anything but {@link MetadataHttpError}.
+ * Bodies are capped at 1 MiB; the time bound is clamped to a safe timer delay. Never throws
+ * (or rejects with) anything but {@link MetadataHttpError}, also when the client refuses a
+ * header value. Error messages carry at most 200 characters of a body, control characters
+ * escaped.
  */
 
 import http from "node:http";
+import { clampTimerMs, printable } from "./notice.ts";
 
 /** One request to a metadata server. */
 export interface HttpRequest {
@@ -69,42 +73,49 @@ export function httpRequest(req: HttpRequest): Promise<HttpResponse> {
       } else resolve(response!);
     };
     const body = req.body === undefined ? undefined : new TextEncoder().encode(req.body);
-    const request = http.request({
-      host: url.hostname.replace(/^\[|\]$/g, ""),
-      port: url.port === "" ? 80 : Number(url.port),
-      path: `${url.pathname}${url.search}`,
-      method,
-      agent: false,
-      headers: {
-        ...req.headers,
-        ...(body !== undefined ? { "content-length": String(body.byteLength) } : {}),
-      },
-    }, (res) => {
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      res.on("data", (chunk: Uint8Array) => {
-        size += chunk.byteLength;
-        if (size > MAX_BODY) finish(new MetadataHttpError(`${what}: answer larger than ${MAX_BODY} bytes`));
-        else chunks.push(chunk);
+    let request: http.ClientRequest;
+    try {
+      request = http.request({
+        host: url.hostname.replace(/^\[|\]$/g, ""),
+        port: url.port === "" ? 80 : Number(url.port),
+        path: `${url.pathname}${url.search}`,
+        method,
+        agent: false,
+        headers: {
+          ...req.headers,
+          ...(body !== undefined ? { "content-length": String(body.byteLength) } : {}),
+        },
+      }, (res) => {
+        const chunks: Uint8Array[] = [];
+        let size = 0;
+        res.on("data", (chunk: Uint8Array) => {
+          size += chunk.byteLength;
+          if (size > MAX_BODY) finish(new MetadataHttpError(`${what}: answer larger than ${MAX_BODY} bytes`));
+          else chunks.push(chunk);
+        });
+        res.on("end", () => {
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(res.headers)) {
+            if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : String(v);
+          }
+          const all = new Uint8Array(size);
+          let at = 0;
+          for (const c of chunks) {
+            all.set(c, at);
+            at += c.byteLength;
+          }
+          finish(undefined, { status: res.statusCode ?? 0, headers, body: new TextDecoder().decode(all) });
+        });
+        res.on("error", (e: Error) => finish(new MetadataHttpError(`${what}: ${e.message}`)));
       });
-      res.on("end", () => {
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(res.headers)) {
-          if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : String(v);
-        }
-        const all = new Uint8Array(size);
-        let at = 0;
-        for (const c of chunks) {
-          all.set(c, at);
-          at += c.byteLength;
-        }
-        finish(undefined, { status: res.statusCode ?? 0, headers, body: new TextDecoder().decode(all) });
-      });
-      res.on("error", (e: Error) => finish(new MetadataHttpError(`${what}: ${e.message}`)));
-    });
+    } catch (e) {
+      // e.g. a header value with CR/LF: node:http throws before sending anything.
+      reject(new MetadataHttpError(`${what}: ${printable((e as Error).message)}`));
+      return;
+    }
     const timer = setTimeout(
       () => finish(new MetadataHttpError(`${what}: no answer within ${req.timeoutMs} ms`, true)),
-      Math.max(0, req.timeoutMs),
+      clampTimerMs(req.timeoutMs),
     );
     const onAbort = () => finish(new MetadataHttpError(`${what}: aborted`));
     req.signal?.addEventListener("abort", onAbort, { once: true });
@@ -117,7 +128,7 @@ export function httpRequest(req: HttpRequest): Promise<HttpResponse> {
 /** An HTTP status the server answered that the protocol does not expect. */
 export class UnexpectedStatusError extends Error {
   constructor(readonly what: string, readonly status: number, body: string) {
-    super(`${what} answered HTTP ${status}${body.trim() ? `: ${body.trim().slice(0, 200)}` : ""}`);
+    super(`${what} answered HTTP ${status}${body.trim() ? `: ${printable(body.trim().slice(0, 200))}` : ""}`);
     this.name = "UnexpectedStatusError";
   }
 }

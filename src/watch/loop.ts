@@ -7,16 +7,41 @@
  * - one poll never outlives its budget (each request is bounded), so a slow metadata server
  *   cannot stall the loop past the next poll;
  * - finalize runs at most once per notice identity, including across restarts when seeded
- *   with {@link handledFromStatus}; it runs to its end even when {@link Watcher.stop} is
+ *   with {@link handledFromStatus} (the status keeps the ids of the last
+ *   {@link FINALIZED_KEPT} notices finalized); it runs to its end even when {@link Watcher.stop} is
  *   called meanwhile, and the acknowledgement (Azure) is sent only after it ended, retried on
  *   later polls while it fails;
+ * - a notice's deadline is capped by its cloud's longest notice and every timer by 2^31-1 ms;
+ * - a poll that failed in part (AWS: the rebalance request) still acts on the notices it saw
+ *   and keeps the normal interval; its error is recorded and logged like a failed poll's;
  * - the status file is rewritten after every poll and around every finalize.
- * Every state change goes to ARCH's log and as one line to `say` (stdout: journald).
+ * Every state change goes to ARCH's log and as one line to `say` (stdout: journald), control
+ * characters escaped.
  */
 
 import type { Logger } from "../log/log.ts";
-import { deadlineSeconds, type Notice, type NoticeSource, type PollContext } from "./notice.ts";
+import {
+  clampTimerMs,
+  deadlineSeconds,
+  type Notice,
+  type NoticeSource,
+  type PollContext,
+  printable,
+} from "./notice.ts";
 import { type StatusNotice, type WatchStatus, writeStatus } from "./status.ts";
+
+/** How many finalized notice ids the status keeps (the most recent ones). */
+export const FINALIZED_KEPT = 32;
+
+/**
+ * The status the watcher writes: {@link WatchStatus} plus `finalized`, the ids of the last
+ * {@link FINALIZED_KEPT} notices whose finalize ended (oldest first), so that a restarted
+ * watcher never finalizes one of them again even when a later notice (e.g. a logged rebalance
+ * recommendation) became the latest.
+ */
+export interface WatcherStatus extends WatchStatus {
+  readonly finalized?: readonly string[];
+}
 
 /** Runs finalize with a deadline in seconds; resolves with its exit status. */
 export type FinalizeAction = (deadlineSeconds: number, notice: Notice) => Promise<number>;
@@ -47,25 +72,28 @@ export interface WatchOptions {
   /** Notice ids already finalized (by an earlier run of the watcher). */
   readonly handled?: Iterable<string>;
   /** Status fields carried over from an earlier run (its latest notice and finalize). */
-  readonly previous?: Pick<WatchStatus, "notice" | "finalize">;
+  readonly previous?: Pick<WatcherStatus, "notice" | "finalize" | "finalized">;
   /** Called after every poll (tests). */
-  readonly onPoll?: (status: WatchStatus) => void;
+  readonly onPoll?: (status: WatcherStatus) => void;
 }
 
 /**
- * The notice ids an earlier run finalized, from its status file: the latest notice, if its
- * finalize ended.
+ * The notice ids an earlier run finalized, from its status file: its `finalized` list, plus
+ * the latest notice if its finalize ended (a status written before the list existed).
  */
-export function handledFromStatus(previous: WatchStatus | undefined): string[] {
+export function handledFromStatus(previous: WatcherStatus | undefined): string[] {
+  const ids = Array.isArray(previous?.finalized)
+    ? previous.finalized.filter((id): id is string => typeof id === "string")
+    : [];
   const n = previous?.notice;
   const f = previous?.finalize;
-  if (n == null || n.action !== "finalize" || f == null || f.endedAt === null) return [];
-  return f.startedAt >= n.seenAt ? [n.id] : [];
+  if (n == null || n.action !== "finalize" || f == null || f.endedAt === null) return ids;
+  return f.startedAt >= n.seenAt && !ids.includes(n.id) ? [...ids, n.id] : ids;
 }
 
 /** The watcher (see the module doc). */
 export class Watcher {
-  #status: WatchStatus;
+  #status: WatcherStatus;
   readonly #handled = new Set<string>();
   readonly #pendingAck = new Map<string, Notice>();
   readonly #stop = new AbortController();
@@ -82,11 +110,12 @@ export class Watcher {
       lastError: null,
       notice: options.previous?.notice ?? null,
       finalize: options.previous?.finalize ?? null,
+      finalized: handledFromStatus(options.previous as WatcherStatus | undefined).slice(-FINALIZED_KEPT),
     };
   }
 
   /** The current status (what `watch.json` holds). */
-  get status(): WatchStatus {
+  get status(): WatcherStatus {
     return this.#status;
   }
 
@@ -105,11 +134,12 @@ export class Watcher {
   }
 
   #event(level: "info" | "warn" | "error", msg: string, fields: Record<string, unknown> = {}): void {
-    this.options.logger?.log(level, msg, { component: "watch", provider: this.options.source.provider, ...fields });
-    this.options.say?.(msg);
+    const line = printable(msg);
+    this.options.logger?.log(level, line, { component: "watch", provider: this.options.source.provider, ...fields });
+    this.options.say?.(line);
   }
 
-  #save(patch: Partial<WatchStatus>): void {
+  #save(patch: Partial<WatcherStatus>): void {
     this.#status = { ...this.#status, ...patch };
     if (this.options.statusFile === undefined) return;
     try {
@@ -145,28 +175,37 @@ export class Watcher {
     this.#event("info", "watcher stopped");
   }
 
-  /** One poll and what it triggers; returns whether the poll succeeded. */
+  /**
+   * One poll and what it triggers; returns whether the next poll comes after the normal
+   * interval: `false` after a failed poll (backoff), `true` after a partly failed one (its
+   * error is recorded, but the part that works keeps being polled at the normal pace).
+   */
   async pollOnce(): Promise<boolean> {
     const { source } = this.options;
     let notices: readonly Notice[] = [];
     let error: string | null = null;
+    let partial = false;
     try {
-      notices = (await source.poll(this.#context(source.pollBudgetMs))).notices;
+      const seen = await source.poll(this.#context(source.pollBudgetMs));
+      notices = seen.notices;
+      if (seen.error !== undefined) {
+        error = printable(seen.error);
+        partial = true;
+      }
     } catch (e) {
-      error = (e as Error).message;
+      error = printable((e as Error).message);
     }
     this.#polls++;
-    if (this.#stopped && error !== null) return false; // aborted by stop(): not an error of the cloud
+    if (this.#stopped && error !== null && notices.length === 0) return false; // aborted by stop()
     if (error !== null) {
-      this.#errors++;
+      if (!partial) this.#errors++;
       if (error !== this.#status.lastError) this.#event("warn", `poll failed, retrying: ${error}`, { error });
       this.#save({ lastPollAt: new Date().toISOString(), lastError: error });
-      this.options.onPoll?.(this.#status);
-      return false;
+    } else {
+      if (this.#status.lastError !== null) this.#event("info", "polls succeed again");
+      this.#errors = 0;
+      this.#save({ lastPollAt: new Date().toISOString(), lastError: null });
     }
-    if (this.#status.lastError !== null) this.#event("info", "polls succeed again");
-    this.#errors = 0;
-    this.#save({ lastPollAt: new Date().toISOString(), lastError: null });
     // Rebalance recommendations first: a reclaim seen in the same poll is the latest notice.
     const ordered = [...notices].sort((a, b) => Number(b.kind === "rebalance") - Number(a.kind === "rebalance"));
     for (const notice of ordered) {
@@ -174,16 +213,20 @@ export class Watcher {
     }
     await this.#acknowledgePending(notices);
     this.options.onPoll?.(this.#status);
-    return true;
+    return error === null || partial;
   }
 
   async #handle(notice: Notice): Promise<void> {
     this.#handled.add(notice.id);
     const seenAt = new Date().toISOString();
     const logOnly = notice.kind === "rebalance" && this.options.onRebalance === "log";
-    const deadline = notice.kind === "rebalance"
-      ? this.options.rebalanceDeadlineSeconds
-      : deadlineSeconds(notice.time, Date.now(), this.options.marginSeconds, this.options.floorSeconds);
+    const deadline = notice.kind === "rebalance" ? this.options.rebalanceDeadlineSeconds : deadlineSeconds(
+      notice.time,
+      Date.now(),
+      this.options.marginSeconds,
+      this.options.floorSeconds,
+      this.options.source.maxNoticeSeconds,
+    );
     const recorded: StatusNotice = {
       id: notice.id,
       kind: notice.kind,
@@ -221,7 +264,8 @@ export class Watcher {
         seconds: Number(secs),
       });
     }
-    this.#save({ finalize: { startedAt, endedAt, exitCode } });
+    const finalized = [...(this.#status.finalized ?? []).filter((id) => id !== notice.id), notice.id];
+    this.#save({ finalize: { startedAt, endedAt, exitCode }, finalized: finalized.slice(-FINALIZED_KEPT) });
     if (this.options.source.acknowledge !== undefined) this.#pendingAck.set(notice.id, notice);
   }
 
@@ -264,7 +308,7 @@ export class Watcher {
         this.#stop.signal.removeEventListener("abort", done);
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(done, clampTimerMs(ms));
       this.#stop.signal.addEventListener("abort", done, { once: true });
     });
   }

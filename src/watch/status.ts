@@ -4,9 +4,12 @@
  * `provider` is `aws|gcp|azure`, times are ISO 8601, `lastError` is the last poll's error
  * (`null` once a poll succeeded), `notice` the latest notice seen (`null` before any) and
  * `finalize` the latest finalize run (`null` before any; `endedAt`/`exitCode` `null` while it
- * runs). Written atomically (temporary file, fsync, rename; 0600, root's) after every poll.
+ * runs). The watcher adds `finalized`, the ids of the last 32 notices whose finalize ended
+ * (`loop.ts`), so a restarted watcher never finalizes one of them again. Written atomically (`util/atomic.ts`: random O_EXCL temporary file, fsync, rename;
+ * 0600, root's) after every poll.
  */
 
+import { writeFileAtomic } from "../util/atomic.ts";
 import type { NoticeKind, ProviderName } from "./notice.ts";
 
 /** The latest notice, as the status file records it. */
@@ -50,16 +53,7 @@ export function statusPath(stateDir: string): string {
 export function writeStatus(path: string, status: WatchStatus): void {
   const dir = path.slice(0, path.lastIndexOf("/")) || "/";
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  const file = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-  try {
-    file.writeSync(new TextEncoder().encode(JSON.stringify(status, null, 2) + "\n"));
-    file.syncSync();
-  } finally {
-    file.close();
-  }
-  Deno.chmodSync(tmp, 0o600);
-  Deno.renameSync(tmp, path);
+  writeFileAtomic(path, JSON.stringify(status, null, 2) + "\n", { mode: 0o600 });
 }
 
 /** Reads a status file; `undefined` if absent or unreadable as one. */

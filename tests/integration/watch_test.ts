@@ -11,7 +11,8 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { ARCH, archCli, archDockerRun, ENGINES, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
 import { dockerProgress, waitTicks } from "./_workload.ts";
 import { AwsImds, sleep } from "../stack/metadata_servers.ts";
-import { readStatus, statusPath, type WatchStatus } from "../../src/watch/status.ts";
+import { readStatus, statusPath } from "../../src/watch/status.ts";
+import type { WatcherStatus } from "../../src/watch/loop.ts";
 
 const alive = (pid: number) => {
   try {
@@ -49,7 +50,7 @@ Deno.test({
     const noticeTime = new Date(Date.now() + 120_000).toISOString();
     const servedAt = Date.now();
     imds.instanceAction = { action: "terminate", time: noticeTime };
-    const status = await eventually<WatchStatus>("finalize by the watcher", () => {
+    const status = await eventually<WatcherStatus>("finalize by the watcher", () => {
       const s = readStatus(file);
       return s?.finalize?.endedAt != null ? s : undefined;
     }, 90_000);
@@ -60,6 +61,7 @@ Deno.test({
     deepEqual([status.provider, status.lastError, status.finalize!.exitCode], ["aws", null, 0], JSON.stringify(status));
     equal(status.notice?.kind, "terminate");
     equal(status.notice?.time, new Date(noticeTime).toISOString());
+    deepEqual(status.finalized, [status.notice!.id], "the status remembers the finalized notice");
     const deadline = status.notice!.deadlineSeconds!;
     ok(deadline > 105 && deadline <= 115, `deadline ${deadline} ≈ 120 s - 5 s margin - the time to notice`);
 

@@ -11,15 +11,16 @@
  * - Azure: requests need `Metadata: true` (else 400); `instance/compute` (JSON), `compute/name` (text),
  *   `scheduledevents` (GET: document; POST `{"StartRequests":[{"EventId"}]}`: acknowledges,
  *   the acknowledged events leave the document and its `DocumentIncarnation` grows).
- * Knobs shared by all: `failNext` answers that many requests with 500 (503 for GCP);
- * `delayMs` delays every answer; `requests` records what arrived. Closing cuts hanging and
+ * AWS also has faults of its own: `tokenOverride` (the token answered, e.g. one with CR/LF)
+ * and `rebalanceFault` (the rebalance path alone answers an error status or slowly).
+ * Knobs shared by all: `failNext` answers that many requests with 500 (503 for GCP) and
+ * `errorBody`; `delayMs` delays every answer; `requests` records what arrived. Closing cuts hanging and
  * delayed requests.
  * Also {@link runWatcher}: a watcher of a source with test timings.
  */
 
-import { Watcher, type WatchOptions } from "../../src/watch/loop.ts";
+import { Watcher, type WatcherStatus, type WatchOptions } from "../../src/watch/loop.ts";
 import type { NoticeSource } from "../../src/watch/notice.ts";
-import type { WatchStatus } from "../../src/watch/status.ts";
 
 /** One request a server received. */
 export interface SeenRequest {
@@ -35,6 +36,8 @@ abstract class MetadataServer {
   failNext = 0;
   /** Delay every answer by this many milliseconds. */
   delayMs = 0;
+  /** The body of the `failNext` answers. */
+  errorBody = "internal error";
   readonly requests: SeenRequest[] = [];
   readonly #closing = new AbortController();
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
@@ -79,7 +82,7 @@ abstract class MetadataServer {
     if (this.delayMs > 0) await this.wait(this.delayMs);
     if (this.failNext > 0) {
       this.failNext--;
-      return new Response("internal error", { status: this.errorStatus });
+      return new Response(this.errorBody, { status: this.errorStatus });
     }
     return await this.handle(req, url, body);
   }
@@ -110,18 +113,22 @@ export class AwsImds extends MetadataServer {
   rebalance: { noticeTime: string } | null = null;
   /** Tokens issued and when each expires (epoch ms). */
   readonly tokens = new Map<string, number>();
+  /** Answer this as the token (and accept it) instead of a fresh one. */
+  tokenOverride: string | null = null;
+  /** The rebalance path alone answers `status` (after `delayMs`), or `null`: no fault. */
+  rebalanceFault: { status?: number; delayMs?: number } | null = null;
 
   /** Makes every token issued so far invalid (as after their TTL): the next GETs get 401. */
   expireTokens(): void {
     for (const t of this.tokens.keys()) this.tokens.set(t, 0);
   }
 
-  protected handle(req: Request, url: URL): Response {
+  protected async handle(req: Request, url: URL): Promise<Response> {
     if (url.pathname === "/latest/api/token") {
       if (req.method !== "PUT") return new Response("", { status: 405 });
       const ttl = Number(req.headers.get("x-aws-ec2-metadata-token-ttl-seconds"));
       if (!Number.isInteger(ttl) || ttl < 1 || ttl > 21600) return new Response("", { status: 400 });
-      const token = crypto.randomUUID().replaceAll("-", "");
+      const token = this.tokenOverride ?? crypto.randomUUID().replaceAll("-", "");
       this.tokens.set(token, Date.now() + ttl * 1000);
       return new Response(token, { headers: { "x-aws-ec2-metadata-token-ttl-seconds": String(ttl) } });
     }
@@ -133,6 +140,11 @@ export class AwsImds extends MetadataServer {
       return this.instanceAction === null ? new Response("", { status: 404 }) : json(this.instanceAction);
     }
     if (url.pathname === "/latest/meta-data/events/recommendations/rebalance") {
+      const fault = this.rebalanceFault;
+      if (fault !== null) {
+        if (fault.delayMs !== undefined) await this.wait(fault.delayMs);
+        if (fault.status !== undefined) return new Response("rebalance broken", { status: fault.status });
+      }
       return this.rebalance === null ? new Response("", { status: 404 }) : json(this.rebalance);
     }
     return new Response("", { status: 404 });
@@ -327,7 +339,7 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
  * `fin` as its finalize action; every status it writes is kept in `statuses`. `stop()` ends it.
  */
 export function runWatcher(source: NoticeSource, fin: RecordingFinalize, extra: Partial<WatchOptions> = {}) {
-  const statuses: WatchStatus[] = [];
+  const statuses: WatcherStatus[] = [];
   const w = new Watcher({
     source,
     finalize: fin.action,

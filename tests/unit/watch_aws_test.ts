@@ -217,3 +217,134 @@ Deno.test("aws: stop() during finalize lets it end (and records it) before the l
   ok(fin.calls[0]!.endedAt !== undefined, "finalize ran to its end");
   equal(w.status.finalize?.exitCode, 0);
 });
+
+Deno.test("aws: a notice 30 days ahead gets a deadline capped by AWS's 2 minutes", async () => {
+  await using imds = new AwsImds();
+  imds.instanceAction = { action: "terminate", time: inSeconds(30 * 86_400) };
+  const fin = new RecordingFinalize();
+  fin.durationMs = 200;
+  const { w, stop } = watcher(imds, fin);
+  await until("finalize ended", () => w.status.finalize?.endedAt != null);
+  await stop();
+  deepEqual(fin.calls.map((c) => c.deadline), [115], "min(notice, 120 s) - 5 s margin");
+  equal(w.status.notice?.deadlineSeconds, 115);
+  ok(fin.calls[0]!.endedAt! - fin.calls[0]!.startedAt >= 190, "finalize ran its full time");
+  equal(w.status.finalize?.exitCode, 0);
+});
+
+Deno.test("aws: a failing rebalance endpoint (500) does not hide a spot notice nor slow the polls", async () => {
+  await using imds = new AwsImds();
+  imds.rebalanceFault = { status: 500 };
+  imds.instanceAction = { action: "terminate", time: inSeconds(120) };
+  const fin = new RecordingFinalize();
+  const { w, statuses, stop } = watcher(imds, fin);
+  await until("finalize", () => fin.calls.length === 1 && w.status.finalize?.endedAt != null);
+  const n = statuses.length;
+  await sleep(800);
+  const polls = statuses.length - n;
+  await stop();
+  ok(polls >= 7, `${polls} polls in 800 ms: the normal 50 ms pace, no backoff (at most 5)`);
+  equal(fin.calls.length, 1, "once");
+  equal(w.status.notice?.kind, "terminate");
+  ok(w.status.lastError?.includes("rebalance answered HTTP 500"), String(w.status.lastError));
+});
+
+Deno.test("aws: a slow rebalance endpoint does not hide a spot notice", async () => {
+  await using imds = new AwsImds();
+  imds.rebalanceFault = { delayMs: 2_000 };
+  imds.instanceAction = { action: "stop", time: inSeconds(60) };
+  const fin = new RecordingFinalize();
+  const { w, stop } = watcher(imds, fin, {}, 150);
+  await until("finalize", () => fin.calls.length === 1 && w.status.finalize?.endedAt != null);
+  await stop();
+  ok(fin.calls[0]!.deadline > 54 && fin.calls[0]!.deadline <= 55, String(fin.calls[0]!.deadline));
+  ok(w.status.lastError?.includes("no answer within"), String(w.status.lastError));
+});
+
+Deno.test("aws: a token with CR/LF is refused (never sent); a good token afterwards works", async () => {
+  await using imds = new AwsImds();
+  imds.tokenOverride = "AQAEAbc\r\nX-Injected: 1";
+  imds.instanceAction = { action: "terminate", time: inSeconds(120) };
+  const fin = new RecordingFinalize();
+  const lines: string[] = [];
+  const { w, statuses, stop } = watcher(imds, fin, { say: (l) => lines.push(l) });
+  await until("two failed polls", () => statuses.filter((s) => s.lastError !== null).length >= 2);
+  ok(statuses[0]!.lastError!.includes("answered a token that is not 1..1024 printable ASCII"), statuses[0]!.lastError!);
+  equal(imds.seen("/latest/meta-data/").length, 0, "no GET carried the bad token");
+  equal(fin.calls.length, 0);
+  ok(imds.seen("/latest/api/token", "PUT").length >= 2, "the bad token was not cached");
+  imds.tokenOverride = null;
+  await until("finalize with a good token", () => fin.calls.length === 1);
+  await stop();
+  equal(w.status.lastError, null);
+  // deno-lint-ignore no-control-regex
+  ok(lines.every((l) => !/[\x00-\x1f]/.test(l)), JSON.stringify(lines));
+});
+
+Deno.test("aws: a GET without an HTTP answer drops the token: the next poll asks for a new one", async () => {
+  await using imds = new AwsImds();
+  const fin = new RecordingFinalize();
+  const { statuses, stop } = watcher(imds, fin, {}, 150);
+  await until("a poll", () => statuses.length >= 1 && statuses[0]!.lastError === null);
+  equal(imds.seen("/latest/api/token", "PUT").length, 1);
+  imds.rebalanceFault = { delayMs: 1_000 }; // the token is fine, one GET times out
+  await until("a timed-out poll", () => statuses.some((s) => s.lastError !== null));
+  imds.rebalanceFault = null;
+  const n = statuses.length;
+  await until("polls succeed again", () => statuses.length > n && statuses.at(-1)!.lastError === null, 5_000);
+  await stop();
+  ok(imds.seen("/latest/api/token", "PUT").length >= 2, "a new token after the timeout");
+});
+
+Deno.test("aws: control characters from the server never reach say lines", async () => {
+  await using imds = new AwsImds();
+  imds.errorBody = "boom\r\nfake line\x1b[2J\u202e";
+  imds.failNext = 1;
+  const fin = new RecordingFinalize();
+  const lines: string[] = [];
+  const { statuses, stop } = watcher(imds, fin, { say: (l) => lines.push(l) });
+  await until(
+    "a failed poll, then a good one",
+    () => statuses.some((s) => s.lastError !== null) && statuses.at(-1)!.lastError === null,
+  );
+  await stop();
+  const failed = lines.find((l) => l.startsWith("poll failed"))!;
+  ok(failed.includes("boom\\x0d\\x0afake line\\x1b[2J\\u202e"), failed);
+  // deno-lint-ignore no-control-regex
+  ok(lines.every((l) => !/[\x00-\x1f\x7f-\x9f\u202e]/.test(l)), JSON.stringify(lines));
+});
+
+Deno.test("aws: a restarted watcher does not finalize again after a later logged rebalance", async () => {
+  await using imds = new AwsImds();
+  imds.instanceAction = { action: "terminate", time: inSeconds(120) };
+  const fin = new RecordingFinalize();
+  const first = watcher(imds, fin);
+  await until("finalize", () => fin.calls.length === 1 && first.w.status.finalize?.endedAt != null);
+  imds.rebalance = { noticeTime: new Date().toISOString() };
+  await until("the rebalance logged", () => first.w.status.notice?.kind === "rebalance");
+  await first.stop();
+  equal(first.w.status.notice?.action, "log", "the latest notice is the logged rebalance");
+  deepEqual(first.w.status.finalized, [fin.calls[0]!.noticeId]);
+  // What `arch watch` does on start: seed from the status file.
+  const saved = JSON.parse(JSON.stringify(first.w.status));
+  const second = watcher(imds, fin, { handled: handledFromStatus(saved), previous: saved });
+  await until("polls", () => second.statuses.length >= 4);
+  await second.stop();
+  equal(fin.calls.length, 1, "the old notice is not finalized again");
+  deepEqual(second.w.status.finalized, [fin.calls[0]!.noticeId], "and is still remembered");
+});
+
+Deno.test("aws: the status keeps the last 32 finalized notice ids", async () => {
+  await using imds = new AwsImds();
+  const fin = new RecordingFinalize();
+  const old = Array.from({ length: 40 }, (_, i) => `aws:instance-action:stop:old-${i}`);
+  const previous = { notice: null, finalize: null, finalized: old };
+  imds.instanceAction = { action: "terminate", time: inSeconds(120) };
+  const { w, stop } = watcher(imds, fin, { handled: handledFromStatus(previous as never), previous });
+  await until("finalize", () => w.status.finalize?.endedAt != null);
+  await stop();
+  const kept = w.status.finalized!;
+  equal(kept.length, 32);
+  equal(kept.at(-1), fin.calls[0]!.noticeId);
+  deepEqual(kept.slice(0, 31), old.slice(-31));
+});

@@ -104,3 +104,30 @@ Deno.test("azure: 500s and slow answers are reported; the loop goes on and sees 
   await stop();
   equal(fin.calls.length, 1);
 });
+
+Deno.test("azure: an EventId with control characters is escaped in say lines, acknowledged as given", async () => {
+  await using imds = new AzureImds("vm-a");
+  const raw = "EV\r\n\x1b[31mX";
+  imds.addEvent({ EventId: raw, NotBefore: rfc1123In(30) });
+  const fin = new RecordingFinalize();
+  const lines: string[] = [];
+  const { w, stop } = watcher(imds, fin, { say: (l) => lines.push(l) });
+  await until("acknowledged", () => imds.acks.length === 1);
+  await stop();
+  equal(fin.calls.length, 1);
+  equal(w.status.notice?.id, "azure:EV\\x0d\\x0a\\x1b[31mX");
+  ok(lines.some((l) => l.includes("preempt notice azure:EV\\x0d\\x0a\\x1b[31mX")), JSON.stringify(lines));
+  // deno-lint-ignore no-control-regex
+  ok(lines.every((l) => !/[\x00-\x1f]/.test(l)), JSON.stringify(lines));
+  equal(imds.acks[0]!.eventId, raw, "Azure gets its own id back");
+});
+
+Deno.test("azure: a NotBefore a year ahead is capped at 15 minutes", async () => {
+  await using imds = new AzureImds("vm-a");
+  imds.addEvent({ EventId: "FAR", NotBefore: rfc1123In(365 * 86_400) });
+  const fin = new RecordingFinalize();
+  const { stop } = watcher(imds, fin);
+  await until("finalize", () => fin.calls.length === 1);
+  await stop();
+  equal(fin.calls[0]!.deadline, 895, "900 s - 5 s margin");
+});

@@ -8,7 +8,8 @@
 
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { parseWatchOptions } from "../../src/cli/watch.ts";
-import { deadlineSeconds } from "../../src/watch/notice.ts";
+import { clampTimerMs, deadlineSeconds, MAX_NOTICE_SECONDS, MAX_TIMER_MS } from "../../src/watch/notice.ts";
+import { FINALIZE_GRACE_MS, finalizeTimeoutMs, runArchFinalize } from "../../src/watch/finalize.ts";
 import { watchUnitText } from "../../src/watch/unit.ts";
 import { readStatus, statusPath, type WatchStatus, writeStatus } from "../../src/watch/status.ts";
 import { UsageError } from "../../src/util/errors.ts";
@@ -19,9 +20,16 @@ const MOD = new URL("../../mod.ts", import.meta.url).pathname;
 Deno.test("watch options: bad values are refused with one sentence naming the option and the fix", async (t) => {
   const cases: [Record<string, unknown>, string][] = [
     [{ provider: "ibm" }, '--provider "ibm" is not a cloud ARCH knows: use aws, gcp, azure or auto'],
-    [{ interval: "0" }, '--interval "0" is not a number of seconds above 0'],
-    [{ interval: "fast" }, '--interval "fast" is not a number of seconds above 0'],
-    [{ margin: "-1" }, '--margin "-1" is not a number of seconds (0 or more)'],
+    [{ interval: "0" }, '--interval "0" is not a number of seconds from 0.1 to 60: e.g. 5'],
+    [{ interval: "1e-9" }, '--interval "1e-9" is not a number of seconds from 0.1 to 60: e.g. 5'],
+    [{ interval: "0.09" }, '--interval "0.09" is not a number of seconds from 0.1 to 60: e.g. 5'],
+    [{ interval: "fast" }, '--interval "fast" is not a number of seconds from 0.1 to 60: e.g. 5'],
+    [{ interval: "1e12" }, '--interval "1e12" is not a number of seconds from 0.1 to 60: e.g. 5'],
+    [{ interval: "Infinity" }, '--interval "Infinity" is not a number of seconds from 0.1 to 60'],
+    [{ interval: " " }, '--interval " " is not a number of seconds from 0.1 to 60'],
+    [{ margin: "-1" }, '--margin "-1" is not a number of seconds from 0 to 900: e.g. 5'],
+    [{ margin: "NaN" }, '--margin "NaN" is not a number of seconds from 0 to 900: e.g. 5'],
+    [{ margin: "901" }, '--margin "901" is not a number of seconds from 0 to 900: e.g. 5'],
     [{ onRebalance: "ignore" }, '--on-rebalance "ignore" is not a policy: use log or finalize'],
     [{ provider: "aws", endpoint: ["https://x"] }, "must be an http:// base URL"],
     [{ provider: "aws", endpoint: ["nope"] }, '--endpoint "nope" is not a URL'],
@@ -42,6 +50,10 @@ Deno.test("watch options: bad values are refused with one sentence naming the op
     });
     deepEqual(s.endpoints, { gcp: "http://127.0.0.1:9", aws: "http://127.0.0.1:8" });
     deepEqual([s.intervalMs, s.marginSeconds, s.onRebalance], [500, 0, "finalize"]);
+    deepEqual([parseWatchOptions({ interval: "0.1" }).intervalMs, parseWatchOptions({ interval: "60" }).intervalMs], [
+      100,
+      60_000,
+    ]);
   });
 });
 
@@ -59,6 +71,44 @@ Deno.test("deadline: notice time minus the margin, never under the 10 s floor", 
     ],
     [115, 25, 10, 10, 10, 10, 120],
   );
+});
+
+Deno.test("deadline: a notice far ahead is capped by the cloud's longest notice", () => {
+  const now = Date.parse("2026-01-01T00:00:00Z");
+  const month = "2026-01-31T00:00:00Z";
+  deepEqual(
+    [
+      deadlineSeconds(month, now, 5, 10, MAX_NOTICE_SECONDS.aws),
+      deadlineSeconds(month, now, 5, 10, MAX_NOTICE_SECONDS.gcp),
+      deadlineSeconds(month, now, 5, 10, MAX_NOTICE_SECONDS.azure),
+      deadlineSeconds("+275760-09-13T00:00:00Z", now, 5, 10, MAX_NOTICE_SECONDS.aws),
+    ],
+    [115, 25, 895, 115],
+  );
+});
+
+Deno.test("timers: every delay is clamped to 0..2^31-1 ms (longer ones would fire at once)", () => {
+  deepEqual(
+    [clampTimerMs(2 ** 31), clampTimerMs(Infinity), clampTimerMs(-1), clampTimerMs(NaN), clampTimerMs(1_500.4)],
+    [MAX_TIMER_MS, MAX_TIMER_MS, 0, 0, 1_500],
+  );
+  equal(MAX_TIMER_MS, 2_147_483_647);
+  equal(finalizeTimeoutMs(100), 100_000 + FINALIZE_GRACE_MS);
+  equal(finalizeTimeoutMs(30 * 86_400), MAX_TIMER_MS);
+});
+
+Deno.test("finalize: a 30-day deadline does not kill the finalize run early", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "arch-watch-" });
+  const fake = `${dir}/fake-arch`;
+  Deno.writeTextFileSync(fake, `#!/bin/sh\nsleep 0.3\necho "done $*"\nprintf 'evil\\033[2J\\n'\n`, { mode: 0o700 });
+  const lines: string[] = [];
+  const started = Date.now();
+  const code = await runArchFinalize(fake, `${dir}/config.json`, 30 * 86_400, undefined, (l) => lines.push(l));
+  const took = Date.now() - started;
+  Deno.removeSync(dir, { recursive: true });
+  equal(code, 0, "not killed");
+  ok(took >= 290, `${took} ms: it ran to its end`);
+  deepEqual(lines, ["finalize: done finalize --deadline 2592000", "finalize: evil\\x1b[2J"]);
 });
 
 Deno.test("unit: arch-watch.service runs arch watch, restarts always, hardening that lets CRIU run", () => {
@@ -115,10 +165,10 @@ Deno.test("status: written atomically, 0600, with the documented fields", () => 
 
 const asRoot = { ignore: Deno.uid() !== 0, sanitizeResources: false, sanitizeOps: false };
 
-function node() {
+function node(extra: Record<string, unknown> = {}) {
   const dir = Deno.makeTempDirSync({ prefix: "arch-watch-" });
   const config = `${dir}/config.json`;
-  Deno.writeTextFileSync(config, JSON.stringify({ stateDir: `${dir}/run`, logFile: `${dir}/arch.log` }), {
+  Deno.writeTextFileSync(config, JSON.stringify({ stateDir: `${dir}/run`, logFile: `${dir}/arch.log`, ...extra }), {
     mode: 0o600,
   });
   return { dir, config, state: `${dir}/run`, log: `${dir}/arch.log` };
@@ -236,5 +286,23 @@ Deno.test({
   const status = readStatus(statusPath(n.state))!;
   equal(status.finalize?.exitCode, 0);
   equal(status.notice?.kind, "terminate");
+  Deno.removeSync(n.dir, { recursive: true });
+});
+
+Deno.test({ name: "program: the watcher's log keeps the host config's logLevel", ...asRoot }, async () => {
+  await using imds = new AwsImds();
+  imds.instanceAction = { action: "terminate", time: new Date(Date.now() + 60_000).toISOString() };
+  const n = node({ logLevel: "warn" });
+  const fake = `${n.dir}/fake-arch`;
+  Deno.writeTextFileSync(fake, `#!/bin/sh\necho "ok    moby/c1"\n`, { mode: 0o700 });
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MOD, "watch", "--provider", "aws", "--endpoint", imds.url, "--once"],
+    env: { ARCH_CONFIG: n.config, ARCH_LAUNCHER_ARCH: fake },
+  }).output();
+  equal(out.code, 0, text(out.stderr));
+  ok(text(out.stdout).includes("watching aws spot notices"), "stdout still says everything");
+  const log = Deno.readTextFileSync(n.log).trim().split("\n").map((l) => JSON.parse(l));
+  ok(log.some((r) => r.level === "warn" && String(r.msg).startsWith("terminate notice")), JSON.stringify(log));
+  ok(log.every((r) => r.level === "warn" || r.level === "error"), JSON.stringify(log.map((r) => r.level)));
   Deno.removeSync(n.dir, { recursive: true });
 });
