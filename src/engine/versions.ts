@@ -12,8 +12,24 @@ export interface ToolVersions {
   readonly cpuArch: string;
 }
 
-/** This node's {@link ToolVersions}; a version it cannot read is `unknown`. Requires runc and CRIU. */
-export async function toolVersions(runcPath: string): Promise<ToolVersions> {
+const asked = new Map<string, Promise<ToolVersions>>();
+
+/**
+ * This node's {@link ToolVersions}; a version it cannot read is `unknown`. Asked once per
+ * process and runc (`arch finalize` checkpoints hundreds of containers: two process starts
+ * each saved). Requires runc and CRIU.
+ */
+export function toolVersions(runcPath: string): Promise<ToolVersions> {
+  let versions = asked.get(runcPath);
+  if (versions === undefined) {
+    versions = readToolVersions(runcPath);
+    versions.catch(() => asked.delete(runcPath)); // a failure is asked again next time
+    asked.set(runcPath, versions);
+  }
+  return versions;
+}
+
+async function readToolVersions(runcPath: string): Promise<ToolVersions> {
   const [runc, criu] = await Promise.all([
     runCommand({ cmd: runcPath, args: ["--version"] }),
     runCommand({ cmd: "criu", args: ["--version"] }),

@@ -86,6 +86,18 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, em
   await runCommand({ cmd: ARCH, args: ["finalize", "--undo"], env });
   const lines = out.split("\n");
   const committed = lines.filter((l) => l.startsWith("ok ")).length;
+  // Why checkpoints failed, each reason once (the key and the container differ, the cause not).
+  const reasons = [...new Set(lines.filter((l) => l.startsWith("FAIL")).map((l) => l.replace(/^.*?key=\S+: /, "")))];
+  // Each committed checkpoint's step timings, from its manifest: where the time goes.
+  const steps: Record<string, number[]> = {};
+  for (const l of lines.filter((l) => l.startsWith("ok "))) {
+    try {
+      const timings = JSON.parse(Deno.readTextFileSync(`${l.split("-> ")[1]}/manifest.json`)).timings;
+      for (const [k, v] of Object.entries(timings as Record<string, number>)) (steps[k] ??= []).push(v);
+    } catch { /* removed already: not counted */ }
+  }
+  const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  const stepMedians = Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, medianOf(v)]));
   const failed = lines.filter((l) => l.startsWith("FAIL")).length;
   const lastTicks = new Map<string, number>();
   for (const name of archNames) {
@@ -170,6 +182,8 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, em
       notStarted: n - committed - failed,
       rawFailed,
       resumed: `${resumed}/${sample.length}`,
+      stepMediansMs: stepMedians,
+      failures: reasons.slice(0, 3),
     },
   );
   emit(`finalize ${n} containers against the 30 s notice (GCP/Azure)`, archSeconds, "s", 30, {
