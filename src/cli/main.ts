@@ -53,6 +53,17 @@ Examples:
     .description("checkpoint ARCH containers (id, id prefix or namespace/id) and stop them")
     .argument("<container...>")
     .option("--leave-running", "keep the container running after the checkpoint")
+    .addHelpText(
+      "after",
+      `
+A failed checkpoint leaves its container running. A new container with the same checkpoint key
+(ARCH_CHECKPOINT_ID) resumes from the checkpoint.
+
+Examples:
+  arch checkpoint 9c5a9ae4c55f                 # an id prefix, as "arch ls" shows it
+  arch checkpoint moby/9c5a9ae4c55f k8s.io/3f2e  # namespace/id
+  arch checkpoint --leave-running 9c5a9ae4c55f # a safety copy; the job goes on`,
+    )
     .action(async (ids: string[], opts: { leaveRunning?: boolean }) => {
       const { checkpoint } = await import("./checkpoint.ts");
       onResult(await checkpoint(ids, opts));
@@ -63,6 +74,17 @@ Examples:
     .option("--concurrency <n>", "containers checkpointed at once (host config finalizeConcurrency)")
     .option("--deadline <seconds>", "start no checkpoint after this (host config finalizeDeadlineSeconds)")
     .option("--undo", "lift the drain: let ARCH containers start and restore here again")
+    .addHelpText(
+      "after",
+      `
+Run it from the spot handler ("arch watch" does, with the deadline of the notice). One line per
+container ("ok" or "FAIL" with the reason); exit status 1 if any failed.
+
+Examples:
+  arch finalize --deadline 25                  # GCP/Azure: 30 s notice, 5 s margin
+  arch finalize --deadline 110 --concurrency 8
+  arch finalize --undo                         # the node stays: let ARCH containers start here again`,
+    )
     .action(async (opts: { concurrency?: string; deadline?: string; undo?: boolean }) => {
       const { finalize } = await import("./checkpoint.ts");
       onResult(await finalize(opts));
