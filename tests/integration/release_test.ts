@@ -161,20 +161,36 @@ Deno.test({
           Deno.writeTextFileSync(script, printed.stdout);
           // A node's own paths, each on an empty tmpfs of a private mount namespace.
           const dirs = ["/usr/local", "/etc/docker", "/etc/systemd/system", "/var/lib/arch"];
-          return await runCommand({
-            cmd: "unshare",
-            args: [
-              "--mount",
-              "--propagation",
-              "private",
-              "sh",
-              "-c",
-              `${dirs.map((d) => `mkdir -p ${d} && mount -t tmpfs arch-node ${d}`).join(" && ")} && ` +
-              `sh "$0" && echo '#####' && cat /etc/docker/daemon.json && echo '#####' && ` +
-              `cat /etc/systemd/system/arch-watch.service && echo '#####' && /usr/local/bin/arch --version`,
-              script,
-            ],
-          });
+          // A mount point must exist on the host: remember the ones made for this, to remove them after.
+          const made = new Set<string>();
+          for (let d of dirs) {
+            for (
+              ;
+              d !== "/" && !(await Deno.stat(d).then(() => true, () => false));
+              d = d.slice(0, d.lastIndexOf("/")) || "/"
+            ) {
+              made.add(d);
+            }
+          }
+          try {
+            return await runCommand({
+              cmd: "unshare",
+              args: [
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                `${dirs.map((d) => `mkdir -p ${d} && mount -t tmpfs arch-node ${d}`).join(" && ")} && ` +
+                `sh "$0" && echo '#####' && cat /etc/docker/daemon.json && echo '#####' && ` +
+                `cat /etc/systemd/system/arch-watch.service && echo '#####' && /usr/local/bin/arch --version`,
+                script,
+              ],
+            });
+          } finally {
+            // Empty on the host (what the userdata wrote went to the tmpfs); deepest first.
+            for (const d of [...made].sort((a, b) => b.length - a.length)) Deno.removeSync(d);
+          }
         };
         const bad = await userdata("0".repeat(64));
         ok(bad.code !== 0, "a wrong sha256 stops the userdata");
