@@ -12,7 +12,7 @@
  * Requires root, the engines, CRIU and the built dist/.
  */
 
-import { ARCH, startStack, uniqueName } from "../integration/_env.ts";
+import { ARCH, archDockerRun, startStack, uniqueName } from "../integration/_env.ts";
 import { TEST_IMAGE } from "../stack/stack.ts";
 import type { EmbeddedStack } from "../stack/stack.ts";
 import { parseProgress } from "../integration/_workload.ts";
@@ -141,22 +141,7 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, em
   let resumed = 0;
   for (const key of sample) {
     const name = `${key}-again`;
-    await stack.docker([
-      "run",
-      "-d",
-      "--name",
-      name,
-      "--network",
-      "none",
-      "--runtime",
-      "arch",
-      "--env",
-      "ARCH_ENABLE=1",
-      "--env",
-      `ARCH_CHECKPOINT_ID=${key}`,
-      TEST_IMAGE,
-      "workload",
-    ], { check: false });
+    await stack.docker(archDockerRun(name, key, [], ["workload"]), { check: false });
     for (let i = 0; i < 100; i++) {
       const p = parseProgress((await stack.docker(["logs", name], { check: false })).stdout);
       if (p.ticks.length > 0) {
