@@ -3,17 +3,19 @@
  * them. One summary line per container; exit status 1 if any failed. A failed checkpoint
  * leaves its container running.
  *
- * `finalize` takes every running ARCH container on the node, in parallel (bounded by
- * `--concurrency`), within `--deadline` seconds: no checkpoint starts after the deadline,
- * and a dump still running then is abandoned (its container resumed: a paused container is
- * never abandoned). It first marks the node draining, so restart policies do not restore
+ * `finalize` takes every running ARCH container on the node, in parallel (`--concurrency`,
+ * measured during the run by default), within `--deadline` seconds, in the order that saves
+ * the most running time (`engine/finalize_plan.ts`): no checkpoint starts after the
+ * deadline or when its estimate does not fit in the time left, and a dump still running at
+ * the deadline is abandoned (its container resumed: a paused container is never abandoned).
+ * It ends with one summary line: saved, failed, not started, and the concurrency it ran at. It first marks the node draining, so restart policies do not restore
  * checkpoints here. SIGTERM/SIGINT release the containers this process paused.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { checkpointContainer, type CheckpointResult } from "../engine/checkpoint.ts";
-import { runcState } from "../engine/runc.ts";
+import { runcStates } from "../engine/runc.ts";
 import { targetOf } from "../runc/command.ts";
 import { clearDraining, setDraining } from "../engine/drain.ts";
 import { UsageError } from "../util/errors.ts";
@@ -24,6 +26,13 @@ import type { HostConfig } from "../config/host_schema.ts";
 import { recordEvent } from "../observe/events.ts";
 import { observeTargets, setObserveTargets } from "../observe/targets.ts";
 import { Progress } from "./output.ts";
+import {
+  CheckpointEstimator,
+  ConcurrencyController,
+  containerMemory,
+  type FinalizeItem,
+  orderForDeadline,
+} from "../engine/finalize_plan.ts";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -67,15 +76,39 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
   });
 }
 
+/** One container's plan entry: its record, and what the ordering needs (see `engine/finalize_plan.ts`). */
+function planItem(record: ContainerRecord, now: number): FinalizeItem<ContainerRecord> {
+  let pid = NaN;
+  try {
+    if (typeof record.pidFile === "string") pid = Number(Deno.readTextFileSync(record.pidFile).trim());
+  } catch { /* unknown */ }
+  const since = [record.createdAt, record.checkpointedAt]
+    .map((t) => (typeof t === "string" ? Date.parse(t) : NaN))
+    .filter((t) => Number.isFinite(t));
+  return {
+    item: record,
+    memoryBytes: pid > 0 ? containerMemory(pid) : undefined,
+    atRiskSeconds: since.length === 0 ? 0 : Math.max(0, (now - Math.max(...since)) / 1000),
+  };
+}
+
+/** What a run did: how many were saved or failed, and the concurrency it ran at over time. */
+interface RunSummary {
+  readonly ok: number;
+  readonly failed: number;
+  readonly notStarted: number;
+  readonly concurrency: ConcurrencyController["history"];
+}
+
 async function runAll(
   records: ContainerRecord[],
   host: HostConfig,
   registry: Registry,
-  concurrency: number,
+  concurrency: number | "auto",
   deadline: number | undefined,
   leaveRunning: boolean,
   progress?: Progress,
-): Promise<{ ok: number; failed: number }> {
+): Promise<RunSummary> {
   releaseOnSignals();
   setObserveTargets(host); // where report() sends events and metrics, as the runc wrapper does
   const secret = loadSecret(host.secretFile, true);
@@ -89,29 +122,62 @@ async function runAll(
     ...(host.maxCheckpointBytes !== undefined ? { maxBytes: host.maxCheckpointBytes } : {}),
     maxPauseMs: host.maxPauseSeconds * 1000,
   };
-  let failed = 0;
+  const estimator = new CheckpointEstimator();
+  const controller = new ConcurrencyController(
+    navigator.hardwareConcurrency || 1,
+    concurrency === "auto" ? undefined : concurrency,
+  );
+  const now = Date.now();
+  const items = records.map((r) => planItem(r, now));
+  // Under a deadline the order saves the most running time; otherwise the order asked for.
+  const queue = deadline === undefined ? items : orderForDeadline(items, estimator);
+  let failed = 0, notStarted = 0;
+  const finish = (record: ContainerRecord, outcome: CheckpointResult | Error, ms: number) => {
+    if (outcome instanceof Error) failed++;
+    report(record, outcome, ms);
+    if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
+    else console.log(summary(record, outcome));
+  };
+  const one = async ({ item: record }: FinalizeItem<ContainerRecord>, estimateMs: number) => {
+    const started = performance.now();
+    let outcome: CheckpointResult | Error;
+    try {
+      outcome = await checkpointContainer(record, host.runcPath, registry, options);
+      estimator.observe(outcome.bytes, performance.now() - started, outcome.timings.dump);
+    } catch (error) {
+      outcome = error as Error;
+    }
+    controller.completed(estimateMs);
+    finish(record, outcome, performance.now() - started);
+  };
+  const running = new Set<Promise<void>>();
   let next = 0;
-  const worker = async () => {
-    while (next < records.length) {
-      const record = records[next++]!;
-      let outcome: CheckpointResult | Error;
-      const started = performance.now();
-      if (deadline !== undefined && Date.now() > deadline) outcome = new Error("not started: finalize deadline passed");
-      else {
-        try {
-          outcome = await checkpointContainer(record, host.runcPath, registry, options);
-        } catch (error) {
-          outcome = error as Error;
+  while (next < queue.length || running.size > 0) {
+    while (next < queue.length && running.size < controller.current) {
+      const it = queue[next++]!;
+      const estimateMs = estimator.estimateMs(it.memoryBytes);
+      if (deadline !== undefined) {
+        const left = deadline - Date.now();
+        const why = left <= 0
+          ? "not started: finalize deadline passed"
+          : estimateMs > left
+          ? `not started: its checkpoint would take about ${(estimateMs / 1000).toFixed(1)} s (${
+            mib(it.memoryBytes ?? 0)
+          } of memory) and only ${(left / 1000).toFixed(1)} s were left before the finalize deadline`
+          : undefined;
+        if (why !== undefined) {
+          notStarted++;
+          finish(it.item, new Error(why), 0);
+          continue;
         }
       }
-      if (outcome instanceof Error) failed++;
-      report(record, outcome, performance.now() - started);
-      if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
-      else console.log(summary(record, outcome));
+      const task = one(it, estimateMs);
+      running.add(task);
+      task.finally(() => running.delete(task));
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, records.length) }, worker));
-  return { ok: records.length - failed, failed };
+    if (running.size > 0) await Promise.race(running);
+  }
+  return { ok: records.length - failed, failed, notStarted, concurrency: controller.history };
 }
 
 /**
@@ -139,29 +205,33 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
     console.log("drain lifted: ARCH containers may start and restore on this node again");
     return 0;
   }
-  const concurrency = opts.concurrency !== undefined ? Number(opts.concurrency) : host.finalizeConcurrency;
+  const concurrency = opts.concurrency === undefined
+    ? host.finalizeConcurrency
+    : opts.concurrency === "auto"
+    ? "auto"
+    : Number(opts.concurrency);
   const deadlineS = opts.deadline !== undefined ? Number(opts.deadline) : host.finalizeDeadlineSeconds;
-  if (!Number.isInteger(concurrency) || concurrency < 1) {
-    throw new UsageError(`--concurrency "${opts.concurrency}" is not a positive integer`);
+  if (concurrency !== "auto" && (!Number.isInteger(concurrency) || concurrency < 1)) {
+    throw new UsageError(`--concurrency "${opts.concurrency}" is neither "auto" nor a positive integer`);
   }
   if (!(deadlineS > 0)) throw new UsageError(`--deadline "${opts.deadline}" is not a positive number of seconds`);
   const started = Date.now();
   setObserveTargets(host);
   setDraining(host.stateDir);
   const registry = new Registry(host.stateDir);
-  const running: ContainerRecord[] = [];
   const deadline = Date.now() + deadlineS * 1000;
-  for (const record of registry.list()) {
-    // A fixed bound: a deadline already short must not make running containers look absent.
-    const status = await runcState(targetOf(host.runcPath, record), 5_000);
-    if (status === "running") running.push(record);
-  }
-  const done = (containers: Record<string, number>) =>
+  const records = registry.list();
+  // One `runc list` per runc root. A fixed bound: a deadline already short must not make
+  // running containers look absent.
+  const states = await runcStates(records.map((r) => targetOf(host.runcPath, r)), 5_000);
+  const running = records.filter((_, i) => states[i] === "running");
+  const done = (containers: Record<string, number>, concurrency?: RunSummary["concurrency"]) =>
     recordEvent(observeTargets(), {
       kind: "finalize",
-      result: (containers.failed ?? 0) === 0 ? "ok" : "failed",
+      result: (containers.failed ?? 0) + (containers.not_started ?? 0) === 0 ? "ok" : "failed",
       durationMs: Date.now() - started,
       containers,
+      ...(concurrency !== undefined ? { concurrency } : {}),
       at: Date.now(),
     });
   if (running.length === 0) {
@@ -171,11 +241,18 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   }
   // On a terminal, one live line (done/total, failed, elapsed, time left); elsewhere one line per container.
   const progress = Deno.stdout.isTerminal() ? new Progress(running.length, started, deadline) : undefined;
+  let run: RunSummary;
   try {
-    const { ok, failed } = await runAll(running, host, registry, concurrency, deadline, false, progress);
-    done({ ok, failed });
-    return failed === 0 ? 0 : 1;
+    run = await runAll(running, host, registry, concurrency, deadline, false, progress);
   } finally {
     progress?.stop();
   }
+  done({ ok: run.ok, failed: run.failed - run.notStarted, not_started: run.notStarted }, run.concurrency);
+  console.log(
+    `finalize: ${run.ok} saved, ${run.failed - run.notStarted} failed, ${run.notStarted} not started in ` +
+      `${((Date.now() - started) / 1000).toFixed(1)} s; concurrency ${
+        run.concurrency.map((c) => c.concurrency).join("→")
+      }${concurrency === "auto" ? " (auto)" : ""}`,
+  );
+  return run.failed === 0 ? 0 : 1;
 }

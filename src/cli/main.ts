@@ -71,7 +71,10 @@ Examples:
 
   program.command("finalize")
     .description("checkpoint and stop every running ARCH container on this node (spot notice), then drain it")
-    .option("--concurrency <n>", "containers checkpointed at once (host config finalizeConcurrency)")
+    .option(
+      "--concurrency <n|auto>",
+      'containers checkpointed at once; "auto" measures the best number during the run (host config finalizeConcurrency)',
+    )
     .option("--deadline <seconds>", "start no checkpoint after this (host config finalizeDeadlineSeconds)")
     .option("--undo", "lift the drain: let ARCH containers start and restore here again")
     .addHelpText(

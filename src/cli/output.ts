@@ -132,12 +132,10 @@ export class Progress {
     this.#draw();
   }
 
-  /** Removes the progress line (the per-container lines stay). */
+  /** Removes the progress line (the per-container lines stay; the caller prints the summary). */
   stop(): void {
     clearInterval(this.#timer);
     this.#write("\r\x1b[2K");
-    const secs = ((Date.now() - this.started) / 1000).toFixed(1);
-    this.#write(`finalize: ${this.#done}/${this.total} done, ${this.#failed} failed, ${secs} s\n`);
   }
 
   #draw(): void {

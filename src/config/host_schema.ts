@@ -73,8 +73,11 @@ export const HostConfigSchema = z.object({
    * killed and the container released (a shared file system that stopped answering).
    */
   maxPauseSeconds: z.number().positive().default(300),
-  /** arch finalize: containers checkpointed at once, and the overall deadline. */
-  finalizeConcurrency: z.number().int().min(1).max(64).default(4),
+  /**
+   * arch finalize: containers checkpointed at once ("auto": measured during the run, see
+   * engine/finalize_plan.ts), and the overall deadline.
+   */
+  finalizeConcurrency: z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default("auto"),
   finalizeDeadlineSeconds: z.number().positive().default(100),
   /** Minimum level of ARCH's log (`arch log --level` filters further). */
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),

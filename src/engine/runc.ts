@@ -26,3 +26,34 @@ export async function runcState(t: RuncTarget, timeoutMs?: number): Promise<stri
     return undefined;
   }
 }
+
+/**
+ * The status of each of `targets` (same runc binary), from one `runc list` per distinct set of
+ * global options (`--root` …) instead of one `runc state` each: `gone` for a container runc
+ * does not list. A root whose list fails falls back to `runc state` for its containers.
+ */
+export async function runcStates(targets: readonly RuncTarget[], timeoutMs: number): Promise<(string | undefined)[]> {
+  const groups = new Map<string, number[]>();
+  targets.forEach((t, i) => {
+    const key = JSON.stringify(t.global);
+    groups.set(key, [...(groups.get(key) ?? []), i]);
+  });
+  const out: (string | undefined)[] = targets.map(() => undefined);
+  await Promise.all([...groups.values()].map(async (indexes) => {
+    const first = targets[indexes[0]!]!;
+    const r = await runc(first, runcArgv.list(first), { timeoutMs });
+    let listed: Map<string, string | undefined> | undefined;
+    try {
+      if (r.code === 0) {
+        const parsed = JSON.parse(r.stdout.trim() || "null") as { id?: string; status?: string }[] | null;
+        listed = new Map((parsed ?? []).map((c) => [String(c.id), c.status]));
+      }
+    } catch { /* fall back below */ }
+    for (const i of indexes) {
+      out[i] = listed !== undefined
+        ? (listed.has(targets[i]!.id) ? listed.get(targets[i]!.id) : "gone")
+        : await runcState(targets[i]!, timeoutMs);
+    }
+  }));
+  return out;
+}

@@ -27,6 +27,8 @@ export interface ArchEvent extends MetricsEvent {
   /** The checkpoint directory written or restored. */
   readonly checkpoint?: string;
   readonly error?: string;
+  /** Finalize: the concurrency it ran at, from when (ms since its start), with the measured rate. */
+  readonly concurrency?: readonly { readonly atMs: number; readonly concurrency: number; readonly rate?: number }[];
 }
 
 /** Appends `event` to the events file and counts it in the metrics. Never throws. */

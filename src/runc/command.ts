@@ -59,6 +59,8 @@ export const runcArgv = {
   resume: (t: RuncTarget) => [...base(t), "resume", t.id],
   kill: (t: RuncTarget, signal = "KILL") => [...base(t), "kill", t.id, signal],
   state: (t: RuncTarget) => [...base(t), "state", t.id],
+  /** Every container of the target's `--root`, as JSON (the target's id is not used). */
+  list: (t: RuncTarget) => [...base(t), "list", "--format", "json"],
   forceDelete: (t: RuncTarget) => [...base(t), "delete", "--force", t.id],
   /** A dump that leaves the container running (ARCH stops it after the commit). */
   checkpoint: (t: RuncTarget, imagePath: string, workPath: string) => [

@@ -5,9 +5,12 @@
  * same parallelism: the same number of containers of the same image, checkpointed by raw
  * `runc checkpoint` (which stops them too) through a pool of the same size, then one `sync`.
  *
+ * ARCH runs at ARCH_BENCH_FINALIZE_CONCURRENCY (default "auto": measured during the run); the
+ * raw pool runs at the concurrency ARCH settled at.
+ *
  * Reported per N (ARCH_BENCH_FINALIZE_COUNTS, default 50,100,200): the finalize time against
- * the raw time, how many checkpoints were committed and how many failed or were not started
- * by the deadline, and, for a sample of the keys (ARCH_BENCH_FINALIZE_RESUME, default 10;
+ * the raw time, how many checkpoints were committed (and how many in the first 30 s, what a
+ * GCP/Azure notice would have saved) and how many failed or were not started by the deadline, and, for a sample of the keys (ARCH_BENCH_FINALIZE_RESUME, default 10;
  * "all" for every one), whether a new container of the key resumes (first tick = last + 1).
  * Requires root, the engines, CRIU and the built dist/.
  */
@@ -75,30 +78,38 @@ async function removeAll(stack: EmbeddedStack, names: readonly string[]): Promis
 }
 
 /** One N: ARCH finalize, then the raw floor, then the resume sample. */
-async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, emit: Emit): Promise<void> {
+async function oneCount(stack: EmbeddedStack, n: number, concurrency: string, emit: Emit): Promise<void> {
   const env = { ARCH_CONFIG: stack.archConfig };
   const archNames = await startMany(stack, uniqueName(`fin${n}`), n, true);
   let out = "";
+  const startedAt = Date.now();
   const archSeconds = await timed(async () => {
-    const r = await runCommand({ cmd: ARCH, args: ["finalize", "--concurrency", String(concurrency)], env });
+    const r = await runCommand({ cmd: ARCH, args: ["finalize", "--concurrency", concurrency], env });
     out = r.stdout + r.stderr;
   });
   await runCommand({ cmd: ARCH, args: ["finalize", "--undo"], env });
   const lines = out.split("\n");
   const committed = lines.filter((l) => l.startsWith("ok ")).length;
+  // The summary line: "finalize: … not started …; concurrency 2→3→4 (auto)".
+  const summary = lines.find((l) => l.startsWith("finalize: ")) ?? "";
+  const ran = (summary.match(/concurrency ([\d→]+)/)?.[1] ?? concurrency).split("→").map(Number);
+  const settled = ran.at(-1)!;
+  const notStarted = Number(summary.match(/(\d+) not started/)?.[1] ?? "0");
   // Why checkpoints failed, each reason once (the key and the container differ, the cause not).
   const reasons = [...new Set(lines.filter((l) => l.startsWith("FAIL")).map((l) => l.replace(/^.*?key=\S+: /, "")))];
   // Each committed checkpoint's step timings, from its manifest: where the time goes.
   const steps: Record<string, number[]> = {};
+  let within30 = 0; // committed in the first 30 s: what a GCP/Azure notice would have saved
   for (const l of lines.filter((l) => l.startsWith("ok "))) {
     try {
-      const timings = JSON.parse(Deno.readTextFileSync(`${l.split("-> ")[1]}/manifest.json`)).timings;
-      for (const [k, v] of Object.entries(timings as Record<string, number>)) (steps[k] ??= []).push(v);
+      const manifest = JSON.parse(Deno.readTextFileSync(`${l.split("-> ")[1]}/manifest.json`));
+      for (const [k, v] of Object.entries(manifest.timings as Record<string, number>)) (steps[k] ??= []).push(v);
+      if (Date.parse(manifest.createdAt) - startedAt <= 30_000) within30++;
     } catch { /* removed already: not counted */ }
   }
   const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   const stepMedians = Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, medianOf(v)]));
-  const failed = lines.filter((l) => l.startsWith("FAIL")).length;
+  const failed = lines.filter((l) => l.startsWith("FAIL")).length - notStarted;
   const lastTicks = new Map<string, number>();
   for (const name of archNames) {
     lastTicks.set(name, parseProgress((await stack.docker(["logs", name])).stdout).lastTick);
@@ -111,7 +122,7 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, em
   const images = Deno.makeTempDirSync({ prefix: "arch-bench-raw-", dir: "/var/tmp" });
   let rawFailed = 0;
   const rawSeconds = await timed(async () => {
-    await pool(ids, concurrency, async (id) => {
+    await pool(ids, settled, async (id) => {
       const r = await runCommand({
         cmd: stack.engines.runc,
         args: [
@@ -161,10 +172,12 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, em
     {
       chart: "finalize",
       x: n,
-      concurrency,
+      concurrency: ran.join("→"),
+      rawConcurrency: settled,
       committed,
+      committedWithin30s: within30,
       failed,
-      notStarted: n - committed - failed,
+      notStarted,
       rawFailed,
       resumed: `${resumed}/${sample.length}`,
       stepMediansMs: stepMedians,
@@ -180,6 +193,6 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: number, em
 /** The finalize series: one figure per container count. */
 export async function finalizeBench(counts: readonly number[], emit: Emit): Promise<void> {
   await using stack = await startStack();
-  const concurrency = Number(Deno.env.get("ARCH_BENCH_FINALIZE_CONCURRENCY") ?? "4");
+  const concurrency = Deno.env.get("ARCH_BENCH_FINALIZE_CONCURRENCY") ?? "auto";
   for (const n of counts) await oneCount(stack, n, concurrency, emit);
 }

@@ -412,7 +412,8 @@ stackTest("arch finalize and the drain", async (t, stack) => {
 
     const r = await archCli(stack, ["finalize", "--concurrency", "3"]);
     assertEquals(r.code, 0, r.stdout + r.stderr);
-    const lines = r.stdout.trim().split("\n");
+    const lines = r.stdout.trim().split("\n").filter((l) => !l.startsWith("finalize: "));
+    ok(/^finalize: 3 saved, 0 failed, 0 not started in [\d.]+ s; concurrency 3$/m.test(r.stdout), r.stdout);
     assertEquals(lines.length, 3, r.stdout);
     ok(lines.every((l) => l.startsWith("ok ")), r.stdout);
     for (const name of names) {

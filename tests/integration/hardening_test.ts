@@ -227,6 +227,48 @@ stackTest("what comes after", async (t, stack) => {
     await stack.ctr(["containers", "rm", id], { check: false });
   });
 
+  await t.step("finalize under a short deadline saves what fits and does not start what cannot", async () => {
+    // 1.5 GiB: about 8 s to checkpoint by the prior estimate (0.7 s + 200 MB/s), more than the 5 s
+    // given; 8 MiB: under a second. Both running, the small one goes first and is saved, the big
+    // one is reported with its estimate and keeps running.
+    const small = uniqueName("fits");
+    const big = uniqueName("toobig");
+    await stack.docker(archDockerRun(small, small));
+    await stack.docker(archDockerRun(big, big, [], ["workload", "--mem", "1536", "--interval-ms", "50"]));
+    await waitTicks(stack, small, 3);
+    await waitTicks(stack, big, 3);
+    try {
+      const r = await archCli(stack, ["finalize", "--deadline", "5"]);
+      assertEquals(r.code, 1, r.stdout + r.stderr);
+      ok(new RegExp(`^ok .* key=${small} `, "m").test(r.stdout), r.stdout);
+      ok(
+        new RegExp(
+          `^FAIL .* key=${big}: not started: its checkpoint would take about [\\d.]+ s \\(15\\d\\d\\.\\d MiB of memory\\) ` +
+            `and only [\\d.]+ s were left before the finalize deadline$`,
+          "m",
+        ).test(r.stdout),
+        r.stdout,
+      );
+      ok(
+        /^finalize: \d+ saved, 0 failed, [1-9]\d* not started in [\d.]+ s; concurrency [\d→]+ \(auto\)$/m.test(
+          r.stdout,
+        ),
+        r.stdout,
+      );
+      await eventually(
+        "the saved container to stop",
+        async () =>
+          (await stack.docker(["inspect", "-f", "{{.State.Running}}", small])).stdout.trim() === "false" || undefined,
+      );
+      assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", big])).stdout.trim(), "running");
+      const p = await dockerProgress(stack, big);
+      await waitTicks(stack, big, p.lastTick + 3); // never paused for good
+    } finally {
+      assertEquals((await archCli(stack, ["finalize", "--undo"])).code, 0);
+      await stack.docker(["rm", "-f", small, big], { check: false });
+    }
+  });
+
   await t.step("point 11: finalize past its deadline starts no checkpoint and pauses nothing", async () => {
     const key = uniqueName("late");
     const name = uniqueName("late");

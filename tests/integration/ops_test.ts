@@ -300,7 +300,7 @@ Deno.test({
       assertEquals(out.code, 0, text);
       ok(/finalize: 0\/1 done, 0 failed, [\d.]+ s, \d+ s left/.test(text), text);
       ok(/^ok {4}moby\/\w+ key=fk-/m.test(text.replaceAll("\r\x1b[2K", "\n")), text);
-      ok(/finalize: 1\/1 done, 0 failed, [\d.]+ s\r?\n/.test(text), text);
+      ok(/finalize: 1 saved, 0 failed, 0 not started in [\d.]+ s; concurrency [\d→]+ \(auto\)\r?\n/.test(text), text);
       assertEquals((await arch(stack, ["finalize", "--undo"])).code, 0);
       const prom = Deno.readTextFileSync(metricsFile);
       ok(prom.includes('arch_last_finalize_containers{result="ok"} 1\n'), prom);
