@@ -10,6 +10,8 @@
  * - Never writes to stdout or stderr: they belong to the container or to the engine's
  *   parser of runc's JSON output.
  * - Loads nothing heavy: the ARCH-enabled paths are a dynamic `import()`.
+ * - Each `create` leaves the launcher a note (`fast_path.ts`) so that calls ARCH passes on
+ *   unchanged skip this program entirely.
  */
 
 import { parseRuncArgv, type RuncCall, stringOption } from "./argv.ts";
@@ -20,6 +22,7 @@ import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
 import { isSafeSegment, lastElement } from "../util/paths.ts";
 import { setObserveTargets } from "../observe/targets.ts";
+import { noteFastPath } from "./fast_path.ts";
 
 /**
  * argv[0] for runc: the path the engine invoked the wrapper by (runc prints it in usage
@@ -75,6 +78,10 @@ export async function runWrapper(
     return 127;
   }
   if (parsed.ok) {
+    if (parsed.call.command === "create") {
+      const root = stringOption(parsed.call.global, "root") ?? RUNC_DEFAULT_ROOT;
+      noteFastPath(root, host.problems.length === 0 ? host.runc : undefined, host.stateDir);
+    }
     try {
       const handled = await intercept(argv, parsed.call, host, host.runc, log);
       if (handled !== undefined) return handled;

@@ -10,6 +10,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { launcherScript, runcShim, STAGE0, staticClosure } from "../../scripts/build.ts";
+import { FAST_PATH_FILE } from "../../src/runc/fast_path.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const LIB = `${ROOT}/dist/lib`;
@@ -212,3 +213,84 @@ Deno.test({
   assertEquals(result, { code: 7, signal: null, stdout: "", stderr: "" });
   assertEquals(Deno.readTextFileSync(`${out}/runs`), "ran\n");
 });
+
+Deno.test(
+  { name: "calls ARCH passes on unchanged skip Deno (the fast path)", ignore: why !== undefined },
+  async (t) => {
+    const setup = (lab: Lab) => {
+      const root = `${lab.dir}/runc-root`;
+      Deno.mkdirSync(root, { recursive: true });
+      Deno.writeTextFileSync(`${root}/${FAST_PATH_FILE}`, `${RUNC}\n${lab.dir}/run\n`, { mode: 0o600 });
+      return root;
+    };
+    const same = async (lab: Lab, args: string[]) => {
+      const direct = normal(await run(RUNC, args), lab.runc);
+      const wrapped = normal(await run(lab.runc, args, lab.env), lab.runc);
+      assertEquals(wrapped, direct, args.join(" "));
+    };
+
+    await t.step("state, list, kill and a delete of a container ARCH does not know: runc alone", async () => {
+      using lab = new Lab();
+      const root = setup(lab);
+      for (
+        const args of [["--root", root, "state", "nope"], [`--root=${root}/`, "list"], ["--root", root, "kill", "nope"]]
+      ) {
+        await same(lab, args);
+      }
+      await same(lab, ["--log", `${lab.dir}/log`, "--log-format", "json", "--root", root, "delete", "--force", "nope"]);
+      assertEquals(lab.archRan(), false, "ARCH ran");
+    });
+
+    for (
+      const [name, args, prepare] of [
+        ["a delete of a container ARCH has a record of", ["delete", "rec"], (lab: Lab) => {
+          Deno.mkdirSync(`${lab.dir}/run/registry/runc-root`, { recursive: true });
+          Deno.writeTextFileSync(`${lab.dir}/run/registry/runc-root/rec.json`, "{}");
+        }],
+        ["a create", ["create", "--bundle", "/nonexistent", "c1"], () => {}],
+        ["a start", ["start", "c1"], () => {}],
+        ["a global option it does not know", ["--unknown", "state", "nope"], () => {}],
+        ["a note root does not own", ["state", "nope"], (lab: Lab) => {
+          Deno.chownSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, 65534, 65534);
+        }],
+        ["a note naming a relative runc", ["state", "nope"], (lab: Lab) => {
+          Deno.writeTextFileSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, `runc\n${lab.dir}/run\n`);
+        }],
+        ["a note naming the launcher itself", ["state", "nope"], (lab: Lab) => {
+          Deno.writeTextFileSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, `${lab.runc}\n${lab.dir}/run\n`);
+        }],
+      ] as const
+    ) {
+      await t.step(`${name}: through ARCH`, async () => {
+        using lab = new Lab();
+        const root = setup(lab);
+        prepare(lab);
+        await run(lab.runc, ["--root", root, ...args], lab.env);
+        assertEquals(lab.archRan(), true, "ARCH did not run");
+      });
+    }
+
+    await t.step(
+      "the wrapper leaves the note at create, and removes it when the configuration has a problem",
+      async () => {
+        using lab = new Lab();
+        const root = `${lab.dir}/runc-root`;
+        Deno.mkdirSync(root);
+        const config = lab.env.ARCH_CONFIG!;
+        Deno.writeTextFileSync(
+          config,
+          JSON.stringify({ runc: RUNC, stateDir: `${lab.dir}/run`, logFile: `${lab.dir}/arch.log` }),
+        );
+        await run(lab.runc, ["--root", root, "create", "--bundle", "/nonexistent", "c1"], lab.env);
+        const note = `${root}/${FAST_PATH_FILE}`;
+        assertEquals(Deno.readTextFileSync(note), `${RUNC}\n${lab.dir}/run\n`);
+        assertEquals(Deno.statSync(note).mode! & 0o777, 0o600);
+        // runc ignores it
+        await same(lab, ["--root", root, "list"]);
+        Deno.writeTextFileSync(config, JSON.stringify({ runc: "/nonexistent/runc", stateDir: `${lab.dir}/run` }));
+        await run(lab.runc, ["--root", root, "create", "--bundle", "/nonexistent", "c2"], lab.env);
+        ok(!(await Deno.stat(note).then(() => true, () => false)), "the note is gone");
+      },
+    );
+  },
+);
