@@ -108,11 +108,12 @@ const HELPER_WAIT_MS = 60_000;
  * deadline). CRIU puts the container's cgroup back into the freezer state it found —
  * paused — when it finishes, so a release must come after it, not before.
  */
-export function processesUsing(dir: string): number[] {
+export function processesUsing(dir: string, only: (pid: number) => boolean = () => true): number[] {
   const out: number[] = [];
   const under = (link: string) => link === dir || link.startsWith(`${dir}/`);
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name) || Number(entry.name) === Deno.pid) continue;
+    if (!only(Number(entry.name))) continue; // cheaper than reading every descriptor of every process
     try {
       if (under(Deno.readLinkSync(`/proc/${entry.name}/cwd`))) {
         out.push(Number(entry.name));
@@ -154,7 +155,7 @@ function kill(pid: number): void {
 async function helpersGone(dir: string | undefined, timeoutMs = HELPER_WAIT_MS): Promise<boolean> {
   if (dir === undefined) return true;
   const deadline = Date.now() + timeoutMs;
-  while (processesUsing(dir).some(isRefreezer)) {
+  while (processesUsing(dir, isRefreezer).length > 0) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 100));
   }
