@@ -2,7 +2,8 @@
  * Checkpoints one running ARCH container without ever losing it or leaving it frozen:
  *
  *     claim the key → runc pause → capture the writable layer → runc checkpoint
- *     --leave-running (into a temporary directory beside the final one) → hashes + signed
+ *     --leave-running (into a temporary directory beside the final one; its page images are
+ *     hashed as CRIU writes them, `store/follow_hash.ts`) → the other hashes + signed
  *     manifest → fsync → atomic commit → runc kill → runc resume (so the kill is delivered)
  *
  * Guarantees:
@@ -30,6 +31,7 @@ import {
   ROOTFS_ARCHIVE,
   writeManifest,
 } from "../store/manifest.ts";
+import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir } from "../rootfs/layer_archive.ts";
 import { runc, runcArgv, type RuncTarget } from "./runc.ts";
@@ -203,45 +205,67 @@ export async function checkpointContainer(
       );
     }
 
+    // The page images are hashed while CRIU writes them (`store/follow_hash.ts`: CRIU only
+    // appends to them); after the dump only their tail and the small files are left to hash.
     t = performance.now();
     const left = remaining();
-    const dumping = runc(
-      target,
-      runcArgv.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
-      left === undefined ? {} : { timeoutMs: left },
-    );
-    faultPoint(options.stateDir, "checkpoint-during-dump");
-    const flushing = flushWhile(tmp, dumping);
-    const dump = await dumping;
-    await flushing;
-    lap("dump", t);
-    const criuLog = options.criuLogs === undefined
-      ? undefined
-      : keepCriuLog(options.criuLogs, scope, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
-    if (dump.code !== 0) {
-      const why = dump.signal === "SIGKILL" && left !== undefined
-        ? "the finalize deadline passed"
-        : lastLine(dump.stderr);
-      throw new CheckpointError(
-        `runc checkpoint of "${record.id}" failed: ${why}` + (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
-        "dump",
-        criuLog,
+    const follower = new HashFollower(tmp, "criu", PAGES_IMAGE);
+    let files: Manifest["files"];
+    let settling: Promise<unknown> | undefined; // the hash and fsync, once started
+    try {
+      const dumping = runc(
+        target,
+        runcArgv.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
+        left === undefined ? {} : { timeoutMs: left },
       );
-    }
-    Deno.removeSync(`${tmp}/work`, { recursive: true });
-    if (options.maxBytes !== undefined && treeBytes(tmp) > options.maxBytes) {
-      throw new CheckpointError(
-        `the checkpoint of "${record.id}" is ${gib(treeBytes(tmp))}, more than the limit of ${gib(options.maxBytes)} ` +
-          `(host config "maxCheckpointBytes")`,
-        "size",
-      );
-    }
+      faultPoint(options.stateDir, "checkpoint-during-dump");
+      const flushing = flushWhile(tmp, dumping);
+      const dump = await dumping;
+      await flushing;
+      lap("dump", t);
+      const criuLog = options.criuLogs === undefined
+        ? undefined
+        : keepCriuLog(options.criuLogs, scope, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
+      if (dump.code !== 0) {
+        const why = dump.signal === "SIGKILL" && left !== undefined
+          ? "the finalize deadline passed"
+          : lastLine(dump.stderr);
+        throw new CheckpointError(
+          `runc checkpoint of "${record.id}" failed: ${why}` + (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
+          "dump",
+          criuLog,
+        );
+      }
+      Deno.removeSync(`${tmp}/work`, { recursive: true });
+      if (options.maxBytes !== undefined && treeBytes(tmp) > options.maxBytes) {
+        throw new CheckpointError(
+          `the checkpoint of "${record.id}" is ${gib(treeBytes(tmp))}, more than the limit of ` +
+            `${gib(options.maxBytes)} (host config "maxCheckpointBytes")`,
+          "size",
+        );
+      }
 
-    t = performance.now();
-    const syncing = Promise.all([hashFiles(tmp, listFiles(tmp, new Set())), makeDurable(tmp)]);
-    faultPoint(options.stateDir, "checkpoint-during-fsync");
-    const [files] = await syncing;
-    lap("hash+fsync", t);
+      t = performance.now();
+      const dir = tmp;
+      const hashing = (async () => {
+        const followed = await follower.finish();
+        const paths = listFiles(dir, new Set());
+        const rest = new Map((await hashFiles(dir, paths.filter((p) => !followed.has(p)))).map((f) => [f.path, f]));
+        lap("hash", t);
+        return paths.map((path) => rest.get(path) ?? { path, ...followed.get(path)! });
+      })();
+      const durable = makeDurable(tmp).then(() => lap("fsync", t));
+      const syncing = Promise.all([hashing, durable]);
+      syncing.catch(() => {}); // awaited below, unless the fault point throws first
+      settling = Promise.allSettled([hashing, durable]);
+      faultPoint(options.stateDir, "checkpoint-during-fsync");
+      [files] = await syncing;
+      lap("hash+fsync", t);
+    } catch (error) {
+      await settling; // nothing of this step runs on while the directory is removed
+      await follower.abort();
+      throw error;
+    }
     const manifest: Manifest = {
       version: MANIFEST_VERSION,
       containerId: record.id,
