@@ -92,15 +92,6 @@ function planItem(record: ContainerRecord, now: number): FinalizeItem<ContainerR
   };
 }
 
-/** Removes the record of a container its checkpoint stopped, if it is still that container's. */
-function forget(registry: Registry, record: ContainerRecord): void {
-  try {
-    if (registry.get(record.namespace, record.id)?.createdAt === record.createdAt) {
-      registry.remove(record.namespace, record.id);
-    }
-  } catch { /* the engine's delete removes it */ }
-}
-
 /** What a run did: how many were saved or failed, and the concurrency it ran at over time. */
 interface RunSummary {
   readonly ok: number;
@@ -153,9 +144,6 @@ async function runAll(
     try {
       outcome = await checkpointContainer(record, host.runcPath, registry, options);
       estimator.observe(outcome.bytes, performance.now() - started, outcome.timings.dump);
-      // Stopped by its checkpoint: the engine's delete has nothing to decide (the data is kept), so
-      // the record goes now and that delete, and the shim's cleanup, skip starting ARCH.
-      if (!leaveRunning) forget(registry, record);
     } catch (error) {
       outcome = error as Error;
     }

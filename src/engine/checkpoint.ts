@@ -306,12 +306,14 @@ export async function checkpointContainer(
     throw new CheckpointError(`checkpoint of "${record.id}" failed: ${(error as Error).message}${stuck}`, "capture");
   }
   try {
-    registry.put({
-      ...record,
-      checkpointedAt: new Date().toISOString(),
-      checkpointDir: committed,
-      stoppedByCheckpoint: !options.leaveRunning,
-    });
+    if (options.leaveRunning) {
+      registry.put({ ...record, checkpointedAt: new Date().toISOString(), checkpointDir: committed });
+    } else if (registry.get(record.namespace, record.id)?.createdAt === record.createdAt) {
+      // Stopped by its checkpoint: the engine's delete has nothing left to decide (the data is
+      // kept), so the record goes before the kill, and that delete and the shim's cleanup reach
+      // runc without starting ARCH (`runc/fast_path.ts`).
+      registry.remove(record.namespace, record.id);
+    }
   } catch { /* the record is a convenience; the marker and the key hold the truth */ }
   faultPoint(options.stateDir, "checkpoint-before-kill");
   const why = await guard.release();
