@@ -262,20 +262,26 @@ async function syncFile(path: string): Promise<void> {
 /**
  * Starts writing back the dirty pages of the files below `dir` every `intervalMs` until
  * `until` settles, so that the final {@link makeDurable} has little left to flush (CRIU
- * writes faster than the kernel's lazy writeback would start on its own).
+ * writes faster than the kernel's lazy writeback would start on its own). A write-back error
+ * one of these fsyncs sees is thrown once `until` settles: Linux reports it to the fsync that
+ * saw it, not again to the final one's fresh descriptors, so swallowing it here would let a
+ * checkpoint commit without the durability it claims.
  */
 export async function flushWhile(dir: string, until: Promise<unknown>, intervalMs = 250): Promise<void> {
   let done = false;
+  let failure: unknown;
   const finished = until.then(() => (done = true), () => (done = true));
   while (!done) {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([finished, new Promise((r) => (timer = setTimeout(r, intervalMs)))]);
     clearTimeout(timer);
-    if (done) return;
+    if (done) break;
     try {
       await makeDurable(dir);
-    } catch {
-      // files come and go while CRIU writes; the final makeDurable is the one that counts
+    } catch (error) {
+      // Files come and go while CRIU writes (not found: fine); anything else is a real failure.
+      if (!(error instanceof Deno.errors.NotFound)) failure ??= error;
     }
   }
+  if (failure !== undefined) throw failure;
 }
