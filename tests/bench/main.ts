@@ -10,9 +10,12 @@
  * parallel versus one at a time; the node exit watcher's memory with 1 and N watched
  * processes (N = ARCH_BENCH_WATCHED, default 200) and its hand-off latency; checkpoint and
  * restore of the 512 MiB workload through a shared file system (sshfs over SFTP on loopback)
- * versus local disk, and the bytes written (ARCH_BENCH_SHAREDFS_ROUNDS rounds, default 2).
- * ARCH_BENCH_ROUNDS scales the repetitions. `deno task bench <overhead|checkpoint|exit-watcher|sharedfs>`
- * runs one part. Requires root and the built dist/ (scripts/run bench does both).
+ * versus local disk, and the bytes written (ARCH_BENCH_SHAREDFS_ROUNDS rounds, default 2); the
+ * downtime per migration (docker run of the new container to its first tick, and the job's whole
+ * loss from its last tick to its first) against raw `runc restore` for the ARCH_BENCH_SIZES
+ * (downtime.ts). ARCH_BENCH_ROUNDS scales the repetitions.
+ * `deno task bench <overhead|checkpoint|exit-watcher|sharedfs|finalize|downtime>` runs one part.
+ * Requires root and the built dist/ (scripts/run bench does both).
  */
 
 import { ARCH, ARCH_RUNC, RUNC, startStack } from "../integration/_env.ts";
@@ -30,6 +33,7 @@ import { mustRun } from "../../src/process/exec.ts";
 import { exitWatcherBench } from "./exit_watcher.ts";
 import { sharedFsBench } from "./sharedfs.ts";
 import { finalizeBench } from "./finalize.ts";
+import { downtimeBench } from "./downtime.ts";
 import { type BenchRecord, renderReport } from "./report.ts";
 import { ROOT } from "../integration/_env.ts";
 
@@ -42,6 +46,9 @@ function median(xs: number[]): number {
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/** The memory sizes (MiB) of the checkpoint, restore and downtime figures. */
+const sizes = (Deno.env.get("ARCH_BENCH_SIZES") ?? "64,512,2048").split(",").map(Number);
 
 /** Every figure of this run, for the report. */
 const records: BenchRecord[] = [];
@@ -134,7 +141,6 @@ async function wrapperOverhead(rounds: number): Promise<void> {
 async function checkpointRestore(rounds: number): Promise<void> {
   const lab = await makeLab();
   try {
-    const sizes = (Deno.env.get("ARCH_BENCH_SIZES") ?? "64,512,2048").split(",").map(Number);
     for (const mib of sizes) {
       const raw = { checkpoint: [] as number[], restore: [] as number[] };
       const arch = { checkpoint: [] as number[], restore: [] as number[] };
@@ -203,5 +209,6 @@ if (import.meta.main) {
   if (only === undefined || only === "finalize") {
     await finalizeBench((Deno.env.get("ARCH_BENCH_FINALIZE_COUNTS") ?? "50,100,200").split(",").map(Number), emit);
   }
+  if (only === undefined || only === "downtime") await downtimeBench(sizes, rounds, emit);
   console.error(`bench: report written to ${await writeReport()}`);
 }

@@ -5,8 +5,11 @@
  *
  * A record with `chart` and `x` is also a point of that chart: ARCH's value and the floor
  * (`baseline`) measured in the same run, as two lines against `x` (memory size, container
- * count). A record with `target` (a ratio) is marked met or missed in the table.
+ * count). A record with `target` (a ratio) is marked met or missed in the table. A chart with
+ * a `note` says under its plot what its figures mean (a bound, what is measured).
  */
+
+import { DOWNTIME_INTERVAL_MS } from "./ticks.ts";
 
 /** One figure as `deno task bench` prints it (a JSON line), with the optional plot fields. */
 export interface BenchRecord {
@@ -31,6 +34,8 @@ export interface ChartSpec {
   readonly yLabel: string;
   /** Names of the two lines: ARCH's values and the floor's. */
   readonly series: readonly [string, string];
+  /** What the plot's figures mean, shown under it. */
+  readonly note?: string;
 }
 
 /** The charts the bench draws points for. */
@@ -55,6 +60,17 @@ export const CHARTS: readonly ChartSpec[] = [
     xLabel: "MiB",
     yLabel: "seconds",
     series: ["restore through ARCH", "floor: runc restore"],
+  },
+  {
+    id: "downtime",
+    title: "Downtime against memory size, ARCH beside raw runc restore",
+    xLabel: "MiB",
+    yLabel: "seconds",
+    series: ["docker run, restore through ARCH", "floor: runc restore -d"],
+    note: `Downtime: from "docker run" of the new container (or "runc restore -d") to the restored job's first ` +
+      `tick, stamped by the job with the host's clock. The job ticks every ${DOWNTIME_INTERVAL_MS} ms, so each ` +
+      `figure is at most ${DOWNTIME_INTERVAL_MS} ms above the moment the restored process resumed. The job's whole ` +
+      `loss per migration (last tick before the checkpoint to first tick after) is in the table.`,
   },
 ];
 
@@ -139,14 +155,17 @@ export function renderReport(records: readonly BenchRecord[], about: Readonly<Re
       r.target === undefined ? "" : `≤ ${fmt(r.target)}`
     }</td><td class="${verdict}">${verdict}</td></tr>`;
   }).join("\n");
-  const charts = CHARTS.map((c) => lineChart(c, chartPoints(records, c.id))).filter((s) => s !== "").join("\n");
+  const charts = CHARTS.map((c) => {
+    const svg = lineChart(c, chartPoints(records, c.id));
+    return svg === "" || c.note === undefined ? svg : `${svg}\n<p class="note">${esc(c.note)}</p>`;
+  }).filter((s) => s !== "").join("\n");
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ARCH bench report</title>
 <style>
 body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}
 table{border-collapse:collapse;width:100%;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}
 td.n{text-align:right;white-space:nowrap}.met{color:#1e7e34;font-weight:bold}.missed{color:#c0392b;font-weight:bold}
-svg{display:block;margin:1.5em 0;max-width:100%;height:auto}pre{background:#f6f6f6;padding:1em;overflow:auto}
+svg{display:block;margin:1.5em 0 .5em;max-width:100%;height:auto}.note{color:#555;font-size:90%;max-width:640px}pre{background:#f6f6f6;padding:1em;overflow:auto}
 </style></head><body>
 <h1>ARCH bench report</h1>
 <p>Every figure is ARCH against its floor measured in the same run, on the same machine (ratio = ARCH / floor).</p>
