@@ -10,8 +10,9 @@
  * reconnects, instead of hanging on a peer that has long forgotten it. Listening sockets and
  * UDP sockets are restored as they were.
  *
- * After a restore, CRIU's action script (below) brings back the loopback interface of a
- * network namespace CRIU recreated.
+ * After a restore, CRIU's action script (below) holds the restored tasks until ARCH's
+ * verdict on the checkpoint's page data (`restore_gate.ts`), then brings back the loopback
+ * interface of a network namespace CRIU recreated.
  *
  * Guarantees: the files are root-owned (0600, script 0700), written atomically. ARCH sets the annotation on
  * every ARCH container, replacing any value the container's owner chose: a CRIU
@@ -38,20 +39,49 @@ action-script ${actionScript}
 `;
 }
 
+/** Environment variable naming a restore's gate directory to the action script (set by `restore_gate.ts`). */
+export const GATE_ENV = "ARCH_RESTORE_GATE";
+/** Environment variable bounding the action script's wait for the verdict, in seconds. */
+export const GATE_TIMEOUT_ENV = "ARCH_RESTORE_GATE_TIMEOUT";
+/** The line by which ARCH knows an action script honours the gate (an older script does not). */
+export const GATE_MARKER = "# arch-restore-gate v1";
+
 /**
  * The action script CRIU runs at each step of a dump or restore. After a restore, before
- * the tasks resume (`post-restore`): a network namespace that CRIU recreated itself (runc
- * made it: \`ctr run\` without CNI, Docker without a network driver) comes back with its
- * loopback down and no 127.0.0.1 (CRIU issue #590), while runc had brought it up at create.
- * The script brings it up again. It never fails the restore, and it never touches the
- * host's namespace.
+ * the tasks resume (\`post-restore\`; CRIU kills the restored tree and fails the restore when
+ * the script exits non-zero):
+ *
+ * 1. When the restore has a gate (\`${GATE_ENV}\` names its directory, see
+ *    \`restore_gate.ts\`): marks it seen, waits (at most \`${GATE_TIMEOUT_ENV}\` seconds,
+ *    default 120) for ARCH to release the gate's lock, and fails unless ARCH's verdict is
+ *    \`ok\`. ARCH holds the lock while it verifies the page data; if ARCH dies the kernel
+ *    releases it and the missing verdict fails the restore at once.
+ * 2. A network namespace that CRIU recreated itself (runc made it: \`ctr run\` without CNI,
+ *    Docker without a network driver) comes back with its loopback down and no 127.0.0.1
+ *    (CRIU issue #590), while runc had brought it up at create. The script brings it up
+ *    again; this step never fails the restore, and it never touches the host's namespace.
+ *
+ * Its output goes to CRIU's log, not to the container.
  */
 export const CRIU_ACTION_SCRIPT = `#!/bin/sh
 # Written by ARCH (do not edit: rewritten when it differs). CRIU runs it at each step of a
 # dump or restore of an ARCH container; it acts only after a restore, before the container
-# resumes: the loopback of a network namespace CRIU recreated comes back down.
+# resumes: it waits for ARCH's verdict on the page data, then brings the loopback of a
+# network namespace CRIU recreated back up.
 [ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+${GATE_MARKER}
+gate=$${GATE_ENV}
+if [ -n "$gate" ]; then
+  : > "$gate/gate.seen" || exit 1
+  flock -s -w "\${${GATE_TIMEOUT_ENV}:-120}" "$gate/gate.lock" true
+  verdict=
+  { read -r verdict < "$gate/verdict"; } 2>/dev/null
+  if [ "$verdict" != ok ]; then
+    echo "Error: arch: the checkpoint's page data was not verified (verdict: \${verdict:-none}); restore aborted" >&2
+    exit 1
+  fi
+fi
 ns=/proc/$CRTOOLS_INIT_PID/ns/net
 [ -n "$CRTOOLS_INIT_PID" ] && [ "$(readlink "$ns")" != "$(readlink /proc/self/ns/net)" ] || exit 0
 nsenter --net="$ns" ip link set lo up || echo "arch: cannot bring lo up in $ns" >&2

@@ -1,12 +1,19 @@
 /**
  * Restores a committed checkpoint into a container being created.
  *
- *     authenticate + verify the manifest, files, scope, key, image and tool compatibility
- *     → apply the writable layer to the new, mounted rootfs → runc restore --detach with
- *     the create's options, stdio untouched
+ *     authenticate + verify the manifest, scope, key, image, tool compatibility and every file
+ *     except the raw page data (`criu/pages-*.img`, whose size only is checked)
+ *     → in parallel: hash the page data | apply the writable layer to the new, mounted rootfs
+ *       → runc restore --detach with the create's options, stdio untouched, its tasks held at
+ *       CRIU's post-restore step by the restore gate (`restore_gate.ts`) until the page data
+ *       verified
  *
- * Guarantees: the caller holds the key's claim. Nothing is changed before the checkpoint is
- * verified. A checkpoint of another scope, key or image is refused and left as it is (it is
+ * When the bundle's CRIU action script does not honour the gate (an older script), every
+ * file is verified before anything changes, as before.
+ *
+ * Guarantees: the caller holds the key's claim. Nothing is changed before every file CRIU
+ * parses and the layer archive are verified, and no instruction of the restored process
+ * runs unless every file, page data included, matched the authenticated manifest. A checkpoint of another scope, key or image is refused and left as it is (it is
  * not this container's). A checkpoint that fails verification or restore is moved aside
  * (quarantine) so it is never tried again, and the caller decides between a fresh start and
  * a refusal; the outcome says whether the saved layer was already applied (then a fresh
@@ -17,7 +24,16 @@
 import { type RuncCall, stringOption } from "../runc/argv.ts";
 import { carriedGlobal, runcArgv } from "../runc/command.ts";
 import type { KeyStore } from "../store/store.ts";
-import { type Expected, ForeignCheckpoint, UnauthenticatedCheckpoint, verifyCheckpoint } from "../store/manifest.ts";
+import {
+  type Expected,
+  ForeignCheckpoint,
+  isPageData,
+  type ManifestFile,
+  UnauthenticatedCheckpoint,
+  verifyCheckpointExcept,
+  verifyFiles,
+} from "../store/manifest.ts";
+import { bundleHonoursGate, gateTimeoutSeconds, NO_GATE_ENV, openGate, type RestoreGate } from "./restore_gate.ts";
 import { applyToRootfs, LayerRefusedError } from "../rootfs/layer_archive.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
@@ -116,19 +132,22 @@ async function restoreCurrent(
     applied,
   });
   const timings: Record<string, number> = {};
-  let t = performance.now();
+  const t0 = performance.now();
+  let t = t0;
   const lap = (name: string) => {
     const now = performance.now();
     timings[name] = Math.round(now - t);
     t = now;
   };
-  let manifest;
+  let manifest, deferred: readonly ManifestFile[];
+  // With a gate, the page data is hashed while runc restores; without one, up front.
+  const gated = bundleHonoursGate(bundle);
   try {
     const here = toolVersions(runcPath);
     here.catch(() => {}); // awaited below; a verification failure first must not leave it unhandled
-    const verifying = verifyCheckpoint(dir, options.secret, options.expected);
+    const verifying = verifyCheckpointExcept(dir, options.secret, options.expected, gated ? isPageData : () => false);
     faultPoint(options.stateDir, "restore-during-verify");
-    manifest = await verifying;
+    ({ manifest, deferred } = await verifying);
     lap("verify");
     seen.bytes = manifest.files.reduce((n, f) => n + f.size, 0); // verified: each file has this size
     let versions;
@@ -153,6 +172,15 @@ async function restoreCurrent(
     }
     return fail(`checkpoint ${dir} failed verification: ${(error as Error).message}`);
   }
+  // The page data, hashed from here on; its verdict opens the gate (or fails the restore).
+  const pages: Promise<string | undefined> = verifyFiles(dir, deferred).then(
+    () => undefined,
+    (error) => (error as Error).message,
+  );
+  const settled = pages.then((why) => {
+    timings.pagesVerified = Math.round(performance.now() - t0);
+    return why;
+  });
   try {
     if (manifest.rootfs.archive !== null) {
       applied = true; // from here on the rootfs may have changed (unless the layer was refused up front)
@@ -167,21 +195,43 @@ async function restoreCurrent(
         return { kind: "refused", reason: `cannot apply the saved writable layer here: ${error.message}` };
       }
     }
+    const why = await settled; // a mismatching page file is the better reason
+    if (why !== undefined) return fail(`checkpoint ${dir} failed verification: ${why}`);
     return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
   }
   lap("rootfs");
   const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });
+  let gate: RestoreGate | undefined;
+  if (deferred.length > 0) {
+    try {
+      gate = openGate(work, gateTimeoutSeconds(deferred.reduce((n, f) => n + f.size, 0)));
+    } catch {
+      gate = undefined; // no gate: the page data is verified before runc restore starts
+    }
+    if (gate === undefined) {
+      const why = await settled;
+      if (why !== undefined) return fail(`checkpoint ${dir} failed verification: ${why}`);
+    }
+  }
   const restoring = runCommand({
     cmd: runcPath,
     args: runcArgv.restore(create, `${dir}/criu`, work),
     stdio: "inherit",
+    env: gate?.env ?? NO_GATE_ENV,
   });
+  const open = gate;
+  if (open !== undefined) settled.then((why) => open.settle(why === undefined));
   faultPoint(options.stateDir, "restore-during-runc-restore");
   const result = await restoring;
+  const pagesWhy = await settled; // settled already, unless runc failed before the gate
+  gate?.settle(false); // no-op after the verdict
   const kept = options.criuLogs === undefined
     ? undefined
     : keepCriuLog(options.criuLogs, store.scope, store.key, "restore", result.code === 0, `${work}/restore.log`);
-  if (result.code !== 0) {
+  // Defence in depth: a restore that succeeded although its page data does not match (its
+  // script did not honour the gate) must not run on: it fails like one the gate stopped.
+  const bypassed = result.code === 0 && pagesWhy !== undefined;
+  if (result.code !== 0 || bypassed) {
     let log = "";
     try {
       const errors = Deno.readTextFileSync(`${work}/restore.log`).split("\n").filter((l) => l.includes("Error"));
@@ -191,6 +241,7 @@ async function restoreCurrent(
     // same id would fail.
     const target = { runc: runcPath, global: carriedGlobal(create.global), id: create.args[0]! };
     await runCommand({ cmd: runcPath, args: runcArgv.forceDelete(target) });
+    if (pagesWhy !== undefined) return fail(`checkpoint ${dir} failed verification: ${pagesWhy}`);
     return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
   }
   lap("restore");

@@ -34,6 +34,8 @@ export const PROGRAMS: readonly Program[] = [
   { name: "sleep", by: "arch" },
   // ARCH's CRIU action script (engine/criu_config.ts), run by CRIU after a restore
   { name: "nsenter", by: "arch" },
+  // the same script's restore gate (engine/restore_gate.ts): util-linux, like nsenter
+  { name: "flock", by: "arch" },
   // CRIU, when it dumps and restores a network namespace and locks the network; ARCH's action script
   { name: "ip", by: "criu" },
   { name: "iptables-restore", by: "criu" },

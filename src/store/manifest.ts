@@ -8,6 +8,13 @@
  * directory holds exactly the files it lists (no symlink, device or extra file), every file
  * matches its size and sha256, and the checkpoint belongs to the scope, key and image of the
  * container being restored.
+ *
+ * {@link verifyCheckpointExcept} is the split form for a restore that overlaps its slowest
+ * hashing with `runc restore`: everything above holds at once for every file except those
+ * `defer` selects, whose size is checked at once and whose sha256 {@link verifyFiles}
+ * checks later. Only data CRIU copies without parsing (`criu/pages-*.img`, see
+ * {@link isPageData}) may be deferred, and only when something holds the restored tasks
+ * until that verdict (`engine/restore_gate.ts`).
  */
 
 import { z } from "zod";
@@ -130,6 +137,36 @@ function strictListing(dir: string, rel = ""): string[] {
  * image, an Error for anything corrupt or forged.
  */
 export async function verifyCheckpoint(dir: string, secret: Uint8Array, expected: Expected): Promise<Manifest> {
+  return (await verifyCheckpointExcept(dir, secret, expected, () => false)).manifest;
+}
+
+/** A listed file of a manifest. */
+export type ManifestFile = Manifest["files"][number];
+
+/** What {@link verifyCheckpointExcept} verified, and the files whose sha256 is left to {@link verifyFiles}. */
+export interface PartlyVerified {
+  readonly manifest: Manifest;
+  /** Listed files of the right size whose content is not verified yet (in manifest order). */
+  readonly deferred: readonly ManifestFile[];
+}
+
+/**
+ * CRIU's raw page data (`criu/pages-<n>.img`): CRIU copies these bytes into the restored
+ * memory at the offsets its (verified) pagemap images give, and parses nothing in them.
+ */
+export const isPageData = (path: string): boolean => /^criu\/pages-[0-9]+\.img$/.test(path);
+
+/**
+ * {@link verifyCheckpoint} except the sha256 of the files `defer` selects, which are only
+ * checked to be listed regular files of their listed size: {@link verifyFiles} checks
+ * their content. Throws as {@link verifyCheckpoint} does.
+ */
+export async function verifyCheckpointExcept(
+  dir: string,
+  secret: Uint8Array,
+  expected: Expected,
+  defer: (path: string) => boolean,
+): Promise<PartlyVerified> {
   const bytes = Deno.readFileSync(`${dir}/manifest.json`);
   let mac: string;
   try {
@@ -162,12 +199,21 @@ export async function verifyCheckpoint(dir: string, secret: Uint8Array, expected
   if (extra.length > 0 || present.length !== listed.size) {
     throw new Error(`its files do not match its manifest${extra.length > 0 ? ` ("${extra[0]}" is not listed)` : ""}`);
   }
-  const actual = await hashFiles(dir, manifest.files.map((f) => f.path));
-  for (const [i, expected] of manifest.files.entries()) {
-    const got = actual[i]!;
-    if (got.size !== expected.size || got.sha256 !== expected.sha256) {
-      throw new Error(`checkpoint file "${expected.path}" does not match its manifest checksum`);
-    }
+  const deferred = manifest.files.filter((f) => f.path !== manifest.rootfs.archive && defer(f.path));
+  for (const file of deferred) {
+    if (Deno.lstatSync(`${dir}/${file.path}`).size !== file.size) throw mismatch(file.path);
   }
-  return manifest;
+  const now = manifest.files.filter((f) => !deferred.includes(f));
+  await verifyFiles(dir, now);
+  return { manifest, deferred };
+}
+
+const mismatch = (path: string) => new Error(`checkpoint file "${path}" does not match its manifest checksum`);
+
+/** Checks each file's size and sha256 against `files` (from an authenticated manifest); throws on the first that differs. */
+export async function verifyFiles(dir: string, files: readonly ManifestFile[]): Promise<void> {
+  for (const file of files) {
+    const got = await sha256File(`${dir}/${file.path}`);
+    if (got.size !== file.size || got.sha256 !== file.sha256) throw mismatch(file.path);
+  }
 }
