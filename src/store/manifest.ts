@@ -75,9 +75,11 @@ export function listFiles(dir: string, skip: ReadonlySet<string>, rel = ""): str
 export async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
   const hash = createHash("sha256");
   const file = await Deno.open(path);
-  const buf = new Uint8Array(4 << 20);
+  // A CRIU image is often a few hundred bytes: a 4 MiB buffer for each (zeroed at allocation)
+  // cost ~25 ms of CPU per checkpoint of 15 files.
   let size = 0;
   try {
+    const buf = new Uint8Array(Math.min(4 << 20, Math.max(64 << 10, (await file.stat()).size + 1)));
     for (let n = await file.read(buf); n !== null; n = await file.read(buf)) {
       hash.update(buf.subarray(0, n));
       size += n;
