@@ -14,7 +14,7 @@
  * downtime per migration (docker run of the new container to its first tick, and the job's whole
  * loss from its last tick to its first) against raw `runc restore` for the ARCH_BENCH_SIZES
  * (downtime.ts). ARCH_BENCH_ROUNDS scales the repetitions.
- * `deno task bench <overhead|checkpoint|exit-watcher|sharedfs|finalize|downtime>` runs one part.
+ * `deno task bench <overhead|checkpoint|exit-watcher|sharedfs|finalize|downtime>[,...]` runs those parts only.
  * Requires root and the built dist/ (scripts/run bench does both).
  */
 
@@ -197,18 +197,20 @@ async function checkpointRestore(rounds: number): Promise<void> {
 
 if (import.meta.main) {
   const rounds = Number(Deno.env.get("ARCH_BENCH_ROUNDS") ?? "3");
-  const only = Deno.args[0];
-  if (only === undefined || only === "overhead") await wrapperOverhead(rounds * 10);
-  if (only === undefined || only === "checkpoint") await checkpointRestore(rounds);
-  if (only === undefined || only === "exit-watcher") {
+  // One part, or several separated by commas (one report for all of them).
+  const parts = Deno.args[0]?.split(",");
+  const wanted = (part: string) => parts === undefined || parts.includes(part);
+  if (wanted("overhead")) await wrapperOverhead(rounds * 10);
+  if (wanted("checkpoint")) await checkpointRestore(rounds);
+  if (wanted("exit-watcher")) {
     await exitWatcherBench(Number(Deno.env.get("ARCH_BENCH_WATCHED") ?? "200"), emit);
   }
-  if (only === undefined || only === "sharedfs") {
+  if (wanted("sharedfs")) {
     await sharedFsBench(Number(Deno.env.get("ARCH_BENCH_SHAREDFS_ROUNDS") ?? "2"), emit);
   }
-  if (only === undefined || only === "finalize") {
+  if (wanted("finalize")) {
     await finalizeBench((Deno.env.get("ARCH_BENCH_FINALIZE_COUNTS") ?? "50,100,200").split(",").map(Number), emit);
   }
-  if (only === undefined || only === "downtime") await downtimeBench(sizes, rounds, emit);
+  if (wanted("downtime")) await downtimeBench(sizes, rounds, emit);
   console.error(`bench: report written to ${await writeReport()}`);
 }
