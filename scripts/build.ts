@@ -104,7 +104,8 @@ exit 127
  * create/start/delete, and a delete of a container ARCH has no record of (the shim's cleanup
  * `delete --force` after the container is gone, or a container ARCH never knew). The real runc
  * and the state dir come from `<runc root>/${FAST_PATH_FILE}`, written by the wrapper at each
- * create (`src/runc/fast_path.ts`) and trusted only if root owns it. Anything not understood
+ * create (`src/runc/fast_path.ts`) and trusted only if root owns it (and the runc it names) and it is
+ * not a symbolic link. Anything not understood
  * (an unknown global option, an unsafe id, no such file) takes the normal path. Builtins only.
  */
 export function runcFastPath(): string {
@@ -130,7 +131,8 @@ for arch_a in "$@"; do
 done
 arch_root=\${arch_root%/}
 arch_fast="$arch_root/${FAST_PATH_FILE}"
-if [ -z "$arch_seen" ] && [ -n "$arch_cmd" ] && [ "$arch_cmd" != "?" ] && [ -f "$arch_fast" ] && [ -O "$arch_fast" ]; then
+if [ -z "$arch_seen" ] && [ -n "$arch_cmd" ] && [ "$arch_cmd" != "?" ] && [ -f "$arch_fast" ] && ! [ -L "$arch_fast" ] &&
+  [ -O "$arch_fast" ]; then
   arch_real= arch_state=
   { read -r arch_real; read -r arch_state; } <"$arch_fast" 2>/dev/null
   case $arch_real in /*) ;; *) arch_real= ;; esac
@@ -138,7 +140,7 @@ if [ -z "$arch_seen" ] && [ -n "$arch_cmd" ] && [ "$arch_cmd" != "?" ] && [ -f "
   arch_ns=\${arch_root##*/}
   case $arch_ns in ''|.|..|*[!A-Za-z0-9_+.-]*) arch_ns= ;; esac
   case $arch_id in ''|.|..|*[!A-Za-z0-9_+.-]*) arch_id= ;; esac
-  if [ -n "$arch_real" ] && [ -f "$arch_real" ] && [ -x "$arch_real" ] && ! [ "$arch_real" -ef "$0" ]; then
+  if [ -n "$arch_real" ] && [ -f "$arch_real" ] && [ -x "$arch_real" ] && [ -O "$arch_real" ] && ! [ "$arch_real" -ef "$0" ]; then
     case $arch_cmd in
       create|start|run|restore) ;;
       delete)

@@ -138,17 +138,20 @@ async function runAll(
     if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
     else console.log(summary(record, outcome));
   };
-  const one = async ({ item: record }: FinalizeItem<ContainerRecord>, estimateMs: number) => {
+  const one = async ({ item: record, memoryBytes }: FinalizeItem<ContainerRecord>, estimateMs: number) => {
     const started = performance.now();
     let outcome: CheckpointResult | Error;
     try {
       outcome = await checkpointContainer(record, host.runcPath, registry, options);
-      estimator.observe(outcome.bytes, performance.now() - started, outcome.timings.dump);
+      const t = outcome.timings;
+      estimator.observe(memoryBytes, performance.now() - started, t.dump, t.rootfs);
+      controller.completed(estimateMs);
     } catch (error) {
       outcome = error as Error;
     }
-    controller.completed(estimateMs);
-    finish(record, outcome, performance.now() - started);
+    try {
+      finish(record, outcome, performance.now() - started);
+    } catch { /* stdout gone (a closed pipe): the checkpoints go on, the events file has them */ }
   };
   const running = new Set<Promise<void>>();
   let next = 0;
@@ -162,8 +165,8 @@ async function runAll(
           ? "not started: finalize deadline passed"
           : estimateMs > left
           ? `not started: its checkpoint would take about ${(estimateMs / 1000).toFixed(1)} s (${
-            mib(it.memoryBytes ?? 0)
-          } of memory) and only ${(left / 1000).toFixed(1)} s were left before the finalize deadline`
+            it.memoryBytes === undefined ? "memory unknown, 64 MiB assumed" : `${mib(it.memoryBytes)} of memory`
+          }) and only ${(left / 1000).toFixed(1)} s were left before the finalize deadline`
           : undefined;
         if (why !== undefined) {
           notStarted++;
@@ -173,7 +176,7 @@ async function runAll(
       }
       const task = one(it, estimateMs);
       running.add(task);
-      task.finally(() => running.delete(task));
+      task.finally(() => running.delete(task)).catch(() => {}); // `one` handles its own failures
     }
     if (running.size > 0) await Promise.race(running);
   }

@@ -220,6 +220,7 @@ export async function checkpointContainer(
       );
       faultPoint(options.stateDir, "checkpoint-during-dump");
       const flushing = flushWhile(tmp, dumping);
+      flushing.catch(() => {}); // awaited below, unless the dump's spawn fails first
       const dump = await dumping;
       await flushing;
       lap("dump", t);
@@ -318,6 +319,12 @@ export async function checkpointContainer(
   faultPoint(options.stateDir, "checkpoint-before-kill");
   const why = await guard.release();
   if (why !== undefined) {
+    if (!options.leaveRunning) {
+      try {
+        // Not stopped after all: the record comes back, so finalize and the exit watcher still see it.
+        registry.put({ ...record, checkpointedAt: new Date().toISOString(), checkpointDir: committed });
+      } catch { /* as above */ }
+    }
     throw new CheckpointError(
       `the checkpoint of "${record.id}" is committed (${committed}) but the container could not be ` +
         `${options.leaveRunning ? "resumed" : "stopped"}: ${why}; ARCH retries at its next command`,

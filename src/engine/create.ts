@@ -224,6 +224,15 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     return 0;
   }
   if (outcome.kind === "refused") {
+    if (outcome.applied) {
+      // The saved files went into this rootfs: a later create of this container must not find them.
+      try {
+        const { resetRootfs } = await import("../rootfs/reset.ts");
+        await resetRootfs(rootfs);
+      } catch (error) {
+        ctx.log.error("cannot reset the rootfs after a refused restore", { error: String(error) });
+      }
+    }
     ctx.fail(`${outcome.reason}; the checkpoint is kept for a node that can restore it`);
     return 1;
   }

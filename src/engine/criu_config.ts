@@ -53,7 +53,7 @@ export const GATE_MARKER = "# arch-restore-gate v1";
  *
  * 1. When the restore has a gate (\`${GATE_ENV}\` names its directory, see
  *    \`restore_gate.ts\`): marks it seen, waits (at most \`${GATE_TIMEOUT_ENV}\` seconds,
- *    default 120) for ARCH to release the gate's lock, and fails unless ARCH's verdict is
+ *    default 600; it leaves `gate.timeout` when it gives up) for ARCH to release the gate's lock, and fails unless ARCH's verdict is
  *    \`ok\`. ARCH holds the lock while it verifies the page data; if ARCH dies the kernel
  *    releases it and the missing verdict fails the restore at once.
  * 2. A network namespace that CRIU recreated itself (runc made it: \`ctr run\` without CNI,
@@ -74,7 +74,7 @@ ${GATE_MARKER}
 gate=$${GATE_ENV}
 if [ -n "$gate" ]; then
   : > "$gate/gate.seen" || exit 1
-  flock -s -w "\${${GATE_TIMEOUT_ENV}:-120}" "$gate/gate.lock" true
+  flock -s -w "\${${GATE_TIMEOUT_ENV}:-600}" "$gate/gate.lock" true || : > "$gate/gate.timeout"
   verdict=
   { read -r verdict < "$gate/verdict"; } 2>/dev/null
   if [ "$verdict" != ok ]; then

@@ -12,7 +12,9 @@
  *
  * Estimate: `fixed + bytes / rate`, where `fixed` (pause, process starts, CRIU's own work,
  * commit, stop) and `rate` (bytes written per second of dump) start from priors measured on
- * a 2-core node and are replaced by what this run measures as checkpoints complete.
+ * a 2-core node and are replaced by the medians of what this run measures once 3 checkpoints
+ * tell them, within bounds around the priors: one odd container (a huge writable layer, a
+ * stalled disk) cannot make every other container look too long to start.
  *
  * Concurrency ("auto"): CRIU is partly CPU-bound (parsing, process starts) and partly
  * I/O-bound (writing pages), so the best number at once depends on the node and the mix. The
@@ -47,19 +49,28 @@ export class CheckpointEstimator {
     return this.fixedMs() + (bytes ?? UNKNOWN_MEMORY_BYTES) / this.rate();
   }
 
-  /** Records a completed checkpoint: `bytes` written, `totalMs` wall, of which `dumpMs` in CRIU. */
-  observe(bytes: number, totalMs: number, dumpMs: number | undefined): void {
+  /**
+   * Records a completed checkpoint of a container with `memoryBytes` of memory: `totalMs` wall,
+   * of which `dumpMs` in CRIU and `layerMs` capturing its writable layer (its own cost, not
+   * charged to the others' estimates).
+   */
+  observe(memoryBytes: number | undefined, totalMs: number, dumpMs: number | undefined, layerMs = 0): void {
+    const bytes = memoryBytes ?? UNKNOWN_MEMORY_BYTES;
     // Large dumps tell the rate; every checkpoint tells the fixed part once the rate is known.
     if (bytes >= 32 * 2 ** 20 && dumpMs !== undefined && dumpMs > 0) this.#rates.push(bytes / dumpMs);
-    this.#fixed.push(Math.max(0, totalMs - bytes / this.rate()));
+    this.#fixed.push(Math.max(0, totalMs - layerMs - bytes / this.rate()));
   }
 
+  /** The learned fixed part once 3 checkpoints tell it, within [prior / 4, prior × 8]; the prior before. */
   fixedMs(): number {
-    return this.#fixed.length === 0 ? PRIOR_FIXED_MS : median(this.#fixed);
+    if (this.#fixed.length < 3) return PRIOR_FIXED_MS;
+    return Math.min(PRIOR_FIXED_MS * 8, Math.max(PRIOR_FIXED_MS / 4, median(this.#fixed)));
   }
 
+  /** The learned rate once 3 large dumps tell it, within [prior / 8, prior × 8]; the prior before. */
   rate(): number {
-    return this.#rates.length === 0 ? PRIOR_RATE_BYTES_PER_MS : median(this.#rates);
+    if (this.#rates.length < 3) return PRIOR_RATE_BYTES_PER_MS;
+    return Math.min(PRIOR_RATE_BYTES_PER_MS * 8, Math.max(PRIOR_RATE_BYTES_PER_MS / 8, median(this.#rates)));
   }
 }
 
@@ -129,37 +140,42 @@ export class ConcurrencyController {
 }
 
 /**
- * Bytes CRIU will write for the container whose init is `pid`: resident anonymous and shared
- * memory of every process of its cgroup (cgroup v2 or v1's memory hierarchy); `undefined`
- * when unreadable.
+ * Bytes CRIU will write for the container whose init is `pid`: anonymous plus shared memory of
+ * its memory cgroup and the cgroups below it, as the kernel counts them once (`memory.stat`:
+ * v2 `anon` + `shmem`, v1 `total_rss` + `total_shmem`), so shared memory mapped by many
+ * processes is not counted once per process; the init's own RssAnon + RssShmem when the
+ * cgroup cannot be read; `undefined` when nothing can.
  */
 export function containerMemory(pid: number): number | undefined {
+  let lines: string[];
   try {
-    const lines = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n");
-    const v2 = lines.find((l) => l.startsWith("0::"));
-    const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
-    const procs = v1 !== undefined
-      ? `/sys/fs/cgroup/memory${v1.slice(v1.lastIndexOf(":") + 1)}/cgroup.procs`
-      : v2 !== undefined
-      ? `/sys/fs/cgroup${v2.slice(3)}/cgroup.procs`
-      : undefined;
-    let pids = [pid];
-    if (procs !== undefined) {
-      try {
-        pids = Deno.readTextFileSync(procs).split("\n").filter((l) => l !== "").map(Number);
-      } catch { /* the init alone */ }
+    lines = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n");
+  } catch {
+    return undefined;
+  }
+  const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
+  const v2 = lines.find((l) => l.startsWith("0::"));
+  const stat = v1 !== undefined
+    ? {
+      file: `/sys/fs/cgroup/memory${v1.slice(v1.lastIndexOf(":") + 1)}/memory.stat`,
+      keys: ["total_rss", "total_shmem"],
     }
-    let total = 0;
-    for (const p of pids) {
-      try {
-        const status = Deno.readTextFileSync(`/proc/${p}/status`);
-        for (const field of ["RssAnon", "RssShmem"]) {
-          const m = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
-          if (m) total += Number(m[1]) * 1024;
-        }
-      } catch { /* exited */ }
-    }
-    return total;
+    : v2 !== undefined
+    ? { file: `/sys/fs/cgroup${v2.slice(3)}/memory.stat`, keys: ["anon", "shmem"] }
+    : undefined;
+  if (stat !== undefined) {
+    try {
+      const text = Deno.readTextFileSync(stat.file);
+      const values = stat.keys.map((k) => text.match(new RegExp(`^${k} (\\d+)$`, "m"))?.[1]);
+      if (values.every((v) => v !== undefined)) return values.reduce((n, v) => n + Number(v), 0);
+    } catch { /* the init's own below */ }
+  }
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    return ["RssAnon", "RssShmem"].reduce((n, field) => {
+      const m = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
+      return n + (m ? Number(m[1]) * 1024 : 0);
+    }, 0);
   } catch {
     return undefined;
   }

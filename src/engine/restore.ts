@@ -8,8 +8,10 @@
  *       CRIU's post-restore step by the restore gate (`restore_gate.ts`) until the page data
  *       verified
  *
- * When the bundle's CRIU action script does not honour the gate (an older script), every
- * file is verified before anything changes, as before.
+ * When the bundle's CRIU action script does not honour the gate (an older script), or the
+ * checkpoint is on a network or FUSE file system (CRIU's restorer parses the dumped vDSO's
+ * symbols out of the page data before the gate, and such a file system may be writable by
+ * others than this node's root), every file is verified before anything changes.
  *
  * Guarantees: the caller holds the key's claim. Nothing is changed before every file CRIU
  * parses and the layer archive are verified, and no instruction of the restored process
@@ -33,8 +35,17 @@ import {
   verifyCheckpointExcept,
   verifyFiles,
 } from "../store/manifest.ts";
-import { bundleHonoursGate, gateTimeoutSeconds, NO_GATE_ENV, openGate, type RestoreGate } from "./restore_gate.ts";
+import {
+  bundleHonoursGate,
+  GATE_TIMEOUT_ENV,
+  gateTimedOut,
+  gateTimeoutSeconds,
+  NO_GATE_ENV,
+  openGate,
+  type RestoreGate,
+} from "./restore_gate.ts";
 import { applyToRootfs, LayerRefusedError } from "../rootfs/layer_archive.ts";
+import { onLocalFileSystem } from "../util/mounts.ts";
 import { incompatibility, toolVersions } from "./versions.ts";
 import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../log/criu_logs.ts";
@@ -51,7 +62,7 @@ export type RestoreOutcome =
   | { kind: "restored"; from: string; timings: Record<string, number> }
   | { kind: "foreign"; reason: string }
   /** This node cannot restore it (its secret, its CRIU, its free space): left as it is for a node that can. */
-  | { kind: "refused"; reason: string }
+  | { kind: "refused"; reason: string; applied?: boolean }
   | { kind: "failed"; reason: string; quarantined: string | undefined; applied: boolean };
 
 /** What {@link restoreContainer} needs from the node and the new container; without `criuLogs` no log is kept. */
@@ -140,8 +151,11 @@ async function restoreCurrent(
     t = now;
   };
   let manifest, deferred: readonly ManifestFile[];
-  // With a gate, the page data is hashed while runc restores; without one, up front.
-  const gated = bundleHonoursGate(bundle);
+  // With a gate, the page data is hashed while runc restores; without one, up front. Only on a
+  // local file system: CRIU's restorer reads a little of the page data before the gate (the
+  // dumped vDSO's symbols), and a network file system may be writable by others than this
+  // node's root, so there nothing unauthenticated reaches CRIU.
+  const gated = bundleHonoursGate(bundle) && onLocalFileSystem(dir);
   try {
     const here = toolVersions(runcPath);
     here.catch(() => {}); // awaited below; a verification failure first must not leave it unhandled
@@ -220,11 +234,17 @@ async function restoreCurrent(
     env: gate?.env ?? NO_GATE_ENV,
   });
   const open = gate;
-  if (open !== undefined) settled.then((why) => open.settle(why === undefined));
+  if (open !== undefined) {
+    settled.then((why) => open.settle(why === undefined)).catch(() => {
+      // The verdict could not be written: the lock is released without one, and the script fails closed.
+    });
+  }
   faultPoint(options.stateDir, "restore-during-runc-restore");
   const result = await restoring;
   const pagesWhy = await settled; // settled already, unless runc failed before the gate
-  gate?.settle(false); // no-op after the verdict
+  try {
+    gate?.settle(false); // no-op after the verdict
+  } catch { /* as above: no verdict fails the script */ }
   const kept = options.criuLogs === undefined
     ? undefined
     : keepCriuLog(options.criuLogs, store.scope, store.key, "restore", result.code === 0, `${work}/restore.log`);
@@ -242,6 +262,16 @@ async function restoreCurrent(
     const target = { runc: runcPath, global: carriedGlobal(create.global), id: create.args[0]! };
     await runCommand({ cmd: runcPath, args: runcArgv.forceDelete(target) });
     if (pagesWhy !== undefined) return fail(`checkpoint ${dir} failed verification: ${pagesWhy}`);
+    if (gate !== undefined && gateTimedOut(work)) {
+      // The data was good, only slow to verify: the checkpoint stays current.
+      return {
+        kind: "refused",
+        reason: `verifying checkpoint ${dir} took longer than the restore waits for it (${
+          gate.env[GATE_TIMEOUT_ENV]
+        } s): the storage is too slow right now`,
+        applied,
+      };
+    }
     return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
   }
   lap("restore");

@@ -33,8 +33,23 @@ export interface RestoreGate {
   seen(): boolean;
 }
 
-/** The wait bound for `bytes` of deferred data: 120 s, or more at 32 MiB/s for very large checkpoints. */
-export const gateTimeoutSeconds = (bytes: number): number => Math.max(120, Math.ceil(bytes / (32 << 20)));
+/**
+ * The wait bound for `bytes` of deferred data: 600 s, or more at 8 MiB/s for very large
+ * checkpoints (several restores hashing at once from a slow disk). It only bounds an ARCH that
+ * is alive but stuck: a dead one releases the lock at once. A timeout keeps the checkpoint
+ * (`gate.timeout`, see `restore.ts`): slow storage must not cost a good checkpoint.
+ */
+export const gateTimeoutSeconds = (bytes: number): number => Math.max(600, Math.ceil(bytes / (8 << 20)));
+
+/** Whether the action script gave up waiting (it leaves `gate.timeout`). */
+export function gateTimedOut(work: string): boolean {
+  try {
+    Deno.statSync(`${work}/gate.timeout`);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Whether the bundle's container will run an action script that honours the gate: its

@@ -45,3 +45,42 @@ export function mountAt(
 ): MountEntry | undefined {
   return parseMountinfo(mountinfo).findLast((m) => m.mountPoint === path);
 }
+
+/** File systems whose content only this node's root can write (block devices and memory). */
+const LOCAL_FILE_SYSTEMS = new Set([
+  "ext2",
+  "ext3",
+  "ext4",
+  "xfs",
+  "btrfs",
+  "f2fs",
+  "zfs",
+  "tmpfs",
+  "ramfs",
+  "overlay",
+]);
+
+/**
+ * Whether `path` lies on a local file system (see {@link LOCAL_FILE_SYSTEMS}): then whoever can
+ * write it is root on this node already. A network or FUSE file system (NFS, EFS, sshfs, …),
+ * or anything unknown, answers false.
+ */
+export function onLocalFileSystem(
+  path: string,
+  mountinfo = Deno.readTextFileSync("/proc/self/mountinfo"),
+): boolean {
+  let real: string;
+  try {
+    real = Deno.realPathSync(path);
+  } catch {
+    return false;
+  }
+  const under = (m: MountEntry) => m.mountPoint === "/" || real === m.mountPoint || real.startsWith(`${m.mountPoint}/`);
+  const mounts = parseMountinfo(mountinfo).filter(under);
+  // The deepest mount point wins; among equals, the last mounted (it hides the others).
+  const best = mounts.reduce<MountEntry | undefined>(
+    (b, m) => (b === undefined || m.mountPoint.length >= b.mountPoint.length ? m : b),
+    undefined,
+  );
+  return best !== undefined && LOCAL_FILE_SYSTEMS.has(best.fstype);
+}

@@ -256,6 +256,16 @@ Deno.test(
         ["a note naming a relative runc", ["state", "nope"], (lab: Lab) => {
           Deno.writeTextFileSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, `runc\n${lab.dir}/run\n`);
         }],
+        ["a note that is a symbolic link", ["state", "nope"], (lab: Lab) => {
+          const note = `${lab.dir}/runc-root/${FAST_PATH_FILE}`;
+          Deno.renameSync(note, `${lab.dir}/note`);
+          Deno.symlinkSync(`${lab.dir}/note`, note);
+        }],
+        ["a note naming a runc root does not own", ["state", "nope"], (lab: Lab) => {
+          Deno.copyFileSync(RUNC, `${lab.dir}/runc-copy`);
+          Deno.chownSync(`${lab.dir}/runc-copy`, 65534, 65534);
+          Deno.writeTextFileSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, `${lab.dir}/runc-copy\n${lab.dir}/run\n`);
+        }],
         ["a note naming the launcher itself", ["state", "nope"], (lab: Lab) => {
           Deno.writeTextFileSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, `${lab.runc}\n${lab.dir}/run\n`);
         }],

@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { CRIU_ACTION_SCRIPT, CRIU_CONFIG_ANNOTATION, criuConfig } from "../../src/engine/criu_config.ts";
-import { bundleHonoursGate, gateTimeoutSeconds, openGate } from "../../src/engine/restore_gate.ts";
+import { bundleHonoursGate, gateTimedOut, gateTimeoutSeconds, openGate } from "../../src/engine/restore_gate.ts";
 import {
   hashFiles,
   isPageData,
@@ -99,6 +99,7 @@ Deno.test("the wait is bounded: a verdict that never comes fails the script afte
   const r = await runScript(dir, "post-restore", gate.env);
   assertEquals(r.code, 1);
   ok(r.ms >= 900 && r.ms < 5000, `${r.ms} ms`);
+  ok(gateTimedOut(`${dir}/work`), "it leaves gate.timeout, so ARCH keeps the checkpoint");
   gate.settle(true);
   Deno.removeSync(dir, { recursive: true });
 });
@@ -138,9 +139,18 @@ Deno.test("bundleHonoursGate: only a configuration whose action script carries t
   Deno.removeSync(dir, { recursive: true });
 });
 
-Deno.test("gateTimeoutSeconds: 120 s, more for very large page data", () => {
-  assertEquals(gateTimeoutSeconds(512 << 20), 120);
-  assertEquals(gateTimeoutSeconds(8 * 1024 ** 3), 256);
+Deno.test("gateTimeoutSeconds: 600 s, more for very large page data", () => {
+  assertEquals(gateTimeoutSeconds(512 << 20), 600);
+  assertEquals(gateTimeoutSeconds(8 * 1024 ** 3), 1024);
+});
+
+Deno.test("a verdict in time leaves no timeout mark", async () => {
+  const dir = scratch();
+  const gate = openGate(`${dir}/work`, 5);
+  gate.settle(true);
+  assertEquals((await runScript(dir, "post-restore", gate.env)).code, 0);
+  ok(!gateTimedOut(`${dir}/work`));
+  Deno.removeSync(dir, { recursive: true });
 });
 
 const SECRET = new Uint8Array(32).fill(7);
