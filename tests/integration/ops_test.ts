@@ -306,7 +306,8 @@ Deno.test({
       ok(prom.includes('arch_last_finalize_containers{result="ok"} 1\n'), prom);
       ok(/^arch_last_finalize_timestamp_seconds \d+/m.test(prom), prom);
       const last = JSON.parse(Deno.readTextFileSync(eventsFile).trim().split("\n").at(-1)!);
-      assertEquals([last.kind, last.result, last.containers], ["finalize", "ok", { ok: 1, failed: 0 }]);
+      assertEquals([last.kind, last.result, last.containers], ["finalize", "ok", { ok: 1, failed: 0, not_started: 0 }]);
+      assertEquals(last.concurrency[0].concurrency, navigator.hardwareConcurrency, "auto starts at the CPU count");
       await stack.docker(["rm", "-f", name], { check: false });
     },
   );

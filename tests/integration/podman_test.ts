@@ -94,8 +94,10 @@ Deno.test({
 
     const [r, finalizeMs] = await timed(() => archCli(stack, ["finalize"]));
     assertEquals(r.code, 0, r.stdout + r.stderr);
-    assertEquals(r.stdout.trim().split("\n").length, 1, r.stdout);
+    const lines = r.stdout.trim().split("\n");
+    assertEquals(lines.length, 2, r.stdout);
     ok(r.stdout.startsWith(`ok    runc/${id} key=${key}`), r.stdout);
+    ok(lines[1]!.startsWith("finalize: 1 saved, 0 failed, 0 not started in "), r.stdout);
     assertEquals(await waitExited(podman, first), 137, "stopped by ARCH after the commit");
     ok(Deno.readLinkSync(`${stack.checkpointRoot}/runc/${key}/current`).startsWith("ckpt-"));
     const before = await progress(podman, first);
