@@ -54,6 +54,23 @@ export async function makeLab(): Promise<Lab> {
   return { dir, root: `${dir}/runc`, config, env: { ARCH_CONFIG: config }, lower };
 }
 
+/** `runc restore -d` of `images` into `bundle` (the floor's restore), as argv after the binary. */
+export function rawRestoreArgs(lab: Lab, bundle: string, images: string, id: string): string[] {
+  return [
+    "--root",
+    lab.root,
+    "restore",
+    "-d",
+    "--bundle",
+    bundle,
+    "--image-path",
+    images,
+    "--work-path",
+    `${images}-rw`,
+    id,
+  ];
+}
+
 /** A bundle with an overlay rootfs running `workload --mem <mib>`. */
 export async function makeBundle(lab: Lab, name: string, mib: number, key: string): Promise<string> {
   const b = `${lab.dir}/${name}`;
@@ -142,19 +159,7 @@ export async function rawRound(lab: Lab, mib: number, n: number) {
   const restore = await timed(() =>
     mustRun({
       cmd: RUNC,
-      args: [
-        "--root",
-        lab.root,
-        "restore",
-        "-d",
-        "--bundle",
-        bundle,
-        "--image-path",
-        images,
-        "--work-path",
-        `${images}-rw`,
-        id,
-      ],
+      args: rawRestoreArgs(lab, bundle, images, id),
       stdio: "null", // the restored process keeps runc's stdout: a pipe to us would never end
     })
   );

@@ -23,7 +23,7 @@ import { archCli, archDockerRun, eventually, startStack, uniqueName } from "../i
 import { fullId, parseProgress } from "../integration/_workload.ts";
 import type { EmbeddedStack } from "../stack/stack.ts";
 import { mustRun } from "../../src/process/exec.ts";
-import { type Lab, makeBundle, makeLab, removeContainer, timed, unmountBundle } from "./checkpoint.ts";
+import { type Lab, makeBundle, makeLab, rawRestoreArgs, removeContainer, timed, unmountBundle } from "./checkpoint.ts";
 import { DOWNTIME_INTERVAL_MS, median, type TimedTick, timedTicks } from "./ticks.ts";
 import type { BenchRecord } from "./report.ts";
 
@@ -99,19 +99,7 @@ async function rawMigration(lab: Lab, runc: string, mib: number, n: number): Pro
     await mustRun({ cmd: "sync", args: ["--file-system", images] });
     const t0 = Date.now();
     const restore = new Deno.Command(runc, {
-      args: [
-        "--root",
-        lab.root,
-        "restore",
-        "-d",
-        "--bundle",
-        bundle,
-        "--image-path",
-        images,
-        "--work-path",
-        `${images}-rw`,
-        id,
-      ],
+      args: rawRestoreArgs(lab, bundle, images, id),
       stdin: "null",
       stdout: "piped", // the restored process keeps it: its ticks come to us
       stderr: "piped",
