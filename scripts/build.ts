@@ -26,6 +26,7 @@
 import { RUNC_CANDIDATES } from "../src/config/host.ts";
 import { DENO_ENV } from "../src/runc/handoff.ts";
 import { FAST_PATH_FILE } from "../src/runc/fast_path.ts";
+import { RESTORED_MARK } from "../src/registry/registry.ts";
 
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const dist = `${root}/dist`;
@@ -101,8 +102,11 @@ exit 127
 /**
  * Shell lines that hand a call straight to the real runc, without starting Deno (~0.1 s of CPU
  * per call here), when ARCH would hand it over unchanged anyway: every command but
- * create/start/delete, and a delete of a container ARCH has no record of (the shim's cleanup
- * `delete --force` after the container is gone, or a container ARCH never knew). The real runc
+ * create/start/delete, and a start or delete of a container ARCH has no record of (the shim's
+ * cleanup `delete --force` after the container is gone, or a container ARCH never knew). The
+ * engine's `start` of a container ARCH restored is answered here (0, a no-op as in
+ * `engine/lifecycle.ts`) when its mark is newer than runc's state of the id
+ * (`registry/registry.ts`): a restore then starts one Deno process, not two. The real runc
  * and the state dir come from `<runc root>/${FAST_PATH_FILE}`, written by the wrapper at each
  * create (`src/runc/fast_path.ts`) and trusted only if root owns it (and the runc it names) and it is
  * not a symbolic link. Anything not understood
@@ -141,11 +145,17 @@ if [ -z "$arch_seen" ] && [ -n "$arch_cmd" ] && [ "$arch_cmd" != "?" ] && [ -f "
   case $arch_ns in ''|.|..|*[!A-Za-z0-9_+.-]*) arch_ns= ;; esac
   case $arch_id in ''|.|..|*[!A-Za-z0-9_+.-]*) arch_id= ;; esac
   if [ -n "$arch_real" ] && [ -f "$arch_real" ] && [ -x "$arch_real" ] && [ -O "$arch_real" ] && ! [ "$arch_real" -ef "$0" ]; then
+    arch_rec=
+    [ -n "$arch_state" ] && [ -n "$arch_ns" ] && [ -n "$arch_id" ] && arch_rec="$arch_state/registry/$arch_ns/$arch_id"
     case $arch_cmd in
-      create|start|run|restore) ;;
-      delete)
-        [ -n "$arch_state" ] && [ -n "$arch_ns" ] && [ -n "$arch_id" ] &&
-          ! [ -e "$arch_state/registry/$arch_ns/$arch_id.json" ] && exec "$arch_real" "$@" ;;
+      create|run|restore) ;;
+      start|delete)
+        if [ -n "$arch_rec" ]; then
+          [ -e "$arch_rec.json" ] || exec "$arch_real" "$@"
+          arch_mark="$arch_rec${RESTORED_MARK}" arch_runc_state="$arch_root/$arch_id/state.json"
+          [ "$arch_cmd" = start ] && [ -f "$arch_mark" ] && ! [ -L "$arch_mark" ] && [ -f "$arch_runc_state" ] &&
+            [ "$arch_mark" -nt "$arch_runc_state" ] && exit 0
+        fi ;;
       *) exec "$arch_real" "$@" ;;
     esac
   fi

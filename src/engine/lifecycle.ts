@@ -4,8 +4,9 @@
  * `create.ts`).
  *
  * - `create`: see `create.ts` (validate, record, restore instead of creating).
- * - `start`: a no-op for a restored container (it is already running), else runc's own;
- *   either way the node's exit watcher learns how the container ends.
+ * - `start`: a no-op for a restored container (it is already running; the launcher answers
+ *   it without starting Deno when it can, `runc/fast_path.ts`), else runc's own; either way
+ *   the node's exit watcher learns how the container ends.
  * - `delete`: runc's own `delete`; then the registry record goes, and the key's checkpoint
  *   data too if the container ended by itself with exit code 0 (its job is done) and no
  *   newer checkpoint of another container of the key is current. Data is kept when an

@@ -6,6 +6,11 @@
  * Guarantees: records are written atomically (temp file + rename), directories are 0700 and
  * files 0600, and a namespace or id that is not a safe path element is refused. Lookups are
  * one `stat`/`read` so that the runc wrapper can afford them on every call.
+ *
+ * A restored container also has an empty `<id>.restored` beside its record, written after the
+ * record and removed before it: the launcher answers the engine's `start` of that container
+ * (a no-op) without starting Deno (`runc/fast_path.ts`), when the mark is newer than runc's
+ * `state.json` of the id (a container created after the mark, if ever, is not the restored one).
  */
 
 import { isSafeSegment } from "../util/paths.ts";
@@ -37,6 +42,11 @@ export class Registry {
     return `${this.stateDir}/registry/${namespace}/${id}.json`;
   }
 
+  /** Path of the mark of a restored container (see the module doc). */
+  restoredMark(namespace: string, id: string): string {
+    return this.path(namespace, id).replace(/\.json$/, RESTORED_MARK);
+  }
+
   /** Reads a record, or `undefined` when the container is not an ARCH container. */
   get(namespace: string, id: string): ContainerRecord | undefined {
     try {
@@ -47,23 +57,23 @@ export class Registry {
     }
   }
 
-  /** Writes (or replaces) a record atomically. */
+  /** Writes (or replaces) a record atomically, and the restored mark after it (or removes the mark before it). */
   put(record: ContainerRecord): void {
     const path = this.path(record.namespace, record.id);
+    const mark = this.restoredMark(record.namespace, record.id);
     const dir = path.slice(0, path.lastIndexOf("/"));
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (record.restored !== true) removeIfPresent(mark);
     const tmp = `${path}.${Deno.pid}.tmp`;
     Deno.writeTextFileSync(tmp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
     Deno.renameSync(tmp, path);
+    if (record.restored === true) Deno.writeTextFileSync(mark, "", { mode: 0o600 });
   }
 
-  /** Removes a record; absent is fine. */
+  /** Removes a record (its restored mark first); absent is fine. */
   remove(namespace: string, id: string): void {
-    try {
-      Deno.removeSync(this.path(namespace, id));
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
+    removeIfPresent(this.restoredMark(namespace, id));
+    removeIfPresent(this.path(namespace, id));
   }
 
   /** Every record on the node, optionally of one namespace. Unreadable records are skipped. */
@@ -80,6 +90,17 @@ export class Registry {
       }
     }
     return out.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.id.localeCompare(b.id));
+  }
+}
+
+/** Suffix of a restored container's mark beside its record (`<id>.restored`). */
+export const RESTORED_MARK = ".restored";
+
+function removeIfPresent(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
 }
 

@@ -4,6 +4,10 @@
  * container at finalize were a fifth of the node's CPU). The launcher's shell lines are
  * `runcFastPath` in scripts/build.ts.
  *
+ * The launcher also answers the engine's `start` of a container ARCH restored (a no-op) from
+ * the registry's restored mark (`registry/registry.ts`), and hands a start or delete of a
+ * container ARCH has no record of straight to runc.
+ *
  * `<runc root>/.arch-runc` holds two lines: the real runc and ARCH's state directory, as the
  * host configuration gives them. The wrapper rewrites it at every `create` in that root when
  * it differs, and removes it when the configuration has a problem (then every call takes the

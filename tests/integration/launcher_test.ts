@@ -11,6 +11,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { launcherScript, runcShim, STAGE0, staticClosure } from "../../scripts/build.ts";
 import { FAST_PATH_FILE } from "../../src/runc/fast_path.ts";
+import { Registry } from "../../src/registry/registry.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 const LIB = `${ROOT}/dist/lib`;
@@ -214,6 +215,35 @@ Deno.test({
   assertEquals(Deno.readTextFileSync(`${out}/runs`), "ran\n");
 });
 
+/**
+ * A record with its restored mark (`registry/registry.ts`) for container "rec" of the test's runc root, and runc's
+ * state of the id written before the mark, after it, or not at all.
+ */
+function restoredRecord(lab: Lab, order: "state-first" | "mark-first" | "no-state"): void {
+  const registry = new Registry(`${lab.dir}/run`);
+  const state = `${lab.dir}/runc-root/rec/state.json`;
+  const writeState = () => {
+    Deno.mkdirSync(`${lab.dir}/runc-root/rec`, { recursive: true });
+    Deno.writeTextFileSync(state, "{}");
+  };
+  if (order === "state-first") writeState();
+  registry.put({
+    namespace: "runc-root",
+    id: "rec",
+    root: `${lab.dir}/runc-root`,
+    bundle: "/nonexistent",
+    key: "k",
+    createdAt: new Date().toISOString(),
+    restored: true,
+  });
+  const mark = registry.restoredMark("runc-root", "rec");
+  if (order === "state-first") Deno.utimeSync(state, 1, 1); // older than the mark, whatever the clock's grain
+  if (order === "mark-first") {
+    Deno.utimeSync(mark, 1, 1);
+    writeState();
+  }
+}
+
 Deno.test(
   { name: "calls ARCH passes on unchanged skip Deno (the fast path)", ignore: why !== undefined },
   async (t) => {
@@ -229,11 +259,16 @@ Deno.test(
       assertEquals(wrapped, direct, args.join(" "));
     };
 
-    await t.step("state, list, kill and a delete of a container ARCH does not know: runc alone", async () => {
+    await t.step("state, list, kill, and a start or delete of a container ARCH does not know: runc alone", async () => {
       using lab = new Lab();
       const root = setup(lab);
       for (
-        const args of [["--root", root, "state", "nope"], [`--root=${root}/`, "list"], ["--root", root, "kill", "nope"]]
+        const args of [
+          ["--root", root, "state", "nope"],
+          [`--root=${root}/`, "list"],
+          ["--root", root, "kill", "nope"],
+          ["--root", root, "start", "nope"],
+        ]
       ) {
         await same(lab, args);
       }
@@ -248,7 +283,16 @@ Deno.test(
           Deno.writeTextFileSync(`${lab.dir}/run/registry/runc-root/rec.json`, "{}");
         }],
         ["a create", ["create", "--bundle", "/nonexistent", "c1"], () => {}],
-        ["a start", ["start", "c1"], () => {}],
+        ["a start of a container ARCH has a record of", ["start", "rec"], (lab: Lab) => {
+          Deno.mkdirSync(`${lab.dir}/run/registry/runc-root`, { recursive: true });
+          Deno.writeTextFileSync(`${lab.dir}/run/registry/runc-root/rec.json`, "{}");
+        }],
+        ["a start of a restored container whose runc state is newer than its mark", ["start", "rec"], (lab: Lab) => {
+          restoredRecord(lab, "mark-first");
+        }],
+        ["a start of a restored container runc has no state of", ["start", "rec"], (lab: Lab) => {
+          restoredRecord(lab, "no-state");
+        }],
         ["a global option it does not know", ["--unknown", "state", "nope"], () => {}],
         ["a note root does not own", ["state", "nope"], (lab: Lab) => {
           Deno.chownSync(`${lab.dir}/runc-root/${FAST_PATH_FILE}`, 65534, 65534);
@@ -279,6 +323,20 @@ Deno.test(
         assertEquals(lab.archRan(), true, "ARCH did not run");
       });
     }
+
+    await t.step("the engine's start of a restored container: 0 without ARCH or runc (a no-op)", async () => {
+      using lab = new Lab();
+      const root = setup(lab);
+      restoredRecord(lab, "state-first");
+      // runc itself would fail: the state it would read is not a container's
+      assertEquals(await run(lab.runc, ["--root", root, "start", "rec"], lab.env), {
+        code: 0,
+        signal: null,
+        stdout: "",
+        stderr: "",
+      });
+      assertEquals(lab.archRan(), false, "ARCH ran");
+    });
 
     await t.step(
       "the wrapper leaves the note at create, and removes it when the configuration has a problem",

@@ -37,3 +37,24 @@ Deno.test("Registry.list skips a damaged record instead of failing every command
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("a restored record has its mark, a record that is not restored and a removed one have none", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const registry = new Registry(dir);
+    const record = { namespace: "moby", id: "abc", root: "/r/moby", bundle: "/b", key: "k", createdAt: "t" };
+    const mark = registry.restoredMark("moby", "abc");
+    const marked = () => Deno.statSync(mark).isFile;
+    registry.put({ ...record, restored: true });
+    assertEquals(marked(), true);
+    assertEquals(Deno.statSync(mark).mode! & 0o777, 0o600);
+    assertEquals(registry.list().map((r) => r.id), ["abc"]); // the mark is not a record
+    registry.put(record); // a new container of the id, created fresh
+    throws(marked);
+    registry.put({ ...record, restored: true });
+    registry.remove("moby", "abc");
+    throws(marked);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
