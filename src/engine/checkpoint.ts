@@ -4,7 +4,7 @@
  *     claim the key → runc pause → capture the writable layer → runc checkpoint
  *     --leave-running (into a temporary directory beside the final one; its page images are
  *     hashed as CRIU writes them, `store/follow_hash.ts`) → the other hashes + signed
- *     manifest → fsync → atomic commit → runc kill → runc resume (so the kill is delivered)
+ *     manifest → fsync → atomic commit → runc kill (→ runc resume if still paused)
  *
  * Guarantees:
  * - Everything that can fail without pausing (tool versions, image identity, rootfs kind,

@@ -190,22 +190,29 @@ const active = new Set<PauseGuard>();
 /** Set by the signal handler: no new pause, no new commit. */
 let stopping = false;
 
+/** Whether runc's status of a container says it is not frozen any more. */
+const released = (status: string | undefined) => status === "gone" || status === "running" || status === "stopped";
+
 /**
  * Releases a paused container: `resume` (phase `paused`), or `stop` (phase `committed`:
- * SIGKILL, then resume so the kill is delivered; a frozen task only dies once thawed).
+ * SIGKILL, then resume if runc left it paused, so that the kill is delivered: a frozen task
+ * only dies once thawed).
  * Returns `undefined` once `runc state` confirms it is not paused any more, else why not.
  */
 export async function release(target: RuncTarget, action: "stop" | "resume"): Promise<string | undefined> {
   const bounded = { timeoutMs: RUNC_CALL_MS };
+  let status: string | undefined;
   if (action === "stop") {
     // Never resume a committed container whose kill failed: it would run past its checkpoint.
     const kill = await runc(target, runcArgv.kill(target, "KILL"), bounded);
-    if (kill.code !== 0 && (await runcState(target, RUNC_CALL_MS)) !== "gone") {
-      return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
-    }
+    status = await runcState(target, RUNC_CALL_MS);
+    if (kill.code !== 0 && status !== "gone") return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
+    // runc >= 1.1 thaws a paused container it sends SIGKILL to (cgroup v2 kills frozen tasks
+    // anyway): then there is nothing to resume. Older runc leaves it paused.
+    if (status !== "paused") return released(status) ? undefined : `runc state after the kill: ${status ?? "unknown"}`;
   }
   let resume = await runc(target, runcArgv.resume(target), bounded);
-  let status = await runcState(target, RUNC_CALL_MS);
+  status = await runcState(target, RUNC_CALL_MS);
   // CRIU puts the freezer back as it found it when its dump ends; on cgroup v1 the cgroup can still be FREEZING
   // then, and runc answers "container not paused" to a resume while its state turns "paused" a moment later
   // (seen once in CI). Try again for up to 2 s before calling the container stuck.
@@ -214,7 +221,7 @@ export async function release(target: RuncTarget, action: "stop" | "resume"): Pr
     resume = await runc(target, runcArgv.resume(target), bounded);
     status = await runcState(target, RUNC_CALL_MS);
   }
-  if (status === "gone" || status === "running" || status === "stopped") return undefined;
+  if (released(status)) return undefined;
   return `runc resume failed (state ${status ?? "unknown"}): ${resume.stderr.trim() || `exit ${resume.code}`}`;
 }
 
