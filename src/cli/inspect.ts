@@ -140,12 +140,12 @@ export function readBounded(path: string, max: number): Uint8Array | undefined {
 const MAX_MANIFEST = 64 << 20;
 const MAX_HMAC = 4096;
 
-function signatureOf(
+async function signatureOf(
   dir: string,
   manifest: Uint8Array,
   secretFile: string,
   loadSecret: typeof import("../store/secret.ts"),
-): string {
+): Promise<string> {
   const bytes = readBounded(`${dir}/manifest.hmac`, MAX_HMAC);
   if (bytes === undefined) return "unsigned";
   const mac = new TextDecoder().decode(bytes);
@@ -155,7 +155,7 @@ function signatureOf(
   } catch {
     return "unknown";
   }
-  return loadSecret.verifySignature(secret, manifest, mac) ? "valid" : "invalid";
+  return (await loadSecret.verifySignature(secret, manifest, mac)) ? "valid" : "invalid";
 }
 
 /** Collects what `arch inspect` shows for `wanted`. Requires root. */
@@ -223,7 +223,7 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
       : {}),
     signature: raw === undefined || manifestBytes === undefined
       ? "unsigned"
-      : signatureOf(chosen.path, manifestBytes, host.secretFile, secretModule),
+      : await signatureOf(chosen.path, manifestBytes, host.secretFile, secretModule),
     ...(criu !== undefined ? { criu } : {}),
     ...(layer !== undefined ? { layer } : {}),
   };

@@ -142,7 +142,7 @@ export async function checkpointContainer(
   }
   let versions, image;
   try {
-    image = imageIdentity(rootfs, options.stateDir);
+    image = await imageIdentity(rootfs, options.stateDir);
     versions = await toolVersions(runcPath);
   } catch (error) {
     throw new CheckpointError(
@@ -280,7 +280,7 @@ export async function checkpointContainer(
       timings,
       files,
     };
-    writeManifest(tmp, manifest, options.secret);
+    await writeManifest(tmp, manifest, options.secret);
     fsyncPath(`${tmp}/manifest.json`);
     fsyncPath(`${tmp}/manifest.hmac`);
     faultPoint(options.stateDir, "checkpoint-before-commit");

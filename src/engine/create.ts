@@ -102,7 +102,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     }
     try {
       const { imageIdentity } = await import("./image_identity.ts");
-      const image = imageIdentity(rootfs, host.stateDir);
+      const image = await imageIdentity(rootfs, host.stateDir);
       if (image === undefined) throw new Error("cannot identify the image of the container");
       workdir = ensureWorkdir(sharedFs, scope, key, owner, image);
     } catch (error) {
@@ -179,7 +179,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     const { loadSecret } = await import("../store/secret.ts");
     const { imageIdentity } = await import("./image_identity.ts");
     secret = loadSecret(host.secretFile, false); // never made here: a new secret would authenticate nothing
-    image = imageIdentity(rootfs, host.stateDir);
+    image = await imageIdentity(rootfs, host.stateDir);
     if (image === undefined) throw new Error(`cannot identify the image of the container`);
   } catch (error) {
     ctx.fail(`cannot verify checkpoint ${current}: ${(error as Error).message}`);

@@ -16,14 +16,14 @@
  * same metadata: that boundary is the key scope, which a tenant cannot choose.
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../util/digest.ts";
 import { overlayFromMountinfo, resolveOverlayPaths } from "../rootfs/upperdir.ts";
 
 /** Docker's per-container init layer, which is not part of the image. */
 const isDockerInitLayer = (layer: string) => /-init\/diff\/?$/.test(layer);
 
-function treeDigest(dir: string): string {
-  const hash = createHash("sha256");
+function treeDigest(dir: string): Promise<string> {
+  const lines: string[] = [];
   const walk = (rel: string) => {
     const names = [...Deno.readDirSync(rel === "" ? dir : `${dir}/${rel}`)].map((e) => e.name).sort();
     for (const name of names) {
@@ -33,18 +33,17 @@ function treeDigest(dir: string): string {
       const target = info.isSymlink ? Deno.readLinkSync(`${dir}/${path}`) : "";
       const size = info.isFile ? info.size : 0;
       const mtime = info.isDirectory ? 0 : Math.floor((info.mtime?.getTime() ?? 0) / 1000);
-      hash.update(`${path}\0${type}\0${info.mode}\0${info.uid}:${info.gid}\0${size}\0${mtime}\0${target}\n`);
+      lines.push(`${path}\0${type}\0${info.mode}\0${info.uid}:${info.gid}\0${size}\0${mtime}\0${target}\n`);
       if (info.isDirectory) walk(path);
     }
   };
   walk("");
-  return hash.digest("hex");
+  return sha256Hex(lines.join(""));
 }
 
-function cachedLayerDigest(layer: string, cacheDir: string | undefined): string {
+async function cachedLayerDigest(layer: string, cacheDir: string | undefined): Promise<string> {
   const info = Deno.statSync(layer);
-  const cacheKey = createHash("sha256").update(`${layer}\0${info.dev}\0${info.ino}\0${info.birthtime?.getTime()}`)
-    .digest("hex");
+  const cacheKey = await sha256Hex(`${layer}\0${info.dev}\0${info.ino}\0${info.birthtime?.getTime()}`);
   const cached = cacheDir === undefined ? undefined : `${cacheDir}/${cacheKey}`;
   if (cached !== undefined) {
     try {
@@ -52,7 +51,7 @@ function cachedLayerDigest(layer: string, cacheDir: string | undefined): string 
       if (/^[0-9a-f]{64}$/.test(value)) return value;
     } catch { /* not cached yet */ }
   }
-  const digest = treeDigest(layer);
+  const digest = await treeDigest(layer);
   if (cached !== undefined) {
     try {
       Deno.mkdirSync(cacheDir!, { recursive: true, mode: 0o700 });
@@ -68,16 +67,16 @@ function cachedLayerDigest(layer: string, cacheDir: string | undefined): string 
  * layers' digests), or `undefined` when its rootfs is not an overlay with absolute layers.
  * `stateDir` holds the per-layer cache.
  */
-export function imageIdentity(rootfs: string, stateDir: string | undefined): string | undefined {
+export async function imageIdentity(rootfs: string, stateDir: string | undefined): Promise<string | undefined> {
   const overlay = overlayFromMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"), Deno.realPathSync(rootfs));
   if (overlay === undefined) return undefined;
   const layers = resolveOverlayPaths(overlay).lowerdirs; // Docker's long option strings use relative layers
   const cacheDir = stateDir === undefined ? undefined : `${stateDir}/layers`;
-  const hash = createHash("sha256");
+  let digests = "";
   for (const given of layers) {
     const layer = Deno.realPathSync(given); // Docker names layers by short links (overlay2/l/<id>)
     if (isDockerInitLayer(layer)) continue;
-    hash.update(cachedLayerDigest(layer, cacheDir) + "\n");
+    digests += (await cachedLayerDigest(layer, cacheDir)) + "\n";
   }
-  return `sha256:${hash.digest("hex")}`;
+  return `sha256:${await sha256Hex(digests)}`;
 }

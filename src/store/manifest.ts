@@ -18,7 +18,7 @@
  */
 
 import { z } from "zod";
-import { createHash } from "node:crypto";
+import { sha256Hex, streamingSha256, WHOLE_FILE_LIMIT } from "../util/digest.ts";
 import { sign, verifySignature } from "./secret.ts";
 
 /** The manifest format this ARCH writes, and the only one it accepts. */
@@ -71,23 +71,36 @@ export function listFiles(dir: string, skip: ReadonlySet<string>, rel = ""): str
   return out.sort();
 }
 
-/** Streams one file through sha256 (in-process, SHA extensions when the CPU has them). */
+/**
+ * The size and sha256 of one file: read whole and hashed in one call below
+ * `WHOLE_FILE_LIMIT` (no `node:crypto` loaded: `util/digest.ts`), streamed above it.
+ */
 export async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
-  const hash = createHash("sha256");
   const file = await Deno.open(path);
-  // A CRIU image is often a few hundred bytes: a 4 MiB buffer for each (zeroed at allocation)
-  // cost ~25 ms of CPU per checkpoint of 15 files.
-  let size = 0;
   try {
-    const buf = new Uint8Array(Math.min(4 << 20, Math.max(64 << 10, (await file.stat()).size + 1)));
+    const stated = (await file.stat()).size;
+    if (stated < WHOLE_FILE_LIMIT) {
+      const whole = new Uint8Array(stated + 1); // one byte more: a file that grew meanwhile is seen
+      let size = 0;
+      while (size < whole.length) {
+        const n = await file.read(whole.subarray(size));
+        if (n === null) break;
+        size += n;
+      }
+      if (size <= stated) return { size, sha256: await sha256Hex(whole.subarray(0, size)) };
+      await file.seek(0, Deno.SeekMode.Start); // it grew: stream it from the start
+    }
+    const hash = await streamingSha256();
+    const buf = new Uint8Array(4 << 20);
+    let size = 0;
     for (let n = await file.read(buf); n !== null; n = await file.read(buf)) {
       hash.update(buf.subarray(0, n));
       size += n;
     }
+    return { size, sha256: hash.digest() };
   } finally {
     file.close();
   }
-  return { size, sha256: hash.digest("hex") };
 }
 
 /** sha256 and size of each file. */
@@ -98,10 +111,10 @@ export async function hashFiles(dir: string, files: readonly string[]): Promise<
 }
 
 /** Writes `manifest.json` and its `manifest.hmac` into `dir` (files 0600, not yet fsync'ed). */
-export function writeManifest(dir: string, manifest: Manifest, secret: Uint8Array): void {
+export async function writeManifest(dir: string, manifest: Manifest, secret: Uint8Array): Promise<void> {
   const bytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
   Deno.writeFileSync(`${dir}/manifest.json`, bytes, { mode: 0o600 });
-  Deno.writeTextFileSync(`${dir}/manifest.hmac`, sign(secret, bytes) + "\n", { mode: 0o600 });
+  Deno.writeTextFileSync(`${dir}/manifest.hmac`, (await sign(secret, bytes)) + "\n", { mode: 0o600 });
 }
 
 /** What the restoring container is: a checkpoint of anything else is refused. */
@@ -176,7 +189,7 @@ export async function verifyCheckpointExcept(
   } catch {
     throw new UnauthenticatedCheckpoint("its manifest has no signature (manifest.hmac)");
   }
-  if (!verifySignature(secret, bytes, mac)) {
+  if (!(await verifySignature(secret, bytes, mac))) {
     throw new UnauthenticatedCheckpoint(
       "its manifest is not signed with this node's checkpoint secret (made with another secret, or modified)",
     );

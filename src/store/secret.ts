@@ -10,7 +10,7 @@
  * must hold the same file (copy it like any cluster credential).
  */
 
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { hmacHex, verifyHmac } from "../util/digest.ts";
 
 /** Shortest secret file accepted, in bytes; a secret ARCH creates holds this many random bytes, as hex. */
 export const MIN_SECRET_BYTES = 32;
@@ -46,13 +46,11 @@ export function loadSecret(path: string, create: boolean): Uint8Array {
 }
 
 /** The hex HMAC-SHA256 of `data` under `secret`. */
-export function sign(secret: Uint8Array, data: Uint8Array): string {
-  return createHmac("sha256", secret).update(data).digest("hex");
+export function sign(secret: Uint8Array, data: Uint8Array): Promise<string> {
+  return hmacHex(secret, data);
 }
 
 /** Whether `mac` (hex) authenticates `data` under `secret` (constant-time compare). */
-export function verifySignature(secret: Uint8Array, data: Uint8Array, mac: string): boolean {
-  const expected = new TextEncoder().encode(sign(secret, data));
-  const given = new TextEncoder().encode(mac.trim());
-  return expected.length === given.length && timingSafeEqual(expected, given);
+export function verifySignature(secret: Uint8Array, data: Uint8Array, mac: string): Promise<boolean> {
+  return verifyHmac(secret, data, mac);
 }

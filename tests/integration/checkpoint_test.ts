@@ -272,7 +272,7 @@ stackTest("failures never lose a container", async (t, stack) => {
     // Signed with the node's secret: made by someone who holds it (the admin), not forged.
     const { loadSecret } = await import("../../src/store/secret.ts");
     const { writeManifest } = await import("../../src/store/manifest.ts");
-    writeManifest(current, manifest, loadSecret(`${stack.scratch}/arch/secret`, false));
+    await writeManifest(current, manifest, loadSecret(`${stack.scratch}/arch/secret`, false));
     const b = await assertFreshStartAndQuarantine(stack, key, keyDir, "runc restore exited with");
     const sh = async (cmd: string) => (await stack.docker(["exec", b, "sh", "-c", cmd], { check: false })).stdout;
     assertEquals(await sh("test -e /data/saved.txt && echo leaked || echo clean"), "clean\n");

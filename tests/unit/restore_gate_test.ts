@@ -181,7 +181,7 @@ async function checkpoint(): Promise<string> {
     timings: {},
     files,
   };
-  writeManifest(dir, manifest, SECRET);
+  await writeManifest(dir, manifest, SECRET);
   return dir;
 }
 

@@ -55,20 +55,24 @@ async function makeCheckpoint(root: string, patch: Partial<Manifest> = {}): Prom
     files,
     ...patch,
   };
-  writeManifest(tmp, manifest, SECRET);
+  await writeManifest(tmp, manifest, SECRET);
   await makeDurable(tmp);
   store.commit(tmp);
   return store;
 }
 
 /** Rewrites the current manifest as an attacker without the secret (or with it, if `secret`). */
-function forge(store: KeyStore, edit: (m: Record<string, unknown>) => void, secret?: Uint8Array): void {
+async function forge(
+  store: KeyStore,
+  edit: (m: Record<string, unknown>) => void,
+  secret?: Uint8Array,
+): Promise<void> {
   const dir = store.currentPath()!;
   const manifest = JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`));
   edit(manifest);
   const bytes = new TextEncoder().encode(JSON.stringify(manifest));
   Deno.writeFileSync(`${dir}/manifest.json`, bytes);
-  if (secret !== undefined) Deno.writeTextFileSync(`${dir}/manifest.hmac`, sign(secret, bytes));
+  if (secret !== undefined) Deno.writeTextFileSync(`${dir}/manifest.hmac`, await sign(secret, bytes));
 }
 
 Deno.test("point 2: only authentic, confined checkpoints verify", async (t) => {
@@ -80,12 +84,12 @@ Deno.test("point 2: only authentic, confined checkpoints verify", async (t) => {
     });
     await t.step('"files: []" without the secret is refused', async () => {
       const store = await makeCheckpoint(root);
-      forge(store, (m) => (m.files = []));
+      await forge(store, (m) => (m.files = []));
       await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED), /not signed with this node's/);
     });
     await t.step("a checkpoint signed with another secret is refused", async () => {
       const store = await makeCheckpoint(root);
-      forge(store, () => {}, new TextEncoder().encode("another-secret-another-secret-xx"));
+      await forge(store, () => {}, new TextEncoder().encode("another-secret-another-secret-xx"));
       // its own class: a node without the cluster's secret leaves it alone (not quarantined)
       await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED), UnauthenticatedCheckpoint);
     });
@@ -97,12 +101,12 @@ Deno.test("point 2: only authentic, confined checkpoints verify", async (t) => {
     // Even a holder of the secret cannot make ARCH read outside the checkpoint.
     await t.step('rootfs.archive "../../x" is refused even when signed', async () => {
       const store = await makeCheckpoint(root);
-      forge(store, (m) => (m.rootfs = { archive: "../../../../etc/shadow", upperdir: null }), SECRET);
+      await forge(store, (m) => (m.rootfs = { archive: "../../../../etc/shadow", upperdir: null }), SECRET);
       await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED));
     });
     await t.step("a listed path that climbs is refused even when signed", async () => {
       const store = await makeCheckpoint(root);
-      forge(store, (m) => {
+      await forge(store, (m) => {
         const files = m.files as { path: string }[];
         files[0]!.path = "criu/../../../../etc/passwd";
       }, SECRET);
