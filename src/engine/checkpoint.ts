@@ -7,8 +7,9 @@
  *     manifest → fsync → atomic commit → runc kill (→ runc resume if still paused)
  *
  * Guarantees:
- * - Everything that can fail without pausing (tool versions, image identity, rootfs kind,
- *   size limit, the key's claim) is done before the pause.
+ * - Everything that can fail without pausing (image identity, rootfs kind, size limit, the
+ *   key's claim) is done before the pause. The runc/CRIU versions for the manifest are asked
+ *   beside the pause and read after the dump (an error there is one before the commit).
  * - From the pause on, the container is released on every path: resumed after any failure
  *   before the commit, stopped after it (resumed with `leaveRunning`). The release is
  *   checked (`runc state`); a pause marker (`pause_guard.ts`) lets the next `arch` command
@@ -140,10 +141,12 @@ export async function checkpointContainer(
       "config",
     );
   }
-  let versions, image;
+  // The tool versions are only written into the manifest: asked now, read after the dump.
+  const versions = toolVersions(runcPath);
+  versions.catch(() => {}); // awaited below; a failure before then must not leave it unhandled
+  let image;
   try {
     image = await imageIdentity(rootfs, options.stateDir);
-    versions = await toolVersions(runcPath);
   } catch (error) {
     throw new CheckpointError(
       `cannot prepare the checkpoint of "${record.id}": ${(error as Error).message}`,
@@ -275,7 +278,7 @@ export async function checkpointContainer(
       key: record.key,
       image,
       createdAt: new Date().toISOString(),
-      ...versions,
+      ...(await versions),
       rootfs: { archive: ROOTFS_ARCHIVE, upperdir },
       timings,
       files,

@@ -100,11 +100,20 @@ Deno.test({
     assertEquals(r.code, 0, r.stdout + r.stderr);
     const saved = fileTick(key, "default");
     await b.ctr(run(uniqueName("ctr-b")));
-    await eventually(
-      "the job going on from node B",
-      () => fileTick(key, "default") > saved + 5 ? true : undefined,
-      60_000,
-    );
+    try {
+      await eventually(
+        "the job going on from node B",
+        () => fileTick(key, "default") > saved + 5 ? true : undefined,
+        60_000,
+      );
+    } catch (error) {
+      // Seen twice, never alone: say what node B did (its tasks, ARCH's last log lines).
+      const tasks = (await b.ctr(["tasks", "ls"], { check: false })).stdout.trim();
+      const log = Deno.readTextFileSync(b.stack.archLog).trim().split("\n").slice(-12).join("\n");
+      throw new Error(
+        `${(error as Error).message} (saved tick ${saved}, now ${fileTick(key, "default")})\ntasks:\n${tasks}\nlog:\n${log}`,
+      );
+    }
     ok(fileTick(key, "default") < saved + 300, "from the checkpoint, not from a fresh start");
     assertEquals((await arch(a, ["finalize", "--undo"])).code, 0);
   });
