@@ -105,8 +105,8 @@ exit 127
  * create/start/delete, and a start or delete of a container ARCH has no record of (the shim's
  * cleanup `delete --force` after the container is gone, or a container ARCH never knew). The
  * engine's `start` of a container ARCH restored is answered here (0, a no-op as in
- * `engine/lifecycle.ts`) when its mark is newer than runc's state of the id
- * (`registry/registry.ts`): a restore then starts one Deno process, not two. The real runc
+ * `engine/lifecycle.ts`) while its mark is runc's state file of the id (a hard link,
+ * `registry/registry.ts`): a restore then starts one Deno process, not two. The real runc
  * and the state dir come from `<runc root>/${FAST_PATH_FILE}`, written by the wrapper at each
  * create (`src/runc/fast_path.ts`) and trusted only if root owns it (and the runc it names) and it is
  * not a symbolic link. Anything not understood
@@ -153,8 +153,8 @@ if [ -z "$arch_seen" ] && [ -n "$arch_cmd" ] && [ "$arch_cmd" != "?" ] && [ -f "
         if [ -n "$arch_rec" ]; then
           [ -e "$arch_rec.json" ] || exec "$arch_real" "$@"
           arch_mark="$arch_rec${RESTORED_MARK}" arch_runc_state="$arch_root/$arch_id/state.json"
-          [ "$arch_cmd" = start ] && [ -f "$arch_mark" ] && ! [ -L "$arch_mark" ] && [ -f "$arch_runc_state" ] &&
-            [ "$arch_mark" -nt "$arch_runc_state" ] && exit 0
+          [ "$arch_cmd" = start ] && [ -f "$arch_mark" ] && ! [ -L "$arch_mark" ] && [ -O "$arch_mark" ] &&
+            [ "$arch_mark" -ef "$arch_runc_state" ] && exit 0
         fi ;;
       *) exec "$arch_real" "$@" ;;
     esac

@@ -278,7 +278,9 @@ export async function checkpointContainer(
       key: record.key,
       image,
       createdAt: new Date().toISOString(),
-      ...(await versions),
+      ...(await versions.catch((error) => {
+        throw new CheckpointError(`cannot read the runc/CRIU versions: ${(error as Error).message}`, "prepare");
+      })),
       rootfs: { archive: ROOTFS_ARCHIVE, upperdir },
       timings,
       files,
@@ -310,9 +312,10 @@ export async function checkpointContainer(
     throw new CheckpointError(`checkpoint of "${record.id}" failed: ${(error as Error).message}${stuck}`, "capture");
   }
   try {
-    if (options.leaveRunning) {
+    const current = registry.get(record.namespace, record.id)?.createdAt === record.createdAt;
+    if (options.leaveRunning && current) {
       registry.put({ ...record, checkpointedAt: new Date().toISOString(), checkpointDir: committed });
-    } else if (registry.get(record.namespace, record.id)?.createdAt === record.createdAt) {
+    } else if (!options.leaveRunning && current) {
       // Stopped by its checkpoint: the engine's delete has nothing left to decide (the data is
       // kept), so the record goes before the kill, and that delete and the shim's cleanup reach
       // runc without starting ARCH (`runc/fast_path.ts`).

@@ -16,15 +16,28 @@
  * same metadata: that boundary is the key scope, which a tenant cannot choose.
  */
 
-import { sha256Hex } from "../util/digest.ts";
+import { sha256Hex, streamingSha256 } from "../util/digest.ts";
 import { overlayFromMountinfo, resolveOverlayPaths } from "../rootfs/upperdir.ts";
 
 /** Docker's per-container init layer, which is not part of the image. */
 const isDockerInitLayer = (layer: string) => /-init\/diff\/?$/.test(layer);
 
-function treeDigest(dir: string): Promise<string> {
-  const lines: string[] = [];
-  const walk = (rel: string) => {
+/** Metadata lines hashed in one call while they fit; past this many characters they are streamed. */
+const WHOLE_LISTING = 8 << 20;
+
+/** The digest of one layer's tree metadata (see the module doc); `whole`: for tests of the streamed case. */
+export async function treeDigest(dir: string, whole = WHOLE_LISTING): Promise<string> {
+  let batch: string[] = [];
+  let length = 0;
+  let stream: Awaited<ReturnType<typeof streamingSha256>> | undefined;
+  // A tenant's image can hold millions of files: memory stays bounded by the batch.
+  const flush = async () => {
+    stream ??= await streamingSha256();
+    stream.update(new TextEncoder().encode(batch.join("")));
+    batch = [];
+    length = 0;
+  };
+  const walk = async (rel: string) => {
     const names = [...Deno.readDirSync(rel === "" ? dir : `${dir}/${rel}`)].map((e) => e.name).sort();
     for (const name of names) {
       const path = rel === "" ? name : `${rel}/${name}`;
@@ -33,12 +46,17 @@ function treeDigest(dir: string): Promise<string> {
       const target = info.isSymlink ? Deno.readLinkSync(`${dir}/${path}`) : "";
       const size = info.isFile ? info.size : 0;
       const mtime = info.isDirectory ? 0 : Math.floor((info.mtime?.getTime() ?? 0) / 1000);
-      lines.push(`${path}\0${type}\0${info.mode}\0${info.uid}:${info.gid}\0${size}\0${mtime}\0${target}\n`);
-      if (info.isDirectory) walk(path);
+      const line = `${path}\0${type}\0${info.mode}\0${info.uid}:${info.gid}\0${size}\0${mtime}\0${target}\n`;
+      batch.push(line);
+      length += line.length;
+      if (length > whole) await flush();
+      if (info.isDirectory) await walk(path);
     }
   };
-  walk("");
-  return sha256Hex(lines.join(""));
+  await walk("");
+  if (stream === undefined) return await sha256Hex(batch.join(""));
+  await flush();
+  return stream.digest();
 }
 
 async function cachedLayerDigest(layer: string, cacheDir: string | undefined): Promise<string> {

@@ -206,10 +206,11 @@ export async function release(target: RuncTarget, action: "stop" | "resume"): Pr
     // Never resume a committed container whose kill failed: it would run past its checkpoint.
     const kill = await runc(target, runcArgv.kill(target, "KILL"), bounded);
     status = await runcState(target, RUNC_CALL_MS);
-    if (kill.code !== 0 && status !== "gone") return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
+    if (kill.code !== 0 && !released(status)) return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
     // runc >= 1.1 thaws a paused container it sends SIGKILL to (cgroup v2 kills frozen tasks
-    // anyway): then there is nothing to resume. Older runc leaves it paused.
-    if (status !== "paused") return released(status) ? undefined : `runc state after the kill: ${status ?? "unknown"}`;
+    // anyway): then there is nothing to resume. Older runc leaves it paused; and when runc could
+    // not tell, a resume after a kill that worked is safe.
+    if (released(status)) return undefined;
   }
   let resume = await runc(target, runcArgv.resume(target), bounded);
   status = await runcState(target, RUNC_CALL_MS);

@@ -14,6 +14,9 @@ export interface ToolVersions {
 
 const asked = new Map<string, Promise<ToolVersions>>();
 
+/** Bound for `runc --version` and `criu --version` (a checkpoint reads them while its container is paused). */
+const VERSION_TIMEOUT_MS = 10_000;
+
 /**
  * This node's {@link ToolVersions}; a version it cannot read is `unknown`. Asked once per
  * process and runc (`arch finalize` checkpoints hundreds of containers: two process starts
@@ -31,8 +34,8 @@ export function toolVersions(runcPath: string): Promise<ToolVersions> {
 
 async function readToolVersions(runcPath: string): Promise<ToolVersions> {
   const [runc, criu] = await Promise.all([
-    runCommand({ cmd: runcPath, args: ["--version"] }),
-    runCommand({ cmd: "criu", args: ["--version"] }),
+    runCommand({ cmd: runcPath, args: ["--version"], timeoutMs: VERSION_TIMEOUT_MS }),
+    runCommand({ cmd: "criu", args: ["--version"], timeoutMs: VERSION_TIMEOUT_MS }),
   ]);
   return {
     arch: { version: ARCH_VERSION },

@@ -7,10 +7,13 @@
  * files 0600, and a namespace or id that is not a safe path element is refused. Lookups are
  * one `stat`/`read` so that the runc wrapper can afford them on every call.
  *
- * A restored container also has an empty `<id>.restored` beside its record, written after the
- * record and removed before it: the launcher answers the engine's `start` of that container
- * (a no-op) without starting Deno (`runc/fast_path.ts`), when the mark is newer than runc's
- * `state.json` of the id (a container created after the mark, if ever, is not the restored one).
+ * A restored container also has a mark `<id>.restored` beside its record: a hard link to runc's
+ * `<root>/<id>/state.json` of the restored container, made after the record is written and
+ * removed before it changes. The launcher answers the engine's `start` of that container (a
+ * no-op) without starting Deno while the mark and runc's state are the same file
+ * (`runc/fast_path.ts`): runc replaces its state file by a rename, and a new container of the id
+ * gets a new one, so the mark never speaks for another container, whatever the clock does.
+ * Where the link cannot be made (another file system), there is no mark and no shortcut.
  */
 
 import { isSafeSegment } from "../util/paths.ts";
@@ -57,17 +60,21 @@ export class Registry {
     }
   }
 
-  /** Writes (or replaces) a record atomically, and the restored mark after it (or removes the mark before it). */
+  /** Writes (or replaces) a record atomically; the restored mark goes before, and comes back after it if restored. */
   put(record: ContainerRecord): void {
     const path = this.path(record.namespace, record.id);
     const mark = this.restoredMark(record.namespace, record.id);
     const dir = path.slice(0, path.lastIndexOf("/"));
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (record.restored !== true) removeIfPresent(mark);
+    removeIfPresent(mark);
     const tmp = `${path}.${Deno.pid}.tmp`;
     Deno.writeTextFileSync(tmp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
     Deno.renameSync(tmp, path);
-    if (record.restored === true) Deno.writeTextFileSync(mark, "", { mode: 0o600 });
+    if (record.restored === true && typeof record.root === "string") {
+      try {
+        Deno.linkSync(`${record.root.replace(/\/+$/, "")}/${record.id}/state.json`, mark);
+      } catch { /* no mark: the engine's start takes the normal path */ }
+    }
   }
 
   /** Removes a record (its restored mark first); absent is fine. */

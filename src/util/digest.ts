@@ -9,7 +9,7 @@
  * {@link verifyHmac} compares in constant time (Web Crypto's `verify`).
  */
 
-/** Files up to this size are read whole and hashed in one call; larger ones are streamed. */
+/** Files below this size are read whole and hashed in one call; larger ones are streamed. */
 export const WHOLE_FILE_LIMIT = 32 << 20;
 
 const encoder = new TextEncoder();

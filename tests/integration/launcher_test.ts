@@ -216,17 +216,15 @@ Deno.test({
 });
 
 /**
- * A record with its restored mark (`registry/registry.ts`) for container "rec" of the test's runc root, and runc's
- * state of the id written before the mark, after it, or not at all.
+ * A record of a restored container "rec" in the test's runc root, with its mark (`registry/registry.ts`): runc's
+ * state of the id as restored ("restored"), replaced since (as runc does, by a rename), absent, or the mark a
+ * symbolic link to it.
  */
-function restoredRecord(lab: Lab, order: "state-first" | "mark-first" | "no-state"): void {
+function restoredRecord(lab: Lab, state: "restored" | "replaced" | "absent" | "symlink-mark"): void {
   const registry = new Registry(`${lab.dir}/run`);
-  const state = `${lab.dir}/runc-root/rec/state.json`;
-  const writeState = () => {
-    Deno.mkdirSync(`${lab.dir}/runc-root/rec`, { recursive: true });
-    Deno.writeTextFileSync(state, "{}");
-  };
-  if (order === "state-first") writeState();
+  const runcState = `${lab.dir}/runc-root/rec/state.json`;
+  Deno.mkdirSync(`${lab.dir}/runc-root/rec`, { recursive: true });
+  if (state !== "absent") Deno.writeTextFileSync(runcState, "{}");
   registry.put({
     namespace: "runc-root",
     id: "rec",
@@ -237,10 +235,13 @@ function restoredRecord(lab: Lab, order: "state-first" | "mark-first" | "no-stat
     restored: true,
   });
   const mark = registry.restoredMark("runc-root", "rec");
-  if (order === "state-first") Deno.utimeSync(state, 1, 1); // older than the mark, whatever the clock's grain
-  if (order === "mark-first") {
-    Deno.utimeSync(mark, 1, 1);
-    writeState();
+  if (state === "replaced") {
+    Deno.writeTextFileSync(`${runcState}.new`, "{}");
+    Deno.renameSync(`${runcState}.new`, runcState);
+  }
+  if (state === "symlink-mark") {
+    Deno.removeSync(mark);
+    Deno.symlinkSync(runcState, mark);
   }
 }
 
@@ -262,6 +263,9 @@ Deno.test(
     await t.step("state, list, kill, and a start or delete of a container ARCH does not know: runc alone", async () => {
       using lab = new Lab();
       const root = setup(lab);
+      // a stray restored mark without a record speaks for nothing
+      Deno.mkdirSync(`${lab.dir}/run/registry/runc-root`, { recursive: true });
+      Deno.writeTextFileSync(`${lab.dir}/run/registry/runc-root/nope.restored`, "");
       for (
         const args of [
           ["--root", root, "state", "nope"],
@@ -287,11 +291,14 @@ Deno.test(
           Deno.mkdirSync(`${lab.dir}/run/registry/runc-root`, { recursive: true });
           Deno.writeTextFileSync(`${lab.dir}/run/registry/runc-root/rec.json`, "{}");
         }],
-        ["a start of a restored container whose runc state is newer than its mark", ["start", "rec"], (lab: Lab) => {
-          restoredRecord(lab, "mark-first");
+        ["a start of a restored container whose runc state was replaced since", ["start", "rec"], (lab: Lab) => {
+          restoredRecord(lab, "replaced");
         }],
-        ["a start of a restored container runc has no state of", ["start", "rec"], (lab: Lab) => {
-          restoredRecord(lab, "no-state");
+        ["a start of a restored container runc had no state of", ["start", "rec"], (lab: Lab) => {
+          restoredRecord(lab, "absent");
+        }],
+        ["a start of a restored container whose mark is a symbolic link", ["start", "rec"], (lab: Lab) => {
+          restoredRecord(lab, "symlink-mark");
         }],
         ["a global option it does not know", ["--unknown", "state", "nope"], () => {}],
         ["a note root does not own", ["state", "nope"], (lab: Lab) => {
@@ -327,7 +334,7 @@ Deno.test(
     await t.step("the engine's start of a restored container: 0 without ARCH or runc (a no-op)", async () => {
       using lab = new Lab();
       const root = setup(lab);
-      restoredRecord(lab, "state-first");
+      restoredRecord(lab, "restored");
       // runc itself would fail: the state it would read is not a container's
       assertEquals(await run(lab.runc, ["--root", root, "start", "rec"], lab.env), {
         code: 0,

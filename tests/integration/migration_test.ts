@@ -111,7 +111,9 @@ Deno.test({
       const tasks = (await b.ctr(["tasks", "ls"], { check: false })).stdout.trim();
       const log = Deno.readTextFileSync(b.stack.archLog).trim().split("\n").slice(-12).join("\n");
       throw new Error(
-        `${(error as Error).message} (saved tick ${saved}, now ${fileTick(key, "default")})\ntasks:\n${tasks}\nlog:\n${log}`,
+        `${(error as Error).message} (saved tick ${saved}, now ${
+          fileTick(key, "default")
+        })\ntasks:\n${tasks}\nlog:\n${log}`,
       );
     }
     ok(fileTick(key, "default") < saved + 300, "from the checkpoint, not from a fresh start");

@@ -38,22 +38,32 @@ Deno.test("Registry.list skips a damaged record instead of failing every command
   }
 });
 
-Deno.test("a restored record has its mark, a record that is not restored and a removed one have none", () => {
+Deno.test("a restored record's mark is runc's state file; none without one, for a fresh record, or once removed", () => {
   const dir = Deno.makeTempDirSync();
   try {
     const registry = new Registry(dir);
-    const record = { namespace: "moby", id: "abc", root: "/r/moby", bundle: "/b", key: "k", createdAt: "t" };
+    const record = { namespace: "moby", id: "abc", root: `${dir}/runc/`, bundle: "/b", key: "k", createdAt: "t" };
     const mark = registry.restoredMark("moby", "abc");
-    const marked = () => Deno.statSync(mark).isFile;
+    const state = `${dir}/runc/abc/state.json`;
+    const same = () => {
+      const [a, b] = [Deno.statSync(mark), Deno.statSync(state)];
+      return a.ino === b.ino && a.dev === b.dev;
+    };
+    registry.put({ ...record, restored: true }); // runc has no state of it: no mark
+    throws(() => Deno.statSync(mark));
+    Deno.mkdirSync(`${dir}/runc/abc`, { recursive: true });
+    Deno.writeTextFileSync(state, "{}");
     registry.put({ ...record, restored: true });
-    assertEquals(marked(), true);
-    assertEquals(Deno.statSync(mark).mode! & 0o777, 0o600);
+    assertEquals(same(), true);
     assertEquals(registry.list().map((r) => r.id), ["abc"]); // the mark is not a record
+    registry.put({ ...record, restored: true }); // put again: linked again
+    assertEquals(same(), true);
     registry.put(record); // a new container of the id, created fresh
-    throws(marked);
+    throws(() => Deno.statSync(mark));
     registry.put({ ...record, restored: true });
     registry.remove("moby", "abc");
-    throws(marked);
+    throws(() => Deno.statSync(mark));
+    assertEquals(Deno.readTextFileSync(state), "{}"); // runc's state untouched
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
