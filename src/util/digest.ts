@@ -10,7 +10,7 @@
  */
 
 /** Files below this size are read whole and hashed in one call; larger ones are streamed. */
-export const WHOLE_FILE_LIMIT = 32 << 20;
+export const WHOLE_FILE_LIMIT = 8 << 20;
 
 const encoder = new TextEncoder();
 
@@ -22,8 +22,22 @@ function bytesOf(data: Uint8Array | string): Uint8Array<ArrayBuffer> {
   return (typeof data === "string" ? encoder.encode(data) : data) as Uint8Array<ArrayBuffer>;
 }
 
+/** `node:crypto`, once this process loaded it. */
+let node: typeof import("node:crypto") | undefined;
+
+/**
+ * Hash through `node:crypto` from now on in this process: for the CLI, which loads the Node
+ * layer anyway (its argument parser). There hashing stays on the calling thread, as before Web
+ * Crypto, where each digest goes to a worker thread: a finalize's checkpoints, on a node its
+ * dumps saturate, keep the hashing they were measured with.
+ */
+export async function preferNodeCrypto(): Promise<void> {
+  node ??= await import("node:crypto");
+}
+
 /** The hex SHA-256 of `data` (a string is hashed as UTF-8). */
 export async function sha256Hex(data: Uint8Array | string): Promise<string> {
+  if (node !== undefined) return node.createHash("sha256").update(data).digest("hex");
   return toHex(await crypto.subtle.digest("SHA-256", bytesOf(data)));
 }
 
@@ -47,7 +61,7 @@ export async function verifyHmac(secret: Uint8Array, data: Uint8Array, mac: stri
 
 /** An incremental SHA-256 (`node:crypto`, loaded on first use): for data too large to hash in one piece. */
 export async function streamingSha256(): Promise<{ update(data: Uint8Array): void; digest(): string }> {
-  const { createHash } = await import("node:crypto");
-  const hash = createHash("sha256");
+  await preferNodeCrypto();
+  const hash = node!.createHash("sha256");
   return { update: (data) => void hash.update(data), digest: () => hash.digest("hex") };
 }
