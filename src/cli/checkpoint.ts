@@ -22,6 +22,7 @@ import { UsageError } from "../util/errors.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
 import { releaseOnSignals } from "../engine/pause_guard.ts";
 import { loadSecret } from "../store/secret.ts";
+import { preferNodeCrypto } from "../util/digest.ts";
 import type { HostConfig } from "../config/host_schema.ts";
 import { recordEvent } from "../observe/events.ts";
 import { observeTargets, setObserveTargets } from "../observe/targets.ts";
@@ -110,6 +111,7 @@ async function runAll(
   progress?: Progress,
 ): Promise<RunSummary> {
   releaseOnSignals();
+  await preferNodeCrypto(); // the CLI loads the Node layer anyway (`util/digest.ts`)
   setObserveTargets(host); // where report() sends events and metrics, as the runc wrapper does
   const secret = loadSecret(host.secretFile, true);
   const options = {

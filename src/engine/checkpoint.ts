@@ -33,7 +33,6 @@ import {
   writeManifest,
 } from "../store/manifest.ts";
 import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
-import { preferNodeCrypto } from "../util/digest.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir } from "../rootfs/layer_archive.ts";
 import { runc, runcArgv, type RuncTarget } from "./runc.ts";
@@ -142,7 +141,6 @@ export async function checkpointContainer(
       "config",
     );
   }
-  await preferNodeCrypto(); // loaded by the CLI anyway (`util/digest.ts`)
   // The tool versions are only written into the manifest: asked now, read after the dump.
   const versions = toolVersions(runcPath);
   versions.catch(() => {}); // awaited below; a failure before then must not leave it unhandled

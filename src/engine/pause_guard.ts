@@ -214,9 +214,9 @@ export async function release(target: RuncTarget, action: "stop" | "resume"): Pr
   }
   let resume = await runc(target, runcArgv.resume(target), bounded);
   status = await runcState(target, RUNC_CALL_MS);
-  // CRIU puts the freezer back as it found it when its dump ends; on cgroup v1 the cgroup can still be FREEZING
-  // then, and runc answers "container not paused" to a resume while its state turns "paused" a moment later
-  // (seen once in CI). Try again for up to 2 s before calling the container stuck.
+  // Seen once in CI (runc 1.1.15, cgroup v1): runc answered "container not paused" to a resume while its state
+  // said "paused" a moment later, a freezer still changing state. Try again for up to 2 s before calling the
+  // container stuck.
   for (let i = 0; i < 20 && status === "paused"; i++) {
     await new Promise((r) => setTimeout(r, 100));
     resume = await runc(target, runcArgv.resume(target), bounded);
