@@ -23,7 +23,7 @@
 
 import { envOf, readBundleSpec } from "../src/config/container.ts";
 import { NAMESPACE_ANNOTATION } from "../src/workdir/spec.ts";
-import { isSafeSegment } from "../src/util/paths.ts";
+import { isSafeSegment, samePath } from "../src/util/paths.ts";
 import type { ContainerRecord } from "../src/registry/registry.ts";
 import type { HostConfig } from "../src/config/host_schema.ts";
 import type { Logger } from "../src/log/log.ts";
@@ -99,7 +99,10 @@ export async function runHook(args: readonly string[]): Promise<number> {
   const record = namespace !== undefined && isSafeSegment(namespace) && isSafeSegment(state.id)
     ? registry.get(namespace, state.id)
     : undefined;
-  const shared = record?.bundle === state.bundle ? record.sharedFs as SharedFsRecord | undefined : undefined;
+  // runc hands hooks the resolved bundle path; the record holds the engine's spelling of it.
+  const shared = record !== undefined && samePath(record.bundle, state.bundle)
+    ? record.sharedFs as SharedFsRecord | undefined
+    : undefined;
   if (stage === "createRuntime") {
     if (shared?.workdir === undefined) {
       const msg = `ARCH_SHAREDFS_HOST_PATH needs ARCH as the container's runtime (arch-runc), which declares its ` +

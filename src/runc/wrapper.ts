@@ -20,7 +20,7 @@ import { type HostBasics, readHostBasics, RUNC_CANDIDATES, unusableRunc } from "
 import { type BundleSpec, envOf, isArchEnabled, readBundleSpec } from "../config/container.ts";
 import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
-import { isSafeSegment, lastElement } from "../util/paths.ts";
+import { isSafeSegment, lastElement, samePath } from "../util/paths.ts";
 import { setObserveTargets } from "../observe/targets.ts";
 import { noteFastPath } from "./fast_path.ts";
 
@@ -156,8 +156,13 @@ async function intercept(
  * record outliving its container (an ARCH process that died, `runc delete` run by hand) must
  * never change what happens to a new container reusing the id. Unknown to runc counts as
  * matching (runc then answers the call itself).
+ *
+ * The bundle is compared as a directory (device and inode), not as a string: runc's label holds
+ * the resolved path (`/run/docker/...`) while the engine passed `/var/run/docker/...` (Docker's
+ * default exec root crosses the `/var/run` → `/run` link), and a bundle directory made anew for
+ * a later container of the same id is another directory.
  */
-function describesRuncContainer(bundle: string, root: string, id: string): boolean {
+export function describesRuncContainer(bundle: string, root: string, id: string): boolean {
   let state: { config?: { labels?: string[] } };
   try {
     state = JSON.parse(Deno.readTextFileSync(`${root}/${id}/state.json`));
@@ -165,7 +170,7 @@ function describesRuncContainer(bundle: string, root: string, id: string): boole
     return true;
   }
   const label = state.config?.labels?.find((l) => l.startsWith("bundle="));
-  return label === undefined || label.slice("bundle=".length) === bundle;
+  return label === undefined || samePath(label.slice("bundle=".length), bundle);
 }
 
 /**

@@ -5,6 +5,8 @@
  * system in its place).
  */
 
+import { resolvedPath } from "./paths.ts";
+
 /** One line of mountinfo. */
 export interface MountEntry {
   readonly mountPoint: string;
@@ -38,12 +40,17 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
-/** The mount at exactly `path` (the last one, which hides the others), if `path` is a mount point. */
+/**
+ * The mount at exactly `path` (the last one, which hides the others), if `path` is a mount point.
+ * `path` is resolved first (mountinfo names resolved paths: a shared-FS root configured as
+ * `/efs`, a link to `/mnt/efs`, is the mount at `/mnt/efs`).
+ */
 export function mountAt(
   path: string,
   mountinfo = Deno.readTextFileSync("/proc/self/mountinfo"),
 ): MountEntry | undefined {
-  return parseMountinfo(mountinfo).findLast((m) => m.mountPoint === path);
+  const target = resolvedPath(path);
+  return parseMountinfo(mountinfo).findLast((m) => m.mountPoint === target);
 }
 
 /** File systems whose content only this node's root can write (block devices and memory). */
