@@ -27,7 +27,8 @@ type Emit = (name: string, value: number, unit: string, baseline: number, extra?
 
 const MIB = 8;
 /** The runc root of the stack's Docker containers (dockerd's `<exec-root>/runtime-runc/moby`). */
-const dockerRuncRoot = (stack: EmbeddedStack) => `${stack.scratch}/docker/exec/runtime-runc/moby`;
+/** Docker's default runc root, as the node (the stack's mount namespace) names it. */
+const DOCKER_RUNC_ROOT = "/var/run/docker/runtime-runc/moby";
 
 /** Runs `fn` over `items` with at most `width` at once. */
 async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -79,15 +80,14 @@ async function removeAll(stack: EmbeddedStack, names: readonly string[]): Promis
 
 /** One N: ARCH finalize, then the raw floor, then the resume sample. */
 async function oneCount(stack: EmbeddedStack, n: number, concurrency: string, emit: Emit): Promise<void> {
-  const env = { ARCH_CONFIG: stack.archConfig };
   const archNames = await startMany(stack, uniqueName(`fin${n}`), n, true);
   let out = "";
   const startedAt = Date.now();
   const archSeconds = await timed(async () => {
-    const r = await runCommand({ cmd: ARCH, args: ["finalize", "--concurrency", concurrency], env });
+    const r = await stack.run({ cmd: ARCH, args: ["finalize", "--concurrency", concurrency] }, false);
     out = r.stdout + r.stderr;
   });
-  await runCommand({ cmd: ARCH, args: ["finalize", "--undo"], env });
+  await stack.run({ cmd: ARCH, args: ["finalize", "--undo"] }, false);
   const lines = out.split("\n");
   const committed = lines.filter((l) => l.startsWith("ok ")).length;
   // The summary line: "finalize: … not started …; concurrency 2→3→4 (auto)".
@@ -123,11 +123,11 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: string, em
   let rawFailed = 0;
   const rawSeconds = await timed(async () => {
     await pool(ids, settled, async (id) => {
-      const r = await runCommand({
+      const r = await stack.run({
         cmd: stack.engines.runc,
         args: [
           "--root",
-          dockerRuncRoot(stack),
+          DOCKER_RUNC_ROOT,
           "checkpoint",
           "--image-path",
           `${images}/${id}`,
@@ -135,7 +135,7 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: string, em
           `${images}/${id}-w`,
           id,
         ],
-      });
+      }, false);
       if (r.code !== 0 && rawFailed++ === 0) {
         console.error(`bench: raw runc checkpoint of ${id} failed: ${r.stderr.trim()}`);
       }

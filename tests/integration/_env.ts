@@ -93,11 +93,10 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 }
 
-/** Runs `dist/arch` (the CLI) against a stack's configuration. */
-export async function archCli(stack: EmbeddedStack, args: string[]) {
-  const out = await new Deno.Command(ARCH, { args, env: { ARCH_CONFIG: stack.archConfig } }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+/** Runs `dist/arch` (the CLI) in a stack's node, against its configuration. */
+export async function archCli(stack: EmbeddedStack, args: string[], env: Record<string, string> = {}) {
+  const r = await stack.run({ cmd: ARCH, args, env, timeoutMs: 300_000 }, false);
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Polls until `probe` returns a value, or throws after `timeoutMs`. */

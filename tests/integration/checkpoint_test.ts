@@ -7,6 +7,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../stack/stack.ts";
 import { criuLogDir } from "../../src/log/criu_logs.ts";
+import { mustRun } from "../../src/process/exec.ts";
 import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
@@ -216,7 +217,8 @@ stackTest("failures never lose a container", async (t, stack) => {
     // space in the middle of the dump, after the container was paused.
     const small = `${stack.checkpointRoot}/small`;
     Deno.mkdirSync(small, { recursive: true });
-    await stack.run({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
+    // On the host, below the scratch directory: the node sees it too (stack.ts, shared scratch).
+    await mustRun({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
     const name = uniqueName("full");
     const key = uniqueName("k");
     await stack.docker(archDockerRun(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
@@ -237,7 +239,7 @@ stackTest("failures never lose a container", async (t, stack) => {
     const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name).filter((n) => n !== ".lock");
     assertEquals(left, [], "no temporary or committed checkpoint left");
     await stack.docker(["rm", "-f", name]);
-    await stack.run({ cmd: "umount", args: [small] });
+    await mustRun({ cmd: "umount", args: [small] });
     const kept = Deno.statSync(criuLog);
     assertEquals([kept.mode! & 0o777, kept.uid], [0o600, 0]);
     ok(

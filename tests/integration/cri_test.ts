@@ -11,7 +11,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../stack/stack.ts";
-import { TEST_IMAGE } from "../stack/stack.ts";
+import { nodePath, TEST_IMAGE } from "../stack/stack.ts";
 import {
   type ContainerConfig,
   type ContainerStatus,
@@ -34,13 +34,15 @@ const WORKLOAD = ["workload", "--interval-ms", "50", "--verify-every", "10"];
  * starts, as an admin does: `arch install containerd` (drop-in + `imports`).
  */
 async function installHandler(scratch: string, engines: Engines): Promise<void> {
+  // In the node, on containerd's default configuration path, as an admin does.
   await mustRun({
-    cmd: ARCH,
+    cmd: "nsenter",
     args: [
+      `--mount=${scratch}/ns/mnt`,
+      "--",
+      ARCH,
       "install",
       "containerd",
-      "--containerd-config",
-      `${scratch}/containerd.toml`,
       "--arch-runc",
       ARCH_RUNC,
       "--containerd",
@@ -49,7 +51,7 @@ async function installHandler(scratch: string, engines: Engines): Promise<void> 
       `${scratch}/arch/install.json`,
     ],
   });
-  const dropIn = Deno.readTextFileSync(`${scratch}/conf.d/arch.toml`);
+  const dropIn = Deno.readTextFileSync(nodePath(scratch, "/etc/containerd/conf.d/arch.toml"));
   ok(dropIn.includes(`BinaryName = "${ARCH_RUNC}"`), dropIn);
 }
 

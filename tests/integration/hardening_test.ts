@@ -98,12 +98,19 @@ stackTest("from cron", async (t, stack) => {
     const name = uniqueName("cron");
     await stack.docker(archDockerRun(name, key));
     await waitTicks(stack, name, 3);
-    const out = await new Deno.Command(ARCH, {
-      args: ["checkpoint", await fullId(stack, name)],
-      env: { ARCH_CONFIG: stack.archConfig, PATH: "/usr/bin:/bin" },
-      clearEnv: true,
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    // In the node, with nothing but cron's environment.
+    const out = await stack.run({
+      cmd: "env",
+      args: [
+        "-i",
+        `ARCH_CONFIG=${stack.archConfig}`,
+        "PATH=/usr/bin:/bin",
+        ARCH,
+        "checkpoint",
+        await fullId(stack, name),
+      ],
+    }, false);
+    const text = out.stdout + out.stderr;
     assertEquals(out.code, 0, text);
     ok(await exists(`${stack.checkpointRoot}/moby/${key}/current`));
     await stack.docker(["rm", "-f", name]);

@@ -42,8 +42,7 @@ function snapshot(path: string) {
 
 /** Makes the stack's dockerd re-read daemon.json and waits until `probe` holds for `docker info`. */
 async function reloadDocker(stack: EmbeddedStack, what: string, probe: (info: DockerInfo) => boolean) {
-  const pid = Number(Deno.readTextFileSync(`${stack.scratch}/docker/docker.pid`).trim());
-  Deno.kill(pid, "SIGHUP");
+  Deno.kill(stack.dockerdPid, "SIGHUP");
   await eventually(what, async () => probe(await dockerInfo(stack)) ? true : undefined);
 }
 
@@ -60,7 +59,7 @@ async function dockerInfo(stack: EmbeddedStack): Promise<DockerInfo> {
 const USER_DAEMON_JSON = '{\n\t"labels": ["team=ml"],\n\t"max-concurrent-uploads": 3\n}';
 
 stackTest("arch install docker --default: docker run without --runtime goes through ARCH", async (t, stack) => {
-  const config = `${stack.scratch}/docker/daemon.json`;
+  const config = stack.dockerConfig;
   const record = `${stack.scratch}/install/install.json`;
   const common = ["--docker-config", config, "--arch-runc", ARCH_RUNC, "--record", record];
   const env = { ARCH_CONFIG: stack.archConfig };

@@ -12,17 +12,13 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../stack/stack.ts";
-import { ARCH, archDockerRun, ENGINES, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH, archCli, archDockerRun, ENGINES, SKIP, startStack, uniqueName } from "./_env.ts";
 import { fullId, waitTicks } from "./_workload.ts";
 import { claimKey } from "../../src/store/claim.ts";
 
 const MEM_MIB = 48;
 
-async function arch(stack: EmbeddedStack, args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(ARCH, { args, env: { ARCH_CONFIG: stack.archConfig, ...env } }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const arch = archCli;
 
 async function json<T>(stack: EmbeddedStack, args: string[], env: Record<string, string> = {}): Promise<T> {
   const r = await arch(stack, args, env);
@@ -274,8 +270,7 @@ Deno.test({
   await t.step("arch doctor --json has the kernel, engine, root and watcher checks", async () => {
     const out = await json<{ ok: boolean; checks: { name: string; status: string; detail: string }[] }>(
       stack,
-      ["doctor", "--json"],
-      { ARCH_DOCTOR_DOCKER_CONFIG: `${stack.scratch}/docker/daemon.json` },
+      ["doctor", "--json"], // the node's /etc/docker/daemon.json, Docker's default
     );
     const by = (name: string) => out.checks.find((c) => c.name === name);
     assertEquals(out.ok, true, JSON.stringify(out.checks));
@@ -292,11 +287,8 @@ Deno.test({
       const name = uniqueName("fin");
       await stack.docker(archDockerRun(name, uniqueName("fk")));
       await waitTicks(stack, name, 3);
-      const out = await new Deno.Command("script", {
-        args: ["-qec", `${ARCH} finalize`, "/dev/null"],
-        env: { ARCH_CONFIG: stack.archConfig },
-      }).output();
-      const text = new TextDecoder().decode(out.stdout);
+      const out = await stack.run({ cmd: "script", args: ["-qec", `${ARCH} finalize`, "/dev/null"] }, false);
+      const text = out.stdout;
       assertEquals(out.code, 0, text);
       ok(/finalize: 0\/1 done, 0 failed, [\d.]+ s, \d+ s left/.test(text), text);
       ok(/^ok {4}moby\/\w+ key=fk-/m.test(text.replaceAll("\r\x1b[2K", "\n")), text);

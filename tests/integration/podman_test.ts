@@ -11,6 +11,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { systemEngines } from "../stack/engines.ts";
 import { PrivatePodman } from "../stack/podman.ts";
+import { shareMounts } from "../stack/stack.ts";
 import { resolveProgram } from "../../src/process/programs.ts";
 import { ARCH, archCli, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
 import { HOOK_STAGES, hooksDFile } from "../../src/workdir/spec.ts";
@@ -80,6 +81,13 @@ Deno.test({
   sanitizeOps: false,
 }, async (t) => {
   const shared = Deno.makeTempDirSync({ prefix: "arch-podman-shared-" });
+  const unshare = shareMounts(shared); // the tmpfs mounted there later must reach the node
+  using _ = {
+    [Symbol.dispose]: () => {
+      unshare();
+      Deno.removeSync(shared, { recursive: true });
+    },
+  };
   await using stack = await startStack(systemEngines(), { archConfigExtra: { sharedFsRoots: [shared] } });
   const podman = await PrivatePodman.start(stack);
 
@@ -244,7 +252,6 @@ Deno.test({
         await podman.podman(["rm", "--force", "--time", "0", first, second]);
       } finally {
         await runCommand({ cmd: "umount", args: ["-l", shared] });
-        Deno.removeSync(shared, { recursive: true });
       }
     },
   );

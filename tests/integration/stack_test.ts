@@ -5,16 +5,17 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { processesMentioning, sweepScratch } from "../stack/stack.ts";
-import { ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
+import { namespaceId, processesInNamespace, processesMentioning, sweepScratch } from "../stack/stack.ts";
+import { ENGINES, eventually, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const mountsUnder = (dir: string) =>
   Deno.readTextFileSync("/proc/self/mountinfo").split("\n").map((l) => l.split(" ")[4] ?? "")
     .filter((p) => p.startsWith(`${dir}/`));
 
-/** Asserts nothing of a stack created under `parent` is left, then removes `parent`. */
-function assertNothingLeft(parent: string): void {
+/** Asserts nothing of a stack created under `parent` (its node: mount namespace `ns`) is left, then removes `parent`. */
+function assertNothingLeft(parent: string, ns?: string): void {
   assertEquals(processesMentioning(parent), [], "no process of the stack is left");
+  if (ns !== undefined) assertEquals(processesInNamespace(ns), [], "no process is left in the node");
   assertEquals(mountsUnder(parent), [], "no mount of the stack is left");
   assertEquals([...Deno.readDirSync(parent)].map((e) => e.name), [], "the scratch directory is gone");
   Deno.removeSync(parent);
@@ -57,13 +58,15 @@ for (const engines of ENGINES.length > 0 ? ENGINES : [undefined]) {
         "-c",
         `sleep 1000; echo ${marker}`,
       ]);
-      ok(processesMentioning(marker).length >= 2, "both containers run");
-      const dockerd = Number(Deno.readTextFileSync(`${stack.scratch}/docker/docker.pid`).trim());
-      Deno.kill(dockerd, "SIGKILL");
+      // `run -d` returns once the task started; its shell may not have exec'd yet.
+      await eventually("both containers' processes", () => processesMentioning(marker).length >= 2 || undefined);
+      const ns = namespaceId(stack.mountNs);
+      ok(ns !== undefined && processesInNamespace(ns).length > 0, "the engines run in the stack's node");
+      Deno.kill(stack.dockerdPid, "SIGKILL");
       const problems = await stack.stop();
       ok(problems.every((p) => !p.startsWith("delete leftover") && !p.startsWith("unmount")), problems.join("; "));
       assertEquals(processesMentioning(marker), [], "the containers' processes are gone");
-      assertNothingLeft(parent);
+      assertNothingLeft(parent, ns);
     });
 
     await t.step("a test process killed with SIGKILL: the runner's sweep removes what its stack left", async () => {
@@ -82,12 +85,14 @@ for (const engines of ENGINES.length > 0 ? ENGINES : [undefined]) {
       scratch = scratch.trim();
       ok(scratch.includes("arch-stack-"), scratch);
       const containers = processesMentioning("sleep\u00001000").length;
+      const ns = namespaceId(`${scratch}/ns/mnt`);
       child.kill("SIGKILL");
       await child.status;
       await reader.cancel();
-      ok(processesMentioning(scratch).length > 0, "the killed process left its daemons running");
+      ok(ns !== undefined && processesInNamespace(ns).length > 0, "the killed process left its daemons running");
       assertEquals(await sweepScratch(scratch, engines!.runc), []);
       assertEquals(processesMentioning(scratch), []);
+      assertEquals(processesInNamespace(ns), [], "no process is left in the node");
       assertEquals(mountsUnder(scratch), []);
       assertEquals(processesMentioning("sleep\u00001000").length, containers - 2, "both containers are gone");
       ok(!(await Deno.stat(scratch).then(() => true, () => false)), "the scratch directory is gone");

@@ -35,8 +35,9 @@ Deno.test({
   await stack.docker(archDockerRun(first, key));
   await waitTicks(stack, first, 10);
 
-  const watcher = new Deno.Command(ARCH, {
-    args: ["watch", "--provider", "aws", "--endpoint", imds.url, "--interval", "0.5"],
+  // In the node (nsenter execs it: the watcher's pid is the child's).
+  const watcher = new Deno.Command("nsenter", {
+    args: [...stack.nsenter, "--", ARCH, "watch", "--provider", "aws", "--endpoint", imds.url, "--interval", "0.5"],
     env: { ARCH_CONFIG: stack.archConfig },
     stdout: "piped",
     stderr: "piped",

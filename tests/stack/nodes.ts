@@ -19,11 +19,11 @@
  * <scratch>/export/                                      the server's directory (host view)
  * <scratch>/shared/                                      mount point of the shared FS on each node
  * <scratch>/{a,b}-sshfs.log, server.log                  the FUSE client's and the server's stderr
- * <stack scratch>/run/containerd                         bound over /run/containerd on the node
+ * <stack scratch>/node/{run,var/lib/docker,...}           bound over /run, /var/lib/docker... in the node
  * ```
  * The node's stacks have their own scratch directories (`arch-stack-*`, swept on their own);
- * their private `/run/containerd` (runc root, shim sockets) lives there, visible from the
- * host, so that a sweep finds and deletes their containers without entering the node.
+ * the engines' default paths of the node (`/run`, `/var/lib/docker`...) live there, visible
+ * from the host, so that a sweep finds and deletes their containers without entering the node.
  *
  * Guarantees: `stop()` is best-effort and complete (stacks, FUSE clients, server, mounts,
  * namespaces, scratch) and reports what it could not do instead of throwing. Limits: the
@@ -306,16 +306,14 @@ export class Node {
     throw new Error(`sshfs did not mount the shared file system on ${this.hostname} (${log}: ${tail(log)})`);
   }
 
-  /** @internal Prepares the stack's scratch directory before its daemons start (inside the node). */
-  async prepareStack(scratch: string): Promise<void> {
-    // The node's own /run/containerd (runc root, shim sockets), kept in the stack's scratch.
-    const run = `${scratch}/run/containerd`;
-    Deno.mkdirSync(run, { recursive: true, mode: 0o711 });
-    // A fresh machine may have no /run/containerd yet: the node needs a mount point.
-    Deno.mkdirSync("/run/containerd", { recursive: true, mode: 0o711 });
-    await this.#inside("--mount", ["mount", "--bind", run, "/run/containerd"]);
+  /**
+   * @internal Prepares the stack's scratch directory before its daemons start. The stack itself
+   * makes the node's `/run`, `/var/lib/docker`... private (`stack.ts`, `NODE_PATHS`).
+   */
+  prepareStack(scratch: string): Promise<void> {
     // Both nodes sign and verify with the same checkpoint secret.
     Deno.writeFileSync(`${scratch}/arch/secret`, Deno.readFileSync(this.nodes.secretFile), { mode: 0o600 });
+    return Promise.resolve();
   }
 
   /** @internal Stops the FUSE client (detaching the mount first, so that it ends cleanly). */
@@ -423,6 +421,8 @@ export class TwoNodes implements AsyncDisposable {
         ...(this.options.keep !== undefined ? { keep: this.options.keep } : {}),
         ...(this.options.scratchParent !== undefined ? { scratchParent: this.options.scratchParent } : {}),
         nsenter: node.nsenter,
+        // The stack's sweep ends every process of the node but its FUSE client, stopped after it.
+        sparePids: () => node.sshfsPid !== undefined ? [node.sshfsPid] : [],
         archConfigExtra: { sharedFsRoots: [this.shared], ...this.options.archConfigExtra },
         prepare: (scratch) => node.prepareStack(scratch),
       }).then((stack) => node.attach(stack))

@@ -1,16 +1,28 @@
 /**
- * The embedded engine stack for the demo and the tests: a private containerd and a private
- * dockerd of one engine generation (see `engines.ts`), each with its own root, state,
- * sockets and pid file inside one scratch directory, both offering an `arch` runtime that
- * points at `dist/arch-runc`.
+ * The embedded engine stack for the demo and the tests: a containerd and a dockerd of one
+ * engine generation (see `engines.ts`), both offering an `arch` runtime that points at
+ * `dist/arch-runc`, laid out exactly as on a node: they run in a mount namespace of the
+ * stack's own where {@link NODE_PATHS} (`/run`, `/var/lib/docker`, `/var/lib/containerd`,
+ * `/etc/docker`, `/etc/containerd`) are private directories of the scratch directory, and
+ * they are started with nothing but their default configuration files: no `--root`,
+ * `--state`, `--exec-root`, `--data-root` or socket flag. `/var/run` stays the host's link to
+ * `/run`, so Docker's default exec root `/var/run/docker` crosses it as on Debian, Ubuntu and
+ * Amazon Linux nodes, and dockerd (started before containerd, as with Debian's docker.io
+ * when no containerd service runs) manages its own containerd under `/var/run/docker/containerd`;
+ * `ctr` talks to the stack's containerd at `/run/containerd/containerd.sock`.
  *
- * Guarantees: the machine's own engine configuration (`/etc/containerd`, `/etc/docker`,
- * `/var/lib/docker`, default sockets) is never read or written. `stop()` is best-effort and
- * complete: whatever failed before or fails on the way, it removes every container the stack
- * started (through the engines, then with runc directly), stops both daemons, kills every
- * process left that refers to the scratch directory (shims, exit watchers), unmounts what is
- * mounted below it and removes it; it reports what it could not do instead of throwing.
- * Requires root and the engine binaries (see install.ts).
+ * Every command of the stack (`ctr`, `docker`, `arch`, `run`) runs inside that namespace;
+ * the test process sees the node's files below `<scratch>/node` ({@link EmbeddedStack.hostPath}).
+ *
+ * Guarantees: the machine's own engine configuration and state (`/etc/containerd`,
+ * `/etc/docker`, `/var/lib/docker`, `/run`, default sockets) is never read or written; a
+ * missing mount point among {@link NODE_PATHS} is created empty on the host (it stays). `stop()`
+ * is best-effort and complete: whatever failed before or fails on the way, it removes every
+ * container the stack started (through the engines, then with runc directly), stops both
+ * daemons, kills every process left in the stack's mount namespace or referring to the
+ * scratch directory (shims, exit watchers), unmounts what is mounted below it (the namespace
+ * ends with it) and removes it; it reports what it could not do instead of throwing.
+ * Requires root, util-linux (unshare, nsenter, mount) and the engine binaries (see install.ts).
  */
 
 import { CommandError, type CommandResult, type CommandSpec, runCommand } from "../../src/process/exec.ts";
@@ -33,13 +45,14 @@ export interface StackOptions {
   /** Where the scratch directory is created (default: the system's temporary directory). */
   readonly scratchParent?: string;
   /**
-   * Runs the daemons and every command of the stack (`ctr`, `docker`, `run`) inside other
-   * namespaces: the options of `nsenter` that enter them (`--mount=<file>`, `--net=<file>`...),
-   * as a node of `nodes.ts` does. A `run` working directory is then one of the entered mount
-   * namespace. The sweep needs no entering: a stack in its own mount namespace keeps its
-   * `/run/containerd` in `<scratch>/run/containerd` (see {@link sweepScratch}).
+   * Runs the daemons and every command of the stack (`ctr`, `docker`, `run`) inside namespaces
+   * made by the caller: the options of `nsenter` that enter them (`--mount=<file>` required,
+   * `--net=<file>`...), as a node of `nodes.ts` does; the stack lays out {@link NODE_PATHS} in
+   * that mount namespace. Without it the stack makes a mount namespace of its own.
    */
   readonly nsenter?: readonly string[];
+  /** Processes of a caller's mount namespace ({@link nsenter}) the stack's sweep must spare (a FUSE client). */
+  readonly sparePids?: () => readonly number[];
   /** Fields added to ARCH's host configuration (or replacing the stack's own). */
   readonly archConfigExtra?: Readonly<Record<string, unknown>>;
   /**
@@ -55,6 +68,38 @@ export interface StackOptions {
    * Off by default.
    */
   readonly cri?: boolean;
+}
+
+/**
+ * The engines' default paths that a stack makes private in its mount namespace: each is a bind
+ * mount of `<scratch>/node<path>`. `/var/run` is not among them: it is the host's link to `/run`.
+ */
+export const NODE_PATHS = ["/run", "/var/lib/docker", "/var/lib/containerd", "/etc/docker", "/etc/containerd"] as const;
+
+/**
+ * Where the host sees a path of the node of the stack in `scratch` (one of {@link NODE_PATHS}
+ * or below it; `/var/run/...` as `/run/...`); other paths are the same in the node.
+ */
+export function nodePath(scratch: string, path: string): string {
+  const p = path.replace(/^\/var\/run(?=\/|$)/, "/run");
+  return NODE_PATHS.some((n) => p === n || p.startsWith(`${n}/`)) ? `${scratch}/node${p}` : path;
+}
+
+/**
+ * Makes `dir` a shared mount point (a bind of itself): what the test then mounts below it on the
+ * host (a tmpfs standing for a shared file system) also appears in the nodes of stacks started
+ * afterwards. Call before starting the stack; returns the undo (unmounts everything below).
+ */
+export function shareMounts(dir: string): () => void {
+  const run = (...args: string[]) => {
+    const r = new Deno.Command("mount", { args, stdout: "null", stderr: "piped" }).outputSync();
+    if (!r.success) throw new Error(`mount ${args.join(" ")}: ${new TextDecoder().decode(r.stderr).trim()}`);
+  };
+  run("--bind", dir, dir);
+  run("--make-shared", dir);
+  return () => {
+    new Deno.Command("umount", { args: ["-R", "-l", dir], stdout: "null", stderr: "null" }).outputSync();
+  };
 }
 
 /** libcni's result cache (containerd's CRI plugin cannot move it). */
@@ -89,12 +134,20 @@ function mountsUnder(dir: string): string[] {
 
 /**
  * Removes what is left of a stack whose scratch directory is `scratch`, without its engines:
- * runc containers whose state points into it (`runc delete --force`), then every process
- * that still refers to it (shims outlive containerd; exit watchers), mounts below it, and
- * the directory itself unless `keep`. Also what the test runner calls after a run that died
- * before its stacks were stopped. Never throws: returns what it could not do.
+ * runc containers whose state lives in the stack's private `/run` (`<scratch>/node/run`) or
+ * points into the scratch directory (`runc delete --force`), then every process of the
+ * stack's mount namespace (`<scratch>/ns/mnt`; but `spare`) or that refers to the scratch
+ * directory (shims outlive containerd; exit watchers), mounts below it (the namespace ends with
+ * its last process and mount), and the directory itself unless `keep`. Also what the test
+ * runner calls after a run that died before its stacks were stopped. Never throws: returns
+ * what it could not do.
  */
-export async function sweepScratch(scratch: string, runc: string, keep = false): Promise<string[]> {
+export async function sweepScratch(
+  scratch: string,
+  runc: string,
+  keep = false,
+  spare: readonly number[] = [],
+): Promise<string[]> {
   const problems: string[] = [];
   const attempt = async (what: string, step: () => Promise<unknown> | unknown) => {
     try {
@@ -104,10 +157,13 @@ export async function sweepScratch(scratch: string, runc: string, keep = false):
     }
   };
   await attempt("delete leftover runc containers", async () => {
-    // `<scratch>/run/containerd`: the /run/containerd of a stack in its own mount namespace.
-    // `/run/runc`: runc's default root, where a Podman of the stack keeps them (podman.ts).
-    const roots = [`${scratch}/docker/exec`, "/run/containerd/runc", `${scratch}/run/containerd/runc`, "/run/runc"];
-    for (const { root, id } of runcContainersUnder(roots, scratch)) {
+    // The stack's own runc roots (containerd's, Docker's, and runc's default, where a Podman
+    // of the stack keeps them: podman.ts), seen from the host: everything there is the stack's.
+    const own = ["containerd/runc", "docker/runtime-runc", "runc"].map((r) => `${scratch}/node/run/${r}`);
+    // containerd's and runc's roots on the host: only containers whose state names the scratch.
+    const shared = ["/run/containerd/runc", "/run/runc"];
+    const found = [...runcContainersUnder(own), ...runcContainersUnder(shared, scratch)];
+    for (const { root, id } of found) {
       await runCommand({
         cmd: runc,
         args: ["--root", root, "delete", "--force", id],
@@ -116,12 +172,16 @@ export async function sweepScratch(scratch: string, runc: string, keep = false):
     }
   });
   await attempt("kill leftover processes", async () => {
-    for (const pid of processesMentioning(scratch)) {
+    const ns = namespaceId(`${scratch}/ns/mnt`);
+    const left = () =>
+      [...new Set([...processesMentioning(scratch), ...(ns ? processesInNamespace(ns) : [])])]
+        .filter((pid) => !spare.includes(pid));
+    for (const pid of left()) {
       try {
         Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     }
-    for (let i = 0; i < 50 && processesMentioning(scratch).length > 0; i++) await sleep(100);
+    for (let i = 0; i < 50 && left().length > 0; i++) await sleep(100);
   });
   for (const point of mountsUnder(scratch)) {
     await attempt(`unmount ${point}`, async () => {
@@ -135,10 +195,10 @@ export async function sweepScratch(scratch: string, runc: string, keep = false):
   // containerd did not tear down (it died) are removed here.
   await attempt("remove CNI result cache entries", () => {
     const prefixes = [`${scratch.slice(scratch.lastIndexOf("/") + 1)}-`];
-    for (const part of ["root", "state"]) {
+    for (const part of ["node/var/lib/containerd", "node/run/containerd"]) {
       for (const plugin of ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"]) {
         try {
-          for (const e of Deno.readDirSync(`${scratch}/containerd/${part}/${plugin}/sandboxes`)) {
+          for (const e of Deno.readDirSync(`${scratch}/${part}/${plugin}/sandboxes`)) {
             prefixes.push(`cni-loopback-${e.name}-`);
           }
         } catch { /* not a CRI stack, or no sandbox */ }
@@ -157,6 +217,31 @@ export async function sweepScratch(scratch: string, runc: string, keep = false):
   });
   if (!keep) await attempt("remove the scratch directory", () => Deno.remove(scratch, { recursive: true }));
   return problems;
+}
+
+/** `mnt:[<inode>]` of the mount namespace a file (`unshare --mount=<file>`) keeps, if it does. */
+export function namespaceId(file: string): string | undefined {
+  try {
+    const info = Deno.statSync(file);
+    return info.size === 0 && info.ino !== null && info.ino !== 0 && mountsUnder(file).length > 0
+      ? `mnt:[${info.ino}]`
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Processes (other than this one) in the mount namespace `id` (`mnt:[<inode>]`). */
+export function processesInNamespace(id: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === id) pids.push(pid);
+    } catch { /* gone, or a kernel thread */ }
+  }
+  return pids;
 }
 
 function describe(error: unknown): string {
@@ -179,8 +264,8 @@ export function processesMentioning(text: string): number[] {
   return pids;
 }
 
-/** runc containers whose state lives under one of `roots` and whose rootfs or bundle is below `dir`. */
-function runcContainersUnder(roots: readonly string[], dir: string): { root: string; id: string }[] {
+/** runc containers whose state lives under one of `roots` (and, if `dir` is given, whose rootfs or bundle is below it). */
+function runcContainersUnder(roots: readonly string[], dir?: string): { root: string; id: string }[] {
   const found: { root: string; id: string }[] = [];
   const visit = (root: string, depth: number) => {
     let entries: Deno.DirEntry[];
@@ -193,7 +278,7 @@ function runcContainersUnder(roots: readonly string[], dir: string): { root: str
       const path = `${root}/${entry.name}`;
       try {
         const state = Deno.readTextFileSync(`${path}/state.json`);
-        if (state.includes(`"${dir}/`)) found.push({ root, id: entry.name });
+        if (dir === undefined || state.includes(`"${dir}/`)) found.push({ root, id: entry.name });
       } catch {
         if (depth > 0) visit(path, depth - 1);
       }
@@ -236,8 +321,12 @@ export async function terminate(
 }
 
 export class EmbeddedStack implements AsyncDisposable {
+  /** containerd's socket (`/run/containerd/containerd.sock` in the node), seen from the host. */
   readonly containerdSock: string;
+  /** dockerd's socket (`/var/run/docker.sock` in the node), seen from the host. */
   readonly dockerSock: string;
+  /** The mount namespace of the node (a file keeping it: `<scratch>/ns/mnt`). */
+  readonly mountNs: string;
   /** ARCH's host configuration for this stack (passed to the wrapper via `ARCH_CONFIG`). */
   readonly archConfig: string;
   readonly archStateDir: string;
@@ -248,10 +337,14 @@ export class EmbeddedStack implements AsyncDisposable {
   #containerd: Deno.ChildProcess | undefined;
   #dockerd: Deno.ChildProcess | undefined;
   #teardowns: { what: string; run: () => Promise<string[]> }[] = [];
+  /** `nsenter` options that enter the node: the caller's namespaces, else the stack's own. */
+  readonly #enter: readonly string[];
 
   private constructor(readonly scratch: string, readonly options: StackOptions) {
-    this.containerdSock = `${scratch}/containerd.sock`;
-    this.dockerSock = `${scratch}/docker.sock`;
+    this.mountNs = `${scratch}/ns/mnt`;
+    this.containerdSock = this.hostPath("/run/containerd/containerd.sock");
+    this.dockerSock = this.hostPath("/var/run/docker.sock");
+    this.#enter = [...(options.nsenter ?? []).filter((o) => !o.startsWith("--mount=")), `--mount=${this.mountNs}`];
     this.archConfig = `${scratch}/arch/config.json`;
     this.archStateDir = `${scratch}/arch/run`;
     this.archLog = `${scratch}/arch/arch.log`;
@@ -277,6 +370,35 @@ export class EmbeddedStack implements AsyncDisposable {
   /** The engine generation this stack runs. */
   get engines(): Engines {
     return this.options.engines;
+  }
+
+  /**
+   * Where the test process finds a path of the node (one of {@link NODE_PATHS} or below it,
+   * `/var/run/...` as `/run/...`): `/run/containerd/x` → `<scratch>/node/run/containerd/x`.
+   * Other paths are the same in the node and on the host.
+   */
+  hostPath(path: string): string {
+    return nodePath(this.scratch, path);
+  }
+
+  /** dockerd's configuration file (`/etc/docker/daemon.json` in the node), seen from the host. */
+  get dockerConfig(): string {
+    return this.hostPath("/etc/docker/daemon.json");
+  }
+
+  /** containerd's configuration file (`/etc/containerd/config.toml` in the node), seen from the host. */
+  get containerdConfig(): string {
+    return this.hostPath("/etc/containerd/config.toml");
+  }
+
+  /** dockerd's pid (its default pid file, `/var/run/docker.pid`). */
+  get dockerdPid(): number {
+    return Number(Deno.readTextFileSync(this.hostPath("/var/run/docker.pid")).trim());
+  }
+
+  /** `nsenter` options that enter the node's namespaces (mount, and the caller's others). */
+  get nsenter(): readonly string[] {
+    return this.#enter;
   }
 
   /** Environment every engine process gets: ARCH finds its configuration through it. */
@@ -308,21 +430,14 @@ export class EmbeddedStack implements AsyncDisposable {
       ) + "\n",
       { mode: 0o644 },
     );
+    await this.#layOutNode();
     Deno.writeTextFileSync(
-      `${s}/containerd.toml`,
+      this.containerdConfig,
       [
         `version = ${configVersion}`,
-        `root = "${s}/containerd/root"`,
-        `state = "${s}/containerd/state"`,
         `disabled_plugins = [${cri === undefined ? '"io.containerd.grpc.v1.cri", ' : ""}` +
         '"io.containerd.snapshotter.v1.btrfs", ' +
         '"io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]',
-        "[grpc]",
-        `  address = "${this.containerdSock}"`,
-        "[ttrpc]",
-        `  address = "${this.containerdSock}.ttrpc"`,
-        '[plugins."io.containerd.internal.v1.opt"]',
-        `  path = "${s}/containerd/opt"`,
         ...(cri?.criConfigSections(configVersion, { scratch: s }) ?? []),
         "",
       ].join("\n"),
@@ -331,53 +446,40 @@ export class EmbeddedStack implements AsyncDisposable {
       Deno.mkdirSync(`${s}/cni/net.d`, { recursive: true });
       Deno.writeTextFileSync(cri.cniConfigPath(s), cri.cniNetwork(s, cri.randomPodSubnet()));
     }
-    await this.options.prepare?.(s, this.engines);
-    this.#containerd = this.#daemon("containerd", this.engines.containerd, [
-      "--config",
-      `${s}/containerd.toml`,
-      "--log-level",
-      "warn",
-    ]);
-    await waitFor(
-      "containerd",
-      async () => (await this.ctr(["version"], { check: false })).code === 0,
-      20_000,
-      `${s}/containerd.log`,
-    );
-
-    Deno.mkdirSync(`${s}/docker`, { recursive: true });
+    // Network settings only: every path is Docker's default.
     Deno.writeTextFileSync(
-      `${s}/docker/daemon.json`,
-      JSON.stringify({ runtimes: { arch: { path: this.archRunc } } }, null, 2),
+      this.dockerConfig,
+      JSON.stringify(
+        {
+          runtimes: { arch: { path: this.archRunc } },
+          bridge: "none",
+          iptables: false,
+          ip6tables: false,
+          "ip-forward": false,
+          "ip-masq": false,
+          "userland-proxy": false,
+          "log-level": "warn",
+        },
+        null,
+        2,
+      ) + "\n",
     );
-    this.#dockerd = this.#daemon("dockerd", this.engines.dockerd, [
-      "--config-file",
-      `${s}/docker/daemon.json`,
-      "--data-root",
-      `${s}/docker/data`,
-      "--exec-root",
-      `${s}/docker/exec`,
-      "--pidfile",
-      `${s}/docker/docker.pid`,
-      "--host",
-      `unix://${this.dockerSock}`,
-      "--containerd",
-      this.containerdSock,
-      "--bridge",
-      "none",
-      "--iptables=false",
-      "--ip6tables=false",
-      "--ip-forward=false",
-      "--ip-masq=false",
-      "--userland-proxy=false",
-      "--log-level",
-      "warn",
-    ]);
+    await this.options.prepare?.(s, this.engines);
+    // dockerd first: finding no containerd at /run/containerd/containerd.sock, it starts its
+    // own under /var/run/docker/containerd (bundles /var/run/docker/containerd/daemon/...).
+    this.#dockerd = this.#daemon("dockerd", this.engines.dockerd, []);
     await waitFor(
       "dockerd",
       async () => (await this.docker(["version"], { check: false })).code === 0,
       30_000,
       `${s}/dockerd.log`,
+    );
+    this.#containerd = this.#daemon("containerd", this.engines.containerd, ["--log-level", "warn"]);
+    await waitFor(
+      "containerd",
+      async () => (await this.ctr(["version"], { check: false })).code === 0,
+      20_000,
+      `${s}/containerd.log`,
     );
 
     const image = await buildTestImage(this.options.imageCache, this.options.workloadSource);
@@ -405,6 +507,44 @@ export class EmbeddedStack implements AsyncDisposable {
     }
   }
 
+  /**
+   * The node's mount namespace: the caller's (bound at `<scratch>/ns/mnt`, so that a sweep finds
+   * it) or a new one, where each of {@link NODE_PATHS} becomes a private directory below
+   * `<scratch>/node`.
+   */
+  async #layOutNode(): Promise<void> {
+    const s = this.scratch;
+    const must = async (spec: CommandSpec) => {
+      const r = await runCommand({ timeoutMs: 30_000, ...spec });
+      if (r.code !== 0) throw new CommandError(spec, r);
+    };
+    const varRun = Deno.lstatSync("/var/run");
+    if (!varRun.isSymlink || Deno.realPathSync("/var/run") !== "/run") {
+      throw new Error("/var/run is not a link to /run on this machine: the stack lays out a Debian node");
+    }
+    // What the test mounts below the scratch directory on the host reaches the node (a slave).
+    await must({ cmd: "mount", args: ["--bind", s, s] });
+    await must({ cmd: "mount", args: ["--make-shared", s] });
+    Deno.mkdirSync(`${s}/ns`);
+    // A persistent mount namespace needs its file on a mount that does not propagate.
+    await must({ cmd: "mount", args: ["--bind", `${s}/ns`, `${s}/ns`] });
+    await must({ cmd: "mount", args: ["--make-private", `${s}/ns`] });
+    Deno.writeTextFileSync(this.mountNs, "");
+    const given = this.options.nsenter?.find((o) => o.startsWith("--mount="))?.slice("--mount=".length);
+    if (given !== undefined) await must({ cmd: "mount", args: ["--bind", given, this.mountNs] });
+    // slave: a mount the host makes in a shared directory ({@link shareMounts}) reaches the
+    // node; nothing the node mounts reaches the host.
+    else await must({ cmd: "unshare", args: [`--mount=${this.mountNs}`, "--propagation", "slave", "true"] });
+    for (const path of NODE_PATHS) {
+      Deno.mkdirSync(`${s}/node${path}`, { recursive: true, mode: 0o755 });
+      Deno.mkdirSync(path, { recursive: true, mode: 0o755 }); // the mount point (a fresh machine may lack it)
+      await must({
+        cmd: "nsenter",
+        args: [`--mount=${this.mountNs}`, "--", "mount", "--bind", `${s}/node${path}`, path],
+      });
+    }
+  }
+
   #daemon(name: string, binary: string, args: string[]): Deno.ChildProcess {
     const log = Deno.openSync(`${this.scratch}/${name}.log`, { create: true, append: true });
     const options: Deno.CommandOptions = {
@@ -416,51 +556,45 @@ export class EmbeddedStack implements AsyncDisposable {
       stderr: "piped",
     };
     // nsenter execs the daemon (no --fork): the child is the daemon itself.
-    const enter = this.options.nsenter;
-    const child =
-      (enter === undefined
-        ? new Deno.Command(binary, options)
-        : new Deno.Command("nsenter", { ...options, args: [...enter, "--", binary, ...args] })).spawn();
+    const child = new Deno.Command("nsenter", { ...options, args: [...this.#enter, "--", binary, ...args] }).spawn();
     // Both daemons log to stderr: copy it into the log file.
     child.stderr.pipeTo(log.writable).catch(() => {});
     child.unref();
     return child;
   }
 
-  /** Runs `ctr` against the private containerd (namespace `default` unless given). */
+  /** Runs `ctr` in the node, against its containerd (namespace `default` unless given). */
   ctr(args: readonly string[], opts: { namespace?: string; check?: boolean } & Partial<CommandSpec> = {}) {
     return this.#run({
       ...opts,
       cmd: this.engines.ctr,
-      args: ["--address", this.containerdSock, "--namespace", opts.namespace ?? "default", ...args],
+      args: ["--namespace", opts.namespace ?? "default", ...args],
     }, opts.check);
   }
 
-  /** Runs the `docker` CLI against the private dockerd. */
+  /** Runs the `docker` CLI in the node, against its dockerd (the default socket). */
   docker(args: readonly string[], opts: { check?: boolean } & Partial<CommandSpec> = {}) {
-    return this.#run(
-      { ...opts, cmd: this.engines.docker, args: ["--host", `unix://${this.dockerSock}`, ...args] },
-      opts.check,
-    );
+    return this.#run({ ...opts, cmd: this.engines.docker, args: [...args] }, opts.check);
   }
 
-  /** Runs any command with the engines' environment (e.g. `script` around a `ctr -t`). */
+  /** Runs any command in the node with the engines' environment (e.g. `arch ls`, `script` around a `ctr -t`). */
   run(spec: CommandSpec, check = true): Promise<CommandResult> {
     return this.#run(spec, check);
   }
 
   async #run(spec: CommandSpec, check = true): Promise<CommandResult> {
     const env = { ...this.engineEnv, ...(spec.env ?? {}) };
-    const enter = this.options.nsenter;
+    // nsenter would only exit 127: say which program is missing, as a direct spawn does.
+    if (spec.cmd.startsWith("/") && !(await Deno.stat(spec.cmd).then(() => true, () => false))) {
+      throw new Error(`${spec.cmd} is not installed`);
+    }
     const { cwd, ...rest } = spec;
-    const result = await runCommand(
-      enter === undefined ? { ...spec, env } : {
-        ...rest,
-        env,
-        cmd: "nsenter",
-        args: [...enter, ...(cwd !== undefined ? [`--wdns=${cwd}`] : []), "--", spec.cmd, ...spec.args],
-      },
-    );
+    const result = await runCommand({
+      ...rest,
+      env,
+      cmd: "nsenter",
+      args: [...this.#enter, ...(cwd !== undefined ? [`--wdns=${cwd}`] : []), "--", spec.cmd, ...spec.args],
+    });
     if (check && result.code !== 0) throw new CommandError(spec, result);
     return result;
   }
@@ -520,7 +654,9 @@ export class EmbeddedStack implements AsyncDisposable {
       await attempt("stop containerd", () => this.#terminate(containerd));
       this.#containerd = undefined;
     }
-    problems.push(...await sweepScratch(this.scratch, this.engines.runc, this.options.keep ?? false));
+    problems.push(
+      ...await sweepScratch(this.scratch, this.engines.runc, this.options.keep ?? false, this.options.sparePids?.()),
+    );
     return problems;
   }
 
