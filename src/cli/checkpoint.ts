@@ -8,7 +8,9 @@
  * the most running time (`engine/finalize_plan.ts`): no checkpoint starts after the
  * deadline or when its estimate does not fit in the time left, and a dump still running at
  * the deadline is abandoned (its container resumed: a paused container is never abandoned).
- * It ends with one summary line: saved, failed, not started, and the concurrency it ran at. It first marks the node draining, so restart policies do not restore
+ * It ends with one summary line: saved, failed, not started, unprotected (when any: containers
+ * that opted in and run but that ARCH cannot checkpoint, from runc's census of the node,
+ * `registry/census.ts`; each named on a FAIL line), and the concurrency it ran at. It first marks the node draining, so restart policies do not restore
  * checkpoints here. SIGTERM/SIGINT release the containers this process paused.
  */
 
@@ -26,7 +28,8 @@ import { preferNodeCrypto } from "../util/digest.ts";
 import type { HostConfig } from "../config/host_schema.ts";
 import { recordEvent } from "../observe/events.ts";
 import { observeTargets, setObserveTargets } from "../observe/targets.ts";
-import { Progress } from "./output.ts";
+import { Progress, terminalSafe } from "./output.ts";
+import { nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 import {
   CheckpointEstimator,
   ConcurrencyController,
@@ -230,19 +233,37 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   // running containers look absent.
   const states = await runcStates(records.map((r) => targetOf(host.runcPath, r)), 5_000);
   const running = records.filter((_, i) => states[i] === "running");
+  // runc, not the registry, says what runs: an opted-in container ARCH cannot protect is named.
+  const census = await nodeCensus(host, runcLister(host.runcPath, 5_000));
+  recordCensus(host, census);
+  const unprotected = census.containers.filter((c) =>
+    c.protection === "unprotected" && (c.status === "running" || c.status === "paused")
+  );
+  for (const p of census.problems) console.error(`arch: ${p}`);
   const done = (containers: Record<string, number>, concurrency?: RunSummary["concurrency"]) =>
     recordEvent(observeTargets(), {
       kind: "finalize",
-      result: (containers.failed ?? 0) + (containers.not_started ?? 0) === 0 ? "ok" : "failed",
+      result: (containers.failed ?? 0) + (containers.not_started ?? 0) + (containers.unprotected ?? 0) === 0
+        ? "ok"
+        : "failed",
       durationMs: Date.now() - started,
       containers,
       ...(concurrency !== undefined ? { concurrency } : {}),
       at: Date.now(),
     });
+  const unprotectedLines = unprotected.map((c) =>
+    `FAIL  ${c.namespace}/${c.id} key=${terminalSafe(c.requestedKey ?? "-")}: not saved: ARCH does not protect it: ` +
+    terminalSafe(c.reason ?? "unknown reason")
+  );
   if (running.length === 0) {
-    done({ ok: 0, failed: 0 });
-    console.log("no running ARCH container on this node");
-    return 0;
+    done({ ok: 0, failed: 0, ...(unprotected.length > 0 ? { unprotected: unprotected.length } : {}) });
+    if (unprotected.length === 0) {
+      console.log("no running ARCH container on this node");
+      return 0;
+    }
+    for (const line of unprotectedLines) console.log(line);
+    console.log(`finalize: 0 saved, 0 failed, 0 not started, ${unprotected.length} unprotected (not saved)`);
+    return 1;
   }
   // On a terminal, one live line (done/total, failed, elapsed, time left); elsewhere one line per container.
   const progress = Deno.stdout.isTerminal() ? new Progress(running.length, started, deadline) : undefined;
@@ -252,12 +273,19 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   } finally {
     progress?.stop();
   }
-  done({ ok: run.ok, failed: run.failed - run.notStarted, not_started: run.notStarted }, run.concurrency);
+  for (const line of unprotectedLines) console.log(line);
+  done({
+    ok: run.ok,
+    failed: run.failed - run.notStarted,
+    not_started: run.notStarted,
+    ...(unprotected.length > 0 ? { unprotected: unprotected.length } : {}),
+  }, run.concurrency);
+  const notSaved = unprotected.length > 0 ? `, ${unprotected.length} unprotected (not saved)` : "";
   console.log(
-    `finalize: ${run.ok} saved, ${run.failed - run.notStarted} failed, ${run.notStarted} not started in ` +
+    `finalize: ${run.ok} saved, ${run.failed - run.notStarted} failed, ${run.notStarted} not started${notSaved} in ` +
       `${((Date.now() - started) / 1000).toFixed(1)} s; concurrency ${
         run.concurrency.map((c) => c.concurrency).join("→")
       }${concurrency === "auto" ? " (auto)" : ""}`,
   );
-  return run.failed === 0 ? 0 : 1;
+  return run.failed === 0 && unprotected.length === 0 ? 0 : 1;
 }

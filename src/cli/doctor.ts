@@ -10,8 +10,9 @@
  * the kernel (exit status through pidfd needs Linux ≥ 6.15; soft-dirty tracking for iterative
  * checkpoints), each engine's runtime configuration (containerd, Docker, Podman), every
  * allowed checkpoint and shared-FS root (exists, root-owned, not writable by others, mounted
- * for shared ones, free space), the spot-notice watcher (`<stateDir>/watch.json`), and ARCH's
- * log file. The engine configuration paths can be moved for tests with `ARCH_DOCTOR_CONTAINERD_DIR`,
+ * for shared ones, free space), the spot-notice watcher (`<stateDir>/watch.json`), ARCH's
+ * log file, and every running container that opted in (`ARCH_ENABLE=1`) but that ARCH cannot
+ * protect (`registry/census.ts`: runc's roots are the source of truth), which fails the doctor. The engine configuration paths can be moved for tests with `ARCH_DOCTOR_CONTAINERD_DIR`,
  * `ARCH_DOCTOR_DOCKER_CONFIG` and `ARCH_DOCTOR_HOOKS_DIRS` (colon-separated).
  */
 
@@ -23,7 +24,8 @@ import { mountAt } from "../util/mounts.ts";
 import { cString, libc } from "../util/libc.ts";
 import { processStartTime } from "../process/liveness.ts";
 import { logFileProblem } from "./log.ts";
-import { humanAge, humanBytes, printJson } from "./output.ts";
+import { humanAge, humanBytes, printJson, terminalSafe } from "./output.ts";
+import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 
 /** One check's verdict. */
 export interface CheckResult {
@@ -292,6 +294,24 @@ async function softDirty(): Promise<boolean | undefined> {
   }
 }
 
+/**
+ * The census check: `fail` naming each running container that opted in but that ARCH cannot
+ * protect (with why), `warn` for a runc root that could not be listed, else `ok` with the count.
+ */
+export function protectionCheck(census: Census): CheckResult[] {
+  const name = "opted-in containers";
+  const live = census.containers.filter((c) => c.status === "running" || c.status === "paused");
+  const unprotected = live.filter((c) => c.protection === "unprotected");
+  const out: CheckResult[] = census.problems.map((p) => warn(name, `${p}: its containers were not checked`));
+  for (const c of unprotected) {
+    out.push(fail(name, `${c.namespace}/${c.id} is not protected: ${terminalSafe(c.reason ?? "unknown reason")}`));
+  }
+  if (unprotected.length === 0) {
+    out.push(ok(name, `${live.filter((c) => c.protection === "protected").length} running, all protected`));
+  }
+  return out;
+}
+
 /** Runs every check (see the module doc). */
 export async function runChecks(paths: EnginePaths = enginePaths()): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
@@ -324,6 +344,11 @@ export async function runChecks(paths: EnginePaths = enginePaths()): Promise<Che
     await guard("checkpoint roots", () => rootChecks(h));
     await guard("spot-notice watcher", () => watcherCheck(`${h.stateDir}/watch.json`));
     await guard("log file", () => logCheck(h.logFile));
+    await guard("opted-in containers", async () => {
+      const census = await nodeCensus(h, runcLister(h.runcPath));
+      recordCensus(h, census);
+      return protectionCheck(census);
+    });
   }
   return out;
 }

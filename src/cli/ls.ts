@@ -1,8 +1,9 @@
 /**
- * `arch ls`: the ARCH-enabled containers recorded on this node (with runc's view of their
- * state, asked at most {@link RUNC_STATE_CONCURRENCY} at a time), and the checkpoints on the
- * node's checkpoint roots (`observe/catalog.ts`). Read-only; never follows a symlink out of a
- * root.
+ * `arch ls`: the ARCH-enabled containers on this node — those ARCH recorded (with runc's view of
+ * their state, asked at most {@link RUNC_STATE_CONCURRENCY} at a time) and those that opted in
+ * but that ARCH does not protect, found in runc's own roots (`registry/census.ts`), each with
+ * its protection and, when unprotected, why — and the checkpoints on the node's checkpoint
+ * roots (`observe/catalog.ts`). Read-only; never follows a symlink out of a root.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
@@ -10,12 +11,19 @@ import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { runcState } from "../engine/runc.ts";
 import { targetOf } from "../runc/command.ts";
 import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints } from "../observe/catalog.ts";
-import { humanAge, humanBytes, printJson, printTable } from "./output.ts";
+import { humanAge, humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
+import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 
 /** One element of `arch ls --json`: the container's record (`registry/registry.ts`) and runc's view of it. */
 export type ContainerRow = ContainerRecord & {
   /** runc's status (`running`, `paused`, `stopped`, `created`), `gone`, or `unknown` (runc did not answer). */
   readonly state: string;
+  /**
+   * `protected`: runc runs it and ARCH's record describes it; `unprotected`: it opted in and runs
+   * but ARCH cannot checkpoint it (`reason` says why); `-`: runc does not run it (any more).
+   */
+  readonly protection: "protected" | "unprotected" | "-";
+  readonly reason?: string;
 };
 
 /** One element of `arch ls --checkpoints --json`. */
@@ -37,6 +45,43 @@ export interface LsOutput {
   readonly checkpoints: readonly CheckpointRow[];
   /** Roots or directories that were not read, with why. */
   readonly skipped: readonly string[];
+}
+
+/**
+ * The rows of `arch ls` from ARCH's records (with runc's state of each) and the node's census:
+ * every record, plus every opted-in container runc runs that no record describes. Pure.
+ */
+export function containerRows(
+  records: readonly ContainerRecord[],
+  states: readonly string[],
+  census: Census,
+): ContainerRow[] {
+  const seen = new Map(census.containers.map((c) => [`${c.namespace}/${c.id}`, c]));
+  const rows: ContainerRow[] = records.map((r, i) => {
+    const c = seen.get(`${r.namespace}/${r.id}`);
+    const state = states[i] ?? "unknown";
+    if (c?.protection === "protected") return { ...r, state, protection: "protected" };
+    if (c?.protection === "unprotected") {
+      return { ...r, state, protection: "unprotected", ...(c.reason !== undefined ? { reason: c.reason } : {}) };
+    }
+    return { ...r, state, protection: "-" };
+  });
+  const recorded = new Set(records.map((r) => `${r.namespace}/${r.id}`));
+  for (const c of census.containers) {
+    if (c.protection !== "unprotected" || recorded.has(`${c.namespace}/${c.id}`)) continue;
+    rows.push({
+      namespace: c.namespace,
+      id: c.id,
+      root: c.root,
+      bundle: c.bundle,
+      key: c.requestedKey ?? "",
+      createdAt: "",
+      state: c.status,
+      protection: "unprotected",
+      ...(c.reason !== undefined ? { reason: c.reason } : {}),
+    });
+  }
+  return rows.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.id.localeCompare(b.id));
 }
 
 /** How many `runc state` run at once (a node may have hundreds of containers). */
@@ -73,13 +118,18 @@ export async function mapBounded<T, R>(
 export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
   const host = loadHostConfig();
   const records = new Registry(host.stateDir).list();
-  const containers = await mapBounded(records, RUNC_STATE_CONCURRENCY, async (r): Promise<ContainerRow> => {
-    let state: string | undefined;
-    try {
-      state = await runcState(targetOf(host.runcPath, r), 2_000);
-    } catch { /* unknown */ }
-    return { ...r, state: state ?? "unknown" };
-  });
+  const [states, census] = await Promise.all([
+    mapBounded(records, RUNC_STATE_CONCURRENCY, async (r): Promise<string> => {
+      try {
+        return await runcState(targetOf(host.runcPath, r), 2_000) ?? "unknown";
+      } catch {
+        return "unknown";
+      }
+    }),
+    nodeCensus(host, runcLister(host.runcPath)),
+  ]);
+  recordCensus(host, census);
+  const containers = containerRows(records, states, census);
   const now = Date.now();
   const catalog = withCheckpoints ? scanCheckpoints(checkpointRootsOf(host), now) : { keys: [], skipped: [] };
   const checkpoints = catalog.keys.flatMap((k) =>
@@ -95,7 +145,7 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
       ...(c.consumedBy !== undefined ? { consumedBy: c.consumedBy } : {}),
     }))
   );
-  return { containers, checkpoints, skipped: catalog.skipped };
+  return { containers, checkpoints, skipped: [...census.problems, ...catalog.skipped] };
 }
 
 /**
@@ -114,9 +164,12 @@ export async function ls(opts: { json?: boolean; checkpoints?: boolean }): Promi
     if (out.containers.length === 0) console.log("no ARCH container on this node");
     else {
       printTable(
-        ["NAMESPACE", "ID", "KEY", "STATE", "CREATED"],
-        out.containers.map((c) => [c.namespace, c.id, c.key, c.state, c.createdAt]),
+        ["NAMESPACE", "ID", "KEY", "STATE", "PROTECTION", "CREATED"],
+        out.containers.map((c) => [c.namespace, c.id, c.key || "-", c.state, c.protection, c.createdAt || "-"]),
       );
+      for (const c of out.containers.filter((c) => c.protection === "unprotected")) {
+        console.log(`unprotected ${c.namespace}/${c.id}: ${terminalSafe(c.reason ?? "unknown reason")}`);
+      }
     }
     console.log("");
   }

@@ -7,7 +7,8 @@
  * finalize is awaited first).
  */
 
-import { loadHostConfig } from "../config/host_schema.ts";
+import { type HostConfig, loadHostConfig } from "../config/host_schema.ts";
+import { nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 import { Logger } from "../log/log.ts";
 import { PreconditionError, UsageError } from "../util/errors.ts";
 import { tryLockFile } from "../engine/pidfd.ts";
@@ -194,10 +195,50 @@ export async function watch(opts: WatchCliOptions): Promise<number> {
   const stop = () => watcher.stop();
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
   for (const s of signals) Deno.addSignalListener(s, stop);
+  // The node's census keeps `arch_unprotected_containers` current, and the log says when an
+  // opted-in container runs without protection (once per container).
+  const census = settings.once ? undefined : watchProtection(host, logger);
   try {
     await watcher.run(settings.once);
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, stop);
+    census?.stop();
   }
   return settings.once && watcher.status.lastError !== null ? 1 : 0;
+}
+
+/** How often the watcher counts the node's opted-in containers (`registry/census.ts`). */
+export const CENSUS_INTERVAL_MS = 30_000;
+
+/** Runs the census every {@link CENSUS_INTERVAL_MS} until stopped; logs each newly unprotected container once. */
+function watchProtection(host: HostConfig, logger: Logger): { stop(): void } {
+  const warned = new Set<string>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const round = async () => {
+    try {
+      const census = await nodeCensus(host, runcLister(host.runcPath));
+      recordCensus(host, census);
+      for (const c of census.containers) {
+        const name = `${c.namespace}/${c.id}`;
+        if (c.protection !== "unprotected" || c.status !== "running" || warned.has(name)) continue;
+        warned.add(name);
+        logger.warn("an opted-in container runs unprotected: a notice would not save it", {
+          namespace: c.namespace,
+          id: c.id,
+          reason: c.reason,
+        });
+      }
+    } catch (error) {
+      logger.warn("cannot count the node's containers", { error: String(error) });
+    }
+    if (!stopped) timer = setTimeout(round, CENSUS_INTERVAL_MS);
+  };
+  timer = setTimeout(round, 0);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }

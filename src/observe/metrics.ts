@@ -20,14 +20,14 @@ import { writeFileAtomic } from "../util/atomic.ts";
 
 /** One observation that changes the metrics; the event file's record (`events.ts`) carries the same fields. */
 export interface MetricsEvent {
-  readonly kind: "checkpoint" | "restore" | "finalize";
+  readonly kind: "checkpoint" | "restore" | "finalize" | "census";
   /** `ok`, `failed`, or for a restore also `refused`/`foreign`. */
   readonly result: string;
   /** Time the operation took. */
   readonly durationMs?: number;
   /** Size of the checkpoint (checkpoint, restore). */
   readonly bytes?: number;
-  /** Finalize: containers by result. */
+  /** Finalize: containers by result; census: opted-in containers by protection. */
   readonly containers?: Readonly<Record<string, number>>;
   /** When it ended (epoch ms); finalize only. */
   readonly at?: number;
@@ -53,6 +53,12 @@ export interface MetricsState {
     readonly timestamp: number;
     readonly durationSeconds: number;
     readonly containers: Readonly<Record<string, number>>;
+  };
+  /** The last census of the node's opted-in containers (`registry/census.ts`). */
+  readonly census?: {
+    readonly timestamp: number;
+    readonly protected: number;
+    readonly unprotected: number;
   };
 }
 
@@ -124,6 +130,15 @@ export function applyEvent(state: MetricsState, event: MetricsEvent): MetricsSta
           ? { restoreSeconds: observe(state.restoreSeconds, SECONDS_BOUNDS, seconds) }
           : {}),
       };
+    case "census":
+      return {
+        ...state,
+        census: {
+          timestamp: (event.at ?? Date.now()) / 1000,
+          protected: event.containers?.protected ?? 0,
+          unprotected: event.containers?.unprotected ?? 0,
+        },
+      };
     case "finalize":
       return {
         ...state,
@@ -161,6 +176,10 @@ export function parseState(text: string | undefined): MetricsState {
       checkpointSeconds: hist(raw.checkpointSeconds, SECONDS_BOUNDS),
       checkpointBytes: hist(raw.checkpointBytes, BYTES_BOUNDS),
       restoreSeconds: hist(raw.restoreSeconds, SECONDS_BOUNDS),
+      ...(raw.census !== undefined && typeof raw.census.timestamp === "number" &&
+          Number.isFinite(raw.census.protected) && Number.isFinite(raw.census.unprotected)
+        ? { census: raw.census }
+        : {}),
       ...(raw.lastFinalize !== undefined && typeof raw.lastFinalize.timestamp === "number"
         ? { lastFinalize: { ...raw.lastFinalize, containers: counts(raw.lastFinalize.containers) } }
         : {}),
@@ -227,6 +246,21 @@ export function renderProm(state: MetricsState, skipped = 0): string {
     "# TYPE arch_metrics_skipped_total counter",
     `arch_metrics_skipped_total ${skipped}`,
   ];
+  const c = state.census;
+  if (c !== undefined) {
+    lines.push(
+      "# HELP arch_unprotected_containers Containers that opted in (ARCH_ENABLE=1) and run, but that ARCH cannot " +
+        "checkpoint (see arch ls), at the last census.",
+      "# TYPE arch_unprotected_containers gauge",
+      `arch_unprotected_containers ${c.unprotected}`,
+      "# HELP arch_protected_containers Containers ARCH would checkpoint at a notice, at the last census.",
+      "# TYPE arch_protected_containers gauge",
+      `arch_protected_containers ${c.protected}`,
+      "# HELP arch_census_timestamp_seconds When ARCH last counted the node's containers (arch ls, doctor, finalize, watch).",
+      "# TYPE arch_census_timestamp_seconds gauge",
+      `arch_census_timestamp_seconds ${num(c.timestamp)}`,
+    );
+  }
   const f = state.lastFinalize;
   if (f !== undefined) {
     lines.push(

@@ -20,7 +20,8 @@ import { type HostBasics, readHostBasics, RUNC_CANDIDATES, unusableRunc } from "
 import { type BundleSpec, envOf, isArchEnabled, readBundleSpec } from "../config/container.ts";
 import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
-import { isSafeSegment, lastElement, samePath } from "../util/paths.ts";
+import { isSafeSegment, lastElement } from "../util/paths.ts";
+import { clearUnprotected, describesRuncContainer, noteUnprotected } from "../registry/census.ts";
 import { setObserveTargets } from "../observe/targets.ts";
 import { noteFastPath } from "./fast_path.ts";
 
@@ -87,6 +88,7 @@ export async function runWrapper(
       if (handled !== undefined) return handled;
     } catch (error) {
       log.error("internal error, passing the call to runc unchanged", { argv, error: String(error) });
+      if (parsed.call.command === "create") noteFailOpen(parsed.call, host.stateDir, error);
     }
   }
   const errno = execRunc(host.runc, invokedAs(), argv);
@@ -147,30 +149,23 @@ async function intercept(
       writeRuncLogError(logPath, logFormat, `arch: ${msg}`);
     },
   };
+  if (call.command === "create") clearUnprotected(host.stateDir, namespace, id); // a note of an earlier container of the id
   const enabled = await import("../engine/lifecycle.ts");
   return await enabled.handle(ctx);
 }
 
 /**
- * Whether runc's own state of `root/id` is the container ARCH recorded (same bundle): a
- * record outliving its container (an ARCH process that died, `runc delete` run by hand) must
- * never change what happens to a new container reusing the id. Unknown to runc counts as
- * matching (runc then answers the call itself).
- *
- * The bundle is compared as a directory (device and inode), not as a string: runc's label holds
- * the resolved path (`/run/docker/...`) while the engine passed `/var/run/docker/...` (Docker's
- * default exec root crosses the `/var/run` → `/run` link), and a bundle directory made anew for
- * a later container of the same id is another directory.
+ * After a create of an opted-in container went to runc unchanged (fail-open): the note that makes
+ * `arch ls`, `doctor`, `finalize` and the metrics show it as unprotected, with the error.
  */
-export function describesRuncContainer(bundle: string, root: string, id: string): boolean {
-  let state: { config?: { labels?: string[] } };
+function noteFailOpen(call: RuncCall, stateDir: string, error: unknown): void {
   try {
-    state = JSON.parse(Deno.readTextFileSync(`${root}/${id}/state.json`));
-  } catch {
-    return true;
-  }
-  const label = state.config?.labels?.find((l) => l.startsWith("bundle="));
-  return label === undefined || samePath(label.slice("bundle=".length), bundle);
+    const id = call.args[0];
+    const namespace = lastElement(stringOption(call.global, "root") ?? RUNC_DEFAULT_ROOT);
+    const spec = readBundleSpec(stringOption(call.options, "bundle") ?? Deno.cwd());
+    if (id === undefined || !isArchEnabled(envOf(spec))) return;
+    noteUnprotected(stateDir, namespace, id, `ARCH failed while creating it and passed it to runc unchanged: ${error}`);
+  } catch { /* the census still shows it, with a generic reason */ }
 }
 
 /**

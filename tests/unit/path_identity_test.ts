@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { isWithin, resolvedPath, samePath } from "../../src/util/paths.ts";
-import { describesRuncContainer } from "../../src/runc/wrapper.ts";
+import { describesRuncContainer } from "../../src/registry/census.ts";
 import { mountAt } from "../../src/util/mounts.ts";
 import { processesUsing } from "../../src/engine/pause_guard.ts";
 

@@ -1,0 +1,268 @@
+/**
+ * Which containers run on this node and which of them ARCH protects, with runc as the source of
+ * truth: every runc root the node's engines use is listed (`runc list`), each container's own
+ * `config.json` says whether it opted in (`ARCH_ENABLE=1`), and ARCH's registry is only the index
+ * that adds what runc cannot tell (the checkpoint key, the root of its checkpoints).
+ *
+ * A container that opted in but that ARCH cannot protect — no record (not created through
+ * `arch-runc`, or the record was lost), a record of another container of the same id, or a
+ * create ARCH passed to runc unchanged after an internal error (a note the wrapper leaves, see
+ * {@link noteUnprotected}) — is `unprotected`, with one sentence saying why. `arch ls`,
+ * `arch doctor`, `arch finalize` and the metrics show it: protection is never silent.
+ *
+ * Guarantees: read-only but for the unprotected notes; never follows a container's paths as
+ * root-owned truth (a bundle's `config.json` is read as data, bounded in size); a root runc
+ * cannot list is reported, not skipped silently. Loads no npm module: the wrapper imports
+ * {@link describesRuncContainer} and {@link noteUnprotected}.
+ */
+
+import { type ContainerRecord, Registry } from "./registry.ts";
+import { isSafeSegment, lastElement, resolvedPath, samePath } from "../util/paths.ts";
+import { recordMetrics } from "../observe/metrics.ts";
+
+/**
+ * runc roots of the engines ARCH supports, each holding containers or, one level down, one
+ * root per namespace: containerd's (`/run/containerd/runc/<namespace>`), Docker's
+ * (`/var/run/docker/runtime-runc/moby`), runc's default (Podman, CRI-O: `/run/runc`).
+ */
+export const ENGINE_RUNC_ROOTS: readonly string[] = ["/run/containerd/runc", "/run/docker/runtime-runc", "/run/runc"];
+
+/** How ARCH stands with one container. */
+export type Protection = "protected" | "unprotected" | "not-enabled";
+
+/** One container runc knows on this node. */
+export interface NodeContainer {
+  /** runc's root of the container (resolved path). */
+  readonly root: string;
+  /** ARCH's namespace: the root's last element (`moby`, a containerd namespace, `runc`). */
+  readonly namespace: string;
+  readonly id: string;
+  /** runc's status: `running`, `paused`, `stopped`, `created`, or `unknown`. */
+  readonly status: string;
+  readonly bundle: string;
+  readonly pid: number;
+  readonly protection: Protection;
+  /** Why an opted-in container is not protected (one sentence). */
+  readonly reason?: string;
+  /** ARCH's record, when it describes this container. */
+  readonly record?: ContainerRecord;
+  /** `ARCH_CHECKPOINT_ID` of an unprotected container, if it set one (for the operator). */
+  readonly requestedKey?: string;
+}
+
+/** The census of a node. */
+export interface Census {
+  readonly containers: readonly NodeContainer[];
+  /** Roots that exist but that runc could not list, with why. */
+  readonly problems: readonly string[];
+}
+
+/** Runs `runc --root <root> list --format json`; the seam tests replace. */
+export type RuncLister = (root: string) => Promise<{ ok: true; list: RuncListEntry[] } | { ok: false; error: string }>;
+
+/** What `runc list --format json` says of one container. */
+export interface RuncListEntry {
+  readonly id: string;
+  readonly status: string;
+  readonly bundle: string;
+  readonly pid: number;
+}
+
+/**
+ * Whether runc's own state of `root/id` is the container ARCH recorded (same bundle): a
+ * record outliving its container (an ARCH process that died, `runc delete` run by hand) must
+ * never change what happens to a new container reusing the id. Unknown to runc counts as
+ * matching (runc then answers the call itself).
+ *
+ * The bundle is compared as a directory (device and inode), not as a string: runc's label holds
+ * the resolved path (`/run/docker/...`) while the engine passed `/var/run/docker/...` (Docker's
+ * default exec root crosses the `/var/run` → `/run` link), and a bundle directory made anew for
+ * a later container of the same id is another directory.
+ */
+export function describesRuncContainer(bundle: string, root: string, id: string): boolean {
+  let state: { config?: { labels?: string[] } };
+  try {
+    state = JSON.parse(Deno.readTextFileSync(`${root}/${id}/state.json`));
+  } catch {
+    return true;
+  }
+  const label = state.config?.labels?.find((l) => l.startsWith("bundle="));
+  return label === undefined || samePath(label.slice("bundle=".length), bundle);
+}
+
+const notesDir = (stateDir: string) => `${stateDir}/unprotected`;
+
+/**
+ * Leaves the note that the opted-in container `namespace/id` runs without ARCH, and why (the
+ * wrapper, when it passes a create to runc unchanged). Never throws.
+ */
+export function noteUnprotected(stateDir: string, namespace: string, id: string, reason: string): void {
+  try {
+    if (!isSafeSegment(namespace) || !isSafeSegment(id)) return;
+    const dir = `${notesDir(stateDir)}/${namespace}`;
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const tmp = `${dir}/.${id}.${Deno.pid}.tmp`;
+    Deno.writeTextFileSync(tmp, JSON.stringify({ reason: reason.slice(0, 500), at: new Date().toISOString() }), {
+      mode: 0o600,
+    });
+    Deno.renameSync(tmp, `${dir}/${id}.json`);
+  } catch { /* a note is best effort: the census still shows the container, with a generic reason */ }
+}
+
+/** Removes the note of `namespace/id` (a create that ARCH handled). Never throws. */
+export function clearUnprotected(stateDir: string, namespace: string, id: string): void {
+  try {
+    if (isSafeSegment(namespace) && isSafeSegment(id)) Deno.removeSync(`${notesDir(stateDir)}/${namespace}/${id}.json`);
+  } catch { /* absent */ }
+}
+
+function readNote(stateDir: string, namespace: string, id: string): string | undefined {
+  try {
+    const note = JSON.parse(Deno.readTextFileSync(`${notesDir(stateDir)}/${namespace}/${id}.json`));
+    return typeof note.reason === "string" ? note.reason : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The bundle's environment and whether ARCH prepared its config.json (`org.criu.config` into ARCH's CRIU config dir). */
+function bundleFacts(bundle: string, criuConfigDir: string): { env: Map<string, string>; prepared: boolean } {
+  const env = new Map<string, string>();
+  let prepared = false;
+  try {
+    const file = `${bundle}/config.json`;
+    const info = Deno.statSync(file);
+    if (!info.isFile || info.size > 16 * 1024 * 1024) return { env, prepared };
+    const spec = JSON.parse(Deno.readTextFileSync(file)) as {
+      process?: { env?: unknown };
+      annotations?: Record<string, unknown>;
+    };
+    const list = Array.isArray(spec.process?.env) ? spec.process.env : [];
+    for (const entry of list) {
+      if (typeof entry !== "string") continue;
+      const eq = entry.indexOf("=");
+      if (eq > 0) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+    }
+    const criu = spec.annotations?.["org.criu.config"];
+    prepared = typeof criu === "string" && criu.startsWith(`${criuConfigDir.replace(/\/+$/, "")}/`);
+  } catch { /* gone or unreadable: not opted in, as far as anyone can tell */ }
+  return { env, prepared };
+}
+
+/** The runc roots below `bases`: a directory holding containers (`<id>/state.json`) is a root, else its subdirectories may be. */
+export function runcRootsUnder(bases: readonly string[]): string[] {
+  const roots = new Map<string, string>();
+  const holdsContainers = (dir: string) => {
+    try {
+      for (const e of Deno.readDirSync(dir)) {
+        if (e.isDirectory && exists(`${dir}/${e.name}/state.json`)) return true;
+      }
+    } catch { /* not a directory */ }
+    return false;
+  };
+  for (const base of bases) {
+    const real = resolvedPath(base);
+    if (holdsContainers(real)) {
+      roots.set(real, real);
+      continue;
+    }
+    try {
+      for (const e of Deno.readDirSync(real)) {
+        const sub = `${real}/${e.name}`;
+        if (e.isDirectory && holdsContainers(sub)) roots.set(sub, sub);
+      }
+    } catch { /* absent: the engine is not on this node */ }
+  }
+  return [...roots.values()].sort();
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The census of this node: every container under the engines' runc roots and the roots of
+ * ARCH's records, with its protection. Requires root (runc roots, bundles, state dir).
+ */
+export async function nodeCensus(
+  host: { readonly stateDir: string; readonly criuConfigDir: string },
+  list: RuncLister,
+  extraRoots: readonly string[] = [],
+): Promise<Census> {
+  const registry = new Registry(host.stateDir);
+  const records = registry.list();
+  const roots = runcRootsUnder([...ENGINE_RUNC_ROOTS, ...extraRoots, ...records.map((r) => r.root)]);
+  const problems: string[] = [];
+  const containers: NodeContainer[] = [];
+  const listed = await Promise.all(roots.map(async (root) => ({ root, result: await list(root) })));
+  for (const { root, result } of listed) {
+    if (!result.ok) {
+      problems.push(`cannot list the containers of runc root "${root}": ${result.error}`);
+      continue;
+    }
+    const namespace = lastElement(root);
+    for (const c of result.list) {
+      if (!isSafeSegment(c.id)) continue;
+      const { env, prepared } = bundleFacts(c.bundle, host.criuConfigDir);
+      const base = { root, namespace, id: c.id, status: c.status, bundle: c.bundle, pid: c.pid };
+      if (env.get("ARCH_ENABLE") !== "1") {
+        containers.push({ ...base, protection: "not-enabled" });
+        continue;
+      }
+      const record = isSafeSegment(namespace) ? registry.get(namespace, c.id) : undefined;
+      const sameRoot = record !== undefined && samePath(record.root, root);
+      if (record !== undefined && sameRoot && describesRuncContainer(record.bundle, root, c.id)) {
+        containers.push({ ...base, protection: "protected", record });
+        continue;
+      }
+      const note = readNote(host.stateDir, namespace, c.id);
+      const reason = note ??
+        (record !== undefined
+          ? `ARCH's record of "${namespace}/${c.id}" describes another container (another bundle or runc root)`
+          : prepared
+          ? "ARCH prepared this container but has no record of it: its record was removed or lost"
+          : `no ARCH record: the container opted in (ARCH_ENABLE=1) but was not created through arch-runc ` +
+            `(is its engine's runtime "arch"?)`);
+      const requested = env.get("ARCH_CHECKPOINT_ID");
+      containers.push({
+        ...base,
+        protection: "unprotected",
+        reason,
+        ...(requested !== undefined ? { requestedKey: requested.slice(0, 200) } : {}),
+      });
+    }
+  }
+  return { containers, problems };
+}
+
+/** Lists a runc root with `runc list --format json` (bounded in time). */
+export function runcLister(runc: string, timeoutMs = 5_000): RuncLister {
+  return async (root) => {
+    const { runCommand } = await import("../process/exec.ts");
+    const r = await runCommand({ cmd: runc, args: ["--root", root, "list", "--format", "json"], timeoutMs });
+    if (r.code !== 0) return { ok: false, error: r.stderr.trim().split("\n").at(-1) || `exit status ${r.code}` };
+    try {
+      const parsed = JSON.parse(r.stdout || "[]") as RuncListEntry[] | null;
+      return { ok: true, list: (parsed ?? []).filter((e) => typeof e?.id === "string") };
+    } catch {
+      return { ok: false, error: "runc printed no JSON" };
+    }
+  };
+}
+
+/** Puts the census's counts of running (or paused) containers into the node's metrics (`arch_unprotected_containers`). */
+export function recordCensus(host: { stateDir: string; metricsFile: string }, census: Census): void {
+  const live = census.containers.filter((c) => c.status === "running" || c.status === "paused");
+  const count = (p: string) => live.filter((c) => c.protection === p).length;
+  recordMetrics(host.stateDir, host.metricsFile, {
+    kind: "census",
+    result: "ok",
+    containers: { protected: count("protected"), unprotected: count("unprotected") },
+    at: Date.now(),
+  });
+}
