@@ -21,6 +21,7 @@
  *   others by a fixed bound. Requires root, runc and CRIU.
  */
 
+import { readCgroupFile } from "../util/cgroups.ts";
 import { ArchError } from "../util/errors.ts";
 import type { ContainerRecord, Registry } from "../registry/registry.ts";
 import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
@@ -85,16 +86,11 @@ export function bundleRootfs(bundle: string): string {
   return rootfsPath(readBundleSpec(bundle), bundle);
 }
 
-/** Memory charged to the cgroup of `pid` (cgroup v2 `memory.current`), if readable. */
+/** Memory charged to the cgroup of `pid` (v1 `memory.usage_in_bytes`, v2 `memory.current`), if readable. */
 function cgroupMemory(pid: number): number | undefined {
-  try {
-    const line = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n").find((l) => l.startsWith("0::"));
-    if (line === undefined) return undefined;
-    const value = Number(Deno.readTextFileSync(`/sys/fs/cgroup${line.slice(3)}/memory.current`).trim());
-    return Number.isFinite(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
+  const text = readCgroupFile(pid, "memory", { v1: "memory.usage_in_bytes", v2: "memory.current" });
+  const value = text === undefined ? NaN : Number(text.trim());
+  return Number.isFinite(value) ? value : undefined;
 }
 
 function treeBytes(dir: string): number {

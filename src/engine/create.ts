@@ -18,7 +18,7 @@ import { carriedGlobal } from "../runc/command.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
-import { ensureCriuConfig, rewriteBundle, withCriuConfig } from "./criu_config.ts";
+import { ensureCriuConfig, linkTarget, rewriteBundle, withCriuConfig, withResolvedBindSources } from "./criu_config.ts";
 import { hostOwner, withArchHooks, withWorkdir } from "../workdir/spec.ts";
 import { ensureWorkdir, workdirPath } from "../workdir/workdir.ts";
 import { isDraining } from "./drain.ts";
@@ -114,6 +114,8 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     const criuConfig = ensureCriuConfig(host.criuConfigDir);
     rewriteBundle(bundle, (original) => {
       let next = withCriuConfig(original, criuConfig) ?? original;
+      // The engine's bind sources only: the work directory below is ARCH's own, checked as it is.
+      next = withResolvedBindSources(next, linkTarget) ?? next;
       if (sharedFs !== undefined && workdir !== undefined) {
         const mounted = withWorkdir(next, workdir, sharedFs.containerPath);
         if (typeof mounted === "string") throw new Error(mounted); // checked above on the same file

@@ -134,6 +134,52 @@ export function withCriuConfig(spec: BundleSpec, configPath: string): BundleSpec
 }
 
 /**
+ * `spec` with every bind mount whose source is a symbolic link bound from the link's target
+ * instead, or `undefined` when none is. The container sees the same file (mount(2) follows the
+ * link anyway), but CRIU 4.x restores an external bind mount from a link source as the link
+ * itself, whose relative target then resolves nowhere: Docker's `--init` binds
+ * `/usr/bin/docker-init -> tini-static` (ECS `initProcessEnabled`), and every restore of such a
+ * container failed ("mnt-v2: Can't remount ... with MS_PRIVATE: No such file or directory").
+ * `resolve` returns the resolved path, or `undefined` to keep the source as it is.
+ *
+ * @example
+ * ```ts
+ * import { withResolvedBindSources } from "./criu_config.ts";
+ * const spec = { mounts: [{ destination: "/sbin/docker-init", type: "bind", source: "/usr/bin/docker-init", options: ["bind", "ro"] }] };
+ * const out = withResolvedBindSources(spec, (p) => (p === "/usr/bin/docker-init" ? "/usr/bin/tini-static" : undefined));
+ * if ((out?.mounts as { source: string }[])[0]?.source !== "/usr/bin/tini-static") throw new Error();
+ * ```
+ */
+export function withResolvedBindSources(
+  spec: BundleSpec,
+  resolve: (source: string) => string | undefined,
+): BundleSpec | undefined {
+  const mounts = spec.mounts;
+  if (!Array.isArray(mounts)) return undefined;
+  let changed = false;
+  const next = mounts.map((m: unknown) => {
+    const mount = m as { type?: unknown; source?: unknown; options?: unknown };
+    const options = Array.isArray(mount.options) ? mount.options : [];
+    const bind = mount.type === "bind" || options.includes("bind") || options.includes("rbind");
+    if (!bind || typeof mount.source !== "string" || !mount.source.startsWith("/")) return m;
+    const real = resolve(mount.source);
+    if (real === undefined || real === mount.source) return m;
+    changed = true;
+    return { ...mount, source: real };
+  });
+  return changed ? { ...spec, mounts: next } : undefined;
+}
+
+/** The target of `path` when it is a symbolic link (resolved whole), else `undefined`. */
+export function linkTarget(path: string): string | undefined {
+  try {
+    return Deno.lstatSync(path).isSymlink ? Deno.realPathSync(path) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Parses JSON without losing integers beyond 2^53: config.json holds uint64 values (e.g.
  * `--ulimit memlock=-1` is 18446744073709551615) that a float would round, and runc rejects
  * the rounded value. Such numbers come back as raw JSON and are written out verbatim.

@@ -24,6 +24,8 @@
  * and stays between 1 and 4 × CPUs (at most 16).
  */
 
+import { readCgroupFile } from "../util/cgroups.ts";
+
 /** One container finalize may checkpoint. */
 export interface FinalizeItem<T> {
   readonly item: T;
@@ -147,28 +149,13 @@ export class ConcurrencyController {
  * cgroup cannot be read; `undefined` when nothing can.
  */
 export function containerMemory(pid: number): number | undefined {
-  let lines: string[];
-  try {
-    lines = Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n");
-  } catch {
-    return undefined;
-  }
-  const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
-  const v2 = lines.find((l) => l.startsWith("0::"));
-  const stat = v1 !== undefined
-    ? {
-      file: `/sys/fs/cgroup/memory${v1.slice(v1.lastIndexOf(":") + 1)}/memory.stat`,
-      keys: ["total_rss", "total_shmem"],
-    }
-    : v2 !== undefined
-    ? { file: `/sys/fs/cgroup${v2.slice(3)}/memory.stat`, keys: ["anon", "shmem"] }
-    : undefined;
-  if (stat !== undefined) {
-    try {
-      const text = Deno.readTextFileSync(stat.file);
-      const values = stat.keys.map((k) => text.match(new RegExp(`^${k} (\\d+)$`, "m"))?.[1]);
-      if (values.every((v) => v !== undefined)) return values.reduce((n, v) => n + Number(v), 0);
-    } catch { /* the init's own below */ }
+  // v1 `total_*` counts the cgroups below too; v2 `memory.stat` always does.
+  const text = readCgroupFile(pid, "memory", { v1: "memory.stat", v2: "memory.stat" });
+  if (text !== undefined) {
+    const v1 = /^total_rss /m.test(text);
+    const keys = v1 ? ["total_rss", "total_shmem"] : ["anon", "shmem"];
+    const values = keys.map((k) => text.match(new RegExp(`^${k} (\\d+)$`, "m"))?.[1]);
+    if (values.every((v) => v !== undefined)) return values.reduce((n, v) => n + Number(v), 0);
   }
   try {
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);

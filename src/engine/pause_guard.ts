@@ -23,7 +23,7 @@
  * them stopped until the file system answers again, and the marker until CRIU is gone.
  */
 
-import { isSafeSegment, resolvedPath } from "../util/paths.ts";
+import { isSafeSegment } from "../util/paths.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
 import { runc, runcArgv, runcState, type RuncTarget } from "./runc.ts";
 import { targetOf } from "../runc/command.ts";
@@ -110,9 +110,10 @@ const HELPER_WAIT_MS = 60_000;
  */
 export function processesUsing(dir: string, only: (pid: number) => boolean = () => true): number[] {
   const out: number[] = [];
-  // The kernel names a process's cwd and descriptors by resolved paths: compare with `dir` resolved.
-  const real = resolvedPath(dir);
-  const under = (link: string) => link === real || link.startsWith(`${real}/`);
+  // `dir` must be a resolved path (checkpoint roots are resolved when a container is created,
+  // `config/container_config.ts`): the kernel names cwds and descriptors so. It is not resolved
+  // here, since a release must never touch a file system that stopped answering.
+  const under = (link: string) => link === dir || link.startsWith(`${dir}/`);
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name) || Number(entry.name) === Deno.pid) continue;
     if (!only(Number(entry.name))) continue; // cheaper than reading every descriptor of every process

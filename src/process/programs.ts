@@ -77,6 +77,8 @@ export const PROGRAMS: readonly Program[] = [
   { name: "socat", by: "tests" },
   { name: "/usr/lib/openssh/sftp-server", by: "tests" },
   { name: "cat", by: "tests" },
+  // commands run in a test node with nothing but cron's environment (hardening_test.ts)
+  { name: "env", by: "tests" },
   { name: "stat", by: "tests" },
   // the release artifact (scripts/release.ts) and its test; the bench's raw-runc floor
   { name: "sha256sum", by: "tests" },

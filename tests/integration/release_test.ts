@@ -9,14 +9,21 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { release } from "../../scripts/release.ts";
-import { ARCH, archDockerRun, ENGINES, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
+import { ARCH, ENGINES, eventually, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
 import { TEST_IMAGE } from "../stack/stack.ts";
-import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
-import { runCommand } from "../../src/process/exec.ts";
+import { buildTestImage } from "../stack/image.ts";
+import { dockerProgress, fullId, parseProgress, waitTicks } from "./_workload.ts";
+import { mustRun, runCommand } from "../../src/process/exec.ts";
 import { ARCH_VERSION } from "../../src/version.ts";
 
 const assertStringIncludes = (text: string, part: string) => ok(text.includes(part), `"${part}" not in: ${text}`);
 const CLEAN_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+/** Where the release file installs on a node by default (README). */
+const NODE_PREFIX = "/usr/local";
+/** ARCH itself, installed on a node from the release file. */
+const INSTALLED_ARCH = `${NODE_PREFIX}/bin/arch`;
+/** A node's root PATH: /usr/local first, where the release file installs. */
+const NODE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
  * Runs `script` (sh, with positional arguments `args`) in a new mount and network namespace
@@ -115,28 +122,114 @@ Deno.test({
       assertStringIncludes(bad.stderr, "is not an absolute path");
     });
 
-    await t.step("the installed arch-runc runs an ARCH container; it resumes after a checkpoint", async () => {
-      await using stack = await startStack(ENGINES[0], { archRunc: `${prefix}/bin/arch-runc` });
-      const arch = (args: string[]) =>
-        runCommand({ cmd: `${prefix}/bin/arch`, args, env: { ARCH_CONFIG: stack.archConfig } });
-      const key = uniqueName("release");
-      const first = uniqueName("a");
-      await stack.docker(archDockerRun(first, key));
-      await waitTicks(stack, first, 10);
-      const c = await arch(["checkpoint", await fullId(stack, first)]);
-      assertEquals(c.code, 0, c.stdout + c.stderr);
-      const before = await dockerProgress(stack, first);
-      const second = uniqueName("b");
-      await stack.docker(archDockerRun(second, key));
-      const after = await waitTicks(stack, second, before.lastTick + 5);
-      assertEquals(after.starts, 0, "restored, not started from zero");
-      assertEquals(after.firstTick, before.lastTick + 1);
-      const plain = await stack.docker(["run", "--rm", "--network", "none", "--runtime", "arch", TEST_IMAGE, "true"], {
-        check: false,
-      });
-      assertEquals(plain.code, 0, plain.stderr);
-      await stack.docker(["rm", "-f", first, second]);
-    });
+    await t.step(
+      "a node as the README sets it up: the .run file, arch install docker --default and containerd; finalize; " +
+        "Docker and ctr jobs resume in new containers",
+      async () => {
+        // The node: engines on their default paths and ARCH on its own (/usr/local, /etc/arch,
+        // /var/lib/arch, /var/log/arch private in the node), nothing but configuration files.
+        const nodeSh = (scratch: string, script: string) =>
+          mustRun({
+            cmd: "nsenter",
+            args: [`--mount=${scratch}/ns/mnt`, "--", "env", "-i", NODE_PATH, "sh", "-c", script, "sh", artifact],
+            timeoutMs: 120_000,
+          });
+        await using stack = await startStack(ENGINES[0], {
+          installedArch: true,
+          prepare: async (scratch) => {
+            // The README's three commands, as root on the node, before the engines start.
+            await nodeSh(scratch, 'sh "$0" install && arch install docker --default && arch install containerd');
+          },
+        });
+        const node = (args: string[]) => stack.run({ cmd: INSTALLED_ARCH, args, timeoutMs: 120_000 }, false);
+        const daemon = JSON.parse(Deno.readTextFileSync(stack.dockerConfig));
+        assertEquals([daemon["default-runtime"], daemon.runtimes?.arch?.path], ["arch", "/usr/local/bin/arch-runc"]);
+
+        // A Docker job (no --runtime: ARCH is Docker's default) and a ctr job in a namespace of its own.
+        const key = uniqueName("node"), ctrKey = uniqueName("nodectr"), ns = "batch";
+        const first = uniqueName("a");
+        const job = ["workload", "--interval-ms", "50", "--verify-every", "10"];
+        const dockerJob = (name: string) => [
+          "run",
+          "-d",
+          "--name",
+          name,
+          "--network",
+          "none",
+          "-e",
+          "ARCH_ENABLE=1",
+          "-e",
+          `ARCH_CHECKPOINT_ID=${key}`,
+          TEST_IMAGE,
+          ...job,
+        ];
+        await stack.docker(dockerJob(first));
+        const image = await buildTestImage(`${ROOT}/.cache/image`, `${ROOT}/tests/fixtures/workload.c`);
+        await stack.ctr(["images", "import", image], { namespace: ns });
+        const ctrJob = (id: string, log: string) =>
+          stack.ctr([
+            "run",
+            "-d",
+            "--runc-binary",
+            "/usr/local/bin/arch-runc",
+            "--log-uri",
+            `file://${log}`,
+            "--env",
+            "ARCH_ENABLE=1",
+            "--env",
+            `ARCH_CHECKPOINT_ID=${ctrKey}`,
+            "docker.io/library/arch-test:latest",
+            id,
+            ...job,
+          ], { namespace: ns });
+        const ctrFirst = uniqueName("c"), ctrFirstLog = `${stack.scratch}/${ctrFirst}.log`;
+        await ctrJob(ctrFirst, ctrFirstLog);
+        await waitTicks(stack, first, 10);
+        const ctrTicks = async (log: string) => parseProgress(await Deno.readTextFile(log).catch(() => ""));
+        await eventually("the ctr job's ticks", async () => (await ctrTicks(ctrFirstLog)).lastTick >= 10 || undefined);
+        const dockerId = await fullId(stack, first);
+
+        const ls = await node(["ls", "--json"]);
+        assertEquals(ls.code, 0, ls.stderr);
+        const rows = JSON.parse(ls.stdout) as { namespace: string; id: string; key: string; protection: string }[];
+        assertEquals(
+          rows.map((r) => [r.namespace, r.id, r.key, r.protection]).sort(),
+          [["batch", ctrFirst, ctrKey, "protected"], ["moby", dockerId, key, "protected"]],
+        );
+        const doctor = await node(["doctor", "--json"]);
+        const checks = (JSON.parse(doctor.stdout) as { checks: { name: string; status: string; detail: string }[] })
+          .checks;
+        const check = (name: string) => checks.find((c) => c.name === name);
+        assertEquals(check("docker runtime")?.status, "ok", JSON.stringify(check("docker runtime")));
+        ok(check("docker runtime")!.detail.includes("/usr/local/bin/arch-runc"), check("docker runtime")!.detail);
+        assertEquals(check("containerd runtime")?.status, "ok", JSON.stringify(check("containerd runtime")));
+        assertEquals(check("opted-in containers")?.detail, "2 running, all protected");
+
+        // The spot notice.
+        const fin = await node(["finalize"]);
+        assertEquals(fin.code, 0, fin.stdout + fin.stderr);
+        ok(/^finalize: 2 saved, 0 failed, 0 not started in /m.test(fin.stdout), fin.stdout);
+        const before = await dockerProgress(stack, first);
+        const ctrBefore = await ctrTicks(ctrFirstLog);
+        assertEquals((await stack.docker(["inspect", "-f", "{{.State.Running}}", first])).stdout.trim(), "false");
+        assertEquals((await node(["finalize", "--undo"])).code, 0);
+
+        // The retried jobs: new containers, same keys, on the same node.
+        const second = uniqueName("b");
+        await stack.docker(dockerJob(second));
+        const after = await waitTicks(stack, second, before.lastTick + 5);
+        assertEquals([after.starts, after.firstTick], [0, before.lastTick + 1], "the Docker job resumed");
+        await stack.ctr(["tasks", "delete", ctrFirst], { namespace: ns, check: false });
+        const ctrSecond = uniqueName("c"), ctrSecondLog = `${stack.scratch}/${ctrSecond}.log`;
+        await ctrJob(ctrSecond, ctrSecondLog);
+        const ctrAfter = await eventually("the ctr job going on", async () => {
+          const p = await ctrTicks(ctrSecondLog);
+          return p.lastTick >= ctrBefore.lastTick + 5 ? p : undefined;
+        });
+        assertEquals([ctrAfter.starts, ctrAfter.ticks[0]], [0, ctrBefore.lastTick + 1], "the ctr job resumed");
+        await stack.docker(["rm", "-f", first, second]);
+      },
+    );
 
     await t.step(
       "the ECS/AWS Batch userdata downloads, verifies and installs it, and makes arch Docker's default",

@@ -174,7 +174,7 @@ stackTest("restore gate: page data verified while runc restores", async (t, stac
     try {
       await eventually("the script waits at the gate", () => {
         try {
-          Deno.statSync(`${work}/gate.seen`);
+          Deno.statSync(stack.hostPath(`${work}/gate.seen`));
           return Promise.resolve(true);
         } catch {
           return Promise.resolve(undefined);
@@ -194,10 +194,11 @@ stackTest("restore gate: page data verified while runc restores", async (t, stac
     ok(performance.now() - killedAt < 60_000, "well within the script's bound (120 s)");
     let verdict = "none";
     try {
-      verdict = Deno.readTextFileSync(`${work}/verdict`).trim();
+      verdict = Deno.readTextFileSync(stack.hostPath(`${work}/verdict`)).trim();
     } catch { /* never written: ARCH died first */ }
     assertEquals(verdict, "none");
-    const state = await new Deno.Command(stack.engines.runc, { args: ["--root", root, "state", id] }).output();
+    const state = await new Deno.Command(stack.engines.runc, { args: ["--root", stack.hostPath(root), "state", id] })
+      .output();
     ok(state.code !== 0, `no runc container ${id} left: ${new TextDecoder().decode(state.stdout)}`);
     await stack.docker(["rm", "-f", victim], { check: false });
     // Still the key's checkpoint (ARCH died, it judged nothing): the next container restores it.

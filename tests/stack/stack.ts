@@ -68,6 +68,22 @@ export interface StackOptions {
    * Off by default.
    */
   readonly cri?: boolean;
+  /**
+   * ARCH as a node has it after the README's install, not as the stack points at `dist/`:
+   * {@link INSTALLED_ARCH_PATHS} (`/usr/local`, `/etc/arch`, `/var/lib/arch`, `/var/log/arch`) are
+   * private in the node too, the engines get no `ARCH_CONFIG` (ARCH reads its default
+   * `/etc/arch/config.json`, or its defaults without one), and daemon.json has no `arch` runtime:
+   * the test installs the release file and runs `arch install` in `prepare`. The stack's
+   * `arch*` paths then do not apply (see {@link EmbeddedStack.hostPath}). Off by default.
+   */
+  readonly installedArch?: boolean;
+  /**
+   * Runs the node on cgroup v2 (unified), as production nodes are (Amazon Linux 2023, Bottlerocket,
+   * Ubuntu ≥ 22.04): its `/sys/fs/cgroup` is the cgroup2 hierarchy, so runc, containerd and dockerd
+   * run in unified mode. On a hybrid host the resource controllers stay bound to v1: containers
+   * must not ask for limits. Only for a stack's own namespace. Off by default.
+   */
+  readonly cgroup2?: boolean;
 }
 
 /**
@@ -76,13 +92,31 @@ export interface StackOptions {
  */
 export const NODE_PATHS = ["/run", "/var/lib/docker", "/var/lib/containerd", "/etc/docker", "/etc/containerd"] as const;
 
+/** The paths an installed ARCH uses that an `installedArch` stack also makes private in its node. */
+export const INSTALLED_ARCH_PATHS = ["/usr/local", "/etc/arch", "/var/lib/arch", "/var/log/arch"] as const;
+
 /**
  * Where the host sees a path of the node of the stack in `scratch` (one of {@link NODE_PATHS}
  * or below it; `/var/run/...` as `/run/...`); other paths are the same in the node.
  */
 export function nodePath(scratch: string, path: string): string {
   const p = path.replace(/^\/var\/run(?=\/|$)/, "/run");
-  return NODE_PATHS.some((n) => p === n || p.startsWith(`${n}/`)) ? `${scratch}/node${p}` : path;
+  const private_ = [...NODE_PATHS, ...INSTALLED_ARCH_PATHS];
+  // An installed-ARCH path is private only in a node that has it (`<scratch>/node<path>` exists).
+  const mapped = private_.some((n) =>
+    (p === n || p.startsWith(`${n}/`)) &&
+    ((NODE_PATHS as readonly string[]).includes(n) || existsSync(`${scratch}/node${n}`))
+  );
+  return mapped ? `${scratch}/node${p}` : path;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -401,9 +435,11 @@ export class EmbeddedStack implements AsyncDisposable {
     return this.#enter;
   }
 
-  /** Environment every engine process gets: ARCH finds its configuration through it. */
+  /** Environment every engine process gets: ARCH finds its configuration through it (unless `installedArch`). */
   get engineEnv(): Record<string, string> {
-    return { ARCH_CONFIG: this.archConfig, PATH: this.options.engines.path };
+    return this.options.installedArch === true
+      ? { PATH: this.options.engines.path }
+      : { ARCH_CONFIG: this.archConfig, PATH: this.options.engines.path };
   }
 
   async #start(): Promise<void> {
@@ -451,7 +487,7 @@ export class EmbeddedStack implements AsyncDisposable {
       this.dockerConfig,
       JSON.stringify(
         {
-          runtimes: { arch: { path: this.archRunc } },
+          ...(this.options.installedArch === true ? {} : { runtimes: { arch: { path: this.archRunc } } }),
           bridge: "none",
           iptables: false,
           ip6tables: false,
@@ -535,7 +571,20 @@ export class EmbeddedStack implements AsyncDisposable {
     // slave: a mount the host makes in a shared directory ({@link shareMounts}) reaches the
     // node; nothing the node mounts reaches the host.
     else await must({ cmd: "unshare", args: [`--mount=${this.mountNs}`, "--propagation", "slave", "true"] });
-    for (const path of NODE_PATHS) {
+    if (this.options.cgroup2 === true) {
+      if (given !== undefined) throw new Error("cgroup2 needs the stack's own mount namespace");
+      await must({
+        cmd: "nsenter",
+        args: [
+          `--mount=${this.mountNs}`,
+          "--",
+          "sh",
+          "-c",
+          "umount -l /sys/fs/cgroup && mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup",
+        ],
+      });
+    }
+    for (const path of [...NODE_PATHS, ...(this.options.installedArch === true ? INSTALLED_ARCH_PATHS : [])]) {
       Deno.mkdirSync(`${s}/node${path}`, { recursive: true, mode: 0o755 });
       Deno.mkdirSync(path, { recursive: true, mode: 0o755 }); // the mount point (a fresh machine may lack it)
       await must({

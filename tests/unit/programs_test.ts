@@ -27,6 +27,7 @@ const DYNAMIC = new Map<string, string>([
   ["this.engines.runc", "the engine generation's runc (tests/stack/engines.ts)"],
   ["ARCH", "ARCH itself (dist/arch)"],
   ["ARCH_RUNC", "ARCH itself (dist/arch-runc)"],
+  ["INSTALLED_ARCH", "ARCH itself, as the release file installs it on a node (release_test.ts)"],
   ["Deno.execPath()", "the pinned Deno"],
   ["`${dist}/arch`", "ARCH itself, just built"],
   ["`${prefix", "ARCH installed from the release artifact (tests/integration/release_test.ts)"],
