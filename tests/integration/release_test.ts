@@ -131,7 +131,7 @@ Deno.test({
         const nodeSh = (scratch: string, script: string) =>
           mustRun({
             cmd: "nsenter",
-            args: [`--mount=${scratch}/ns/mnt`, "--", "env", "-i", NODE_PATH, "sh", "-c", script, "sh", artifact],
+            args: [`--mount=${scratch}/ns/mnt`, "--", "env", "-i", NODE_PATH, "sh", "-c", script, artifact],
             timeoutMs: 120_000,
           });
         await using stack = await startStack(ENGINES[0], {

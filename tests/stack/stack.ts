@@ -633,10 +633,6 @@ export class EmbeddedStack implements AsyncDisposable {
 
   async #run(spec: CommandSpec, check = true): Promise<CommandResult> {
     const env = { ...this.engineEnv, ...(spec.env ?? {}) };
-    // nsenter would only exit 127: say which program is missing, as a direct spawn does.
-    if (spec.cmd.startsWith("/") && !(await Deno.stat(spec.cmd).then(() => true, () => false))) {
-      throw new Error(`${spec.cmd} is not installed`);
-    }
     const { cwd, ...rest } = spec;
     const result = await runCommand({
       ...rest,
@@ -644,6 +640,10 @@ export class EmbeddedStack implements AsyncDisposable {
       cmd: "nsenter",
       args: [...this.#enter, ...(cwd !== undefined ? [`--wdns=${cwd}`] : []), "--", spec.cmd, ...spec.args],
     });
+    // nsenter exits 127 for a program it cannot find in the node: say so, as a direct spawn does.
+    if (result.code === 127 && /^nsenter: failed to execute .*: No such file or directory/m.test(result.stderr)) {
+      throw new Error(`${spec.cmd} is not installed`);
+    }
     if (check && result.code !== 0) throw new CommandError(spec, result);
     return result;
   }
