@@ -29,7 +29,7 @@ import type { HostConfig } from "../config/host_schema.ts";
 import { recordEvent } from "../observe/events.ts";
 import { observeTargets, setObserveTargets } from "../observe/targets.ts";
 import { Progress, terminalSafe } from "./output.ts";
-import { nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
+import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 import {
   CheckpointEstimator,
   ConcurrencyController,
@@ -231,10 +231,16 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   const records = registry.list();
   // One `runc list` per runc root. A fixed bound: a deadline already short must not make
   // running containers look absent.
-  const states = await runcStates(records.map((r) => targetOf(host.runcPath, r)), 5_000);
-  const running = records.filter((_, i) => states[i] === "running");
   // runc, not the registry, says what runs: an opted-in container ARCH cannot protect is named.
-  const census = await nodeCensus(host, runcLister(host.runcPath, 5_000));
+  // The census runs beside the state query and never stops the finalize.
+  const [states, census] = await Promise.all([
+    runcStates(records.map((r) => targetOf(host.runcPath, r)), 5_000),
+    nodeCensus(host, runcLister(host.runcPath, 5_000)).catch((error): Census => ({
+      containers: [],
+      problems: [`cannot count the node's containers: ${(error as Error).message}`],
+    })),
+  ]);
+  const running = records.filter((_, i) => states[i] === "running");
   recordCensus(host, census);
   const unprotected = census.containers.filter((c) =>
     c.protection === "unprotected" && (c.status === "running" || c.status === "paused")

@@ -306,7 +306,7 @@ export function protectionCheck(census: Census): CheckResult[] {
   for (const c of unprotected) {
     out.push(fail(name, `${c.namespace}/${c.id} is not protected: ${terminalSafe(c.reason ?? "unknown reason")}`));
   }
-  if (unprotected.length === 0) {
+  if (unprotected.length === 0 && census.problems.length === 0) {
     out.push(ok(name, `${live.filter((c) => c.protection === "protected").length} running, all protected`));
   }
   return out;

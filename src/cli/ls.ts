@@ -126,7 +126,10 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
         return "unknown";
       }
     }),
-    nodeCensus(host, runcLister(host.runcPath)),
+    nodeCensus(host, runcLister(host.runcPath)).catch((error): Census => ({
+      containers: [],
+      problems: [`cannot count the node's containers: ${(error as Error).message}`],
+    })),
   ]);
   recordCensus(host, census);
   const containers = containerRows(records, states, census);
@@ -150,7 +153,7 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
 
 /**
  * `arch ls`: prints the containers and the checkpoints as two tables; with `json`, the
- * containers as a JSON array (unchanged for scripts), or with `checkpoints` too the
+ * containers as a JSON array (records plus `state`, `protection` and `reason`; an unprotected container without a record is a row that `arch checkpoint` cannot take), or with `checkpoints` too the
  * checkpoints; with `checkpoints` alone, only the checkpoint table. Returns 0. Requires root.
  */
 export async function ls(opts: { json?: boolean; checkpoints?: boolean }): Promise<number> {

@@ -41,7 +41,7 @@ failed), in-progress (a live process writes it), stale (left by a writer that di
 Examples:
   arch ls
   arch ls --checkpoints
-  arch ls --json | jq -r '.[] | select(.state == "running") | .id'
+  arch ls --json | jq -r '.[] | select(.protection == "unprotected") | "\(.id) \(.reason)"'
   arch ls --checkpoints --json`,
     )
     .action(async (opts: { json?: boolean; checkpoints?: boolean }) => {

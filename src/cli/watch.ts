@@ -219,6 +219,11 @@ function watchProtection(host: HostConfig, logger: Logger): { stop(): void } {
     try {
       const census = await nodeCensus(host, runcLister(host.runcPath));
       recordCensus(host, census);
+      // Forget containers that are gone or protected now: a later lapse is logged again.
+      const current = new Set(
+        census.containers.filter((c) => c.protection === "unprotected").map((c) => `${c.namespace}/${c.id}`),
+      );
+      for (const name of warned) if (!current.has(name)) warned.delete(name);
       for (const c of census.containers) {
         const name = `${c.namespace}/${c.id}`;
         if (c.protection !== "unprotected" || c.status !== "running" || warned.has(name)) continue;

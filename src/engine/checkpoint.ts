@@ -21,7 +21,7 @@
  *   others by a fixed bound. Requires root, runc and CRIU.
  */
 
-import { readCgroupFile } from "../util/cgroups.ts";
+import { containerMemory } from "./finalize_plan.ts";
 import { ArchError } from "../util/errors.ts";
 import type { ContainerRecord, Registry } from "../registry/registry.ts";
 import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
@@ -86,13 +86,6 @@ export function bundleRootfs(bundle: string): string {
   return rootfsPath(readBundleSpec(bundle), bundle);
 }
 
-/** Memory charged to the cgroup of `pid` (v1 `memory.usage_in_bytes`, v2 `memory.current`), if readable. */
-function cgroupMemory(pid: number): number | undefined {
-  const text = readCgroupFile(pid, "memory", { v1: "memory.usage_in_bytes", v2: "memory.current" });
-  const value = text === undefined ? NaN : Number(text.trim());
-  return Number.isFinite(value) ? value : undefined;
-}
-
 function treeBytes(dir: string): number {
   return listFiles(dir, new Set()).reduce((n, f) => n + Deno.statSync(`${dir}/${f}`).size, 0);
 }
@@ -151,7 +144,8 @@ export async function checkpointContainer(
   }
   if (image === undefined) throw new CheckpointError(`cannot identify the image of "${record.id}"`, "prepare");
   const pid = typeof record.pidFile === "string" ? Number(Deno.readTextFileSync(record.pidFile).trim()) : NaN;
-  const memory = pid > 0 ? cgroupMemory(pid) : undefined;
+  // What CRIU will write (anonymous + shared memory), not the page cache a v1 usage counts.
+  const memory = pid > 0 ? containerMemory(pid) : undefined;
   if (options.maxBytes !== undefined && memory !== undefined && memory > options.maxBytes) {
     throw new CheckpointError(
       `container "${record.id}" uses ${gib(memory)} of memory, more than the checkpoint limit of ` +

@@ -59,6 +59,8 @@ export interface MetricsState {
     readonly timestamp: number;
     readonly protected: number;
     readonly unprotected: number;
+    /** runc roots that exist but could not be listed: the counts above may miss their containers. */
+    readonly unlistedRoots?: number;
   };
 }
 
@@ -137,6 +139,7 @@ export function applyEvent(state: MetricsState, event: MetricsEvent): MetricsSta
           timestamp: (event.at ?? Date.now()) / 1000,
           protected: event.containers?.protected ?? 0,
           unprotected: event.containers?.unprotected ?? 0,
+          unlistedRoots: event.containers?.unlisted_roots ?? 0,
         },
       };
     case "finalize":
@@ -256,6 +259,9 @@ export function renderProm(state: MetricsState, skipped = 0): string {
       "# HELP arch_protected_containers Containers ARCH would checkpoint at a notice, at the last census.",
       "# TYPE arch_protected_containers gauge",
       `arch_protected_containers ${c.protected}`,
+      "# HELP arch_census_unlisted_roots runc roots ARCH could not list at the last census (their containers are not counted).",
+      "# TYPE arch_census_unlisted_roots gauge",
+      `arch_census_unlisted_roots ${c.unlistedRoots ?? 0}`,
       "# HELP arch_census_timestamp_seconds When ARCH last counted the node's containers (arch ls, doctor, finalize, watch).",
       "# TYPE arch_census_timestamp_seconds gauge",
       `arch_census_timestamp_seconds ${num(c.timestamp)}`,

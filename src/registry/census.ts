@@ -7,25 +7,32 @@
  * A container that opted in but that ARCH cannot protect — no record (not created through
  * `arch-runc`, or the record was lost), a record of another container of the same id, or a
  * create ARCH passed to runc unchanged after an internal error (a note the wrapper leaves, see
- * {@link noteUnprotected}) — is `unprotected`, with one sentence saying why. `arch ls`,
+ * `noteUnprotected` in `unprotected.ts`) — is `unprotected`, with one sentence saying why. `arch ls`,
  * `arch doctor`, `arch finalize` and the metrics show it: protection is never silent.
  *
  * Guarantees: read-only but for the unprotected notes; never follows a container's paths as
  * root-owned truth (a bundle's `config.json` is read as data, bounded in size); a root runc
- * cannot list is reported, not skipped silently. Loads no npm module: the wrapper imports
- * {@link describesRuncContainer} and {@link noteUnprotected}.
+ * cannot list, or a record that cannot be read, is reported, never thrown: a census never
+ * stops `arch finalize`. The wrapper's part is `unprotected.ts` (no metrics, no npm module).
  */
 
 import { type ContainerRecord, Registry } from "./registry.ts";
 import { isSafeSegment, lastElement, resolvedPath, samePath } from "../util/paths.ts";
 import { recordMetrics } from "../observe/metrics.ts";
+import { describesRuncContainer, notesDir, readNote } from "./unprotected.ts";
 
 /**
  * runc roots of the engines ARCH supports, each holding containers or, one level down, one
  * root per namespace: containerd's (`/run/containerd/runc/<namespace>`), Docker's
  * (`/var/run/docker/runtime-runc/moby`), runc's default (Podman, CRI-O: `/run/runc`).
  */
-export const ENGINE_RUNC_ROOTS: readonly string[] = ["/run/containerd/runc", "/run/docker/runtime-runc", "/run/runc"];
+export const ENGINE_RUNC_ROOTS: readonly string[] = [
+  "/run/containerd/runc",
+  "/run/docker/runtime-runc",
+  // Docker's own spelling: the same directory where /var/run links to /run (deduplicated), its own where not.
+  "/var/run/docker/runtime-runc",
+  "/run/runc",
+];
 
 /** How ARCH stands with one container. */
 export type Protection = "protected" | "unprotected" | "not-enabled";
@@ -66,63 +73,6 @@ export interface RuncListEntry {
   readonly status: string;
   readonly bundle: string;
   readonly pid: number;
-}
-
-/**
- * Whether runc's own state of `root/id` is the container ARCH recorded (same bundle): a
- * record outliving its container (an ARCH process that died, `runc delete` run by hand) must
- * never change what happens to a new container reusing the id. Unknown to runc counts as
- * matching (runc then answers the call itself).
- *
- * The bundle is compared as a directory (device and inode), not as a string: runc's label holds
- * the resolved path (`/run/docker/...`) while the engine passed `/var/run/docker/...` (Docker's
- * default exec root crosses the `/var/run` → `/run` link), and a bundle directory made anew for
- * a later container of the same id is another directory.
- */
-export function describesRuncContainer(bundle: string, root: string, id: string): boolean {
-  let state: { config?: { labels?: string[] } };
-  try {
-    state = JSON.parse(Deno.readTextFileSync(`${root}/${id}/state.json`));
-  } catch {
-    return true;
-  }
-  const label = state.config?.labels?.find((l) => l.startsWith("bundle="));
-  return label === undefined || samePath(label.slice("bundle=".length), bundle);
-}
-
-const notesDir = (stateDir: string) => `${stateDir}/unprotected`;
-
-/**
- * Leaves the note that the opted-in container `namespace/id` runs without ARCH, and why (the
- * wrapper, when it passes a create to runc unchanged). Never throws.
- */
-export function noteUnprotected(stateDir: string, namespace: string, id: string, reason: string): void {
-  try {
-    if (!isSafeSegment(namespace) || !isSafeSegment(id)) return;
-    const dir = `${notesDir(stateDir)}/${namespace}`;
-    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${dir}/.${id}.${Deno.pid}.tmp`;
-    Deno.writeTextFileSync(tmp, JSON.stringify({ reason: reason.slice(0, 500), at: new Date().toISOString() }), {
-      mode: 0o600,
-    });
-    Deno.renameSync(tmp, `${dir}/${id}.json`);
-  } catch { /* a note is best effort: the census still shows the container, with a generic reason */ }
-}
-
-/** Removes the note of `namespace/id` (a create that ARCH handled). Never throws. */
-export function clearUnprotected(stateDir: string, namespace: string, id: string): void {
-  try {
-    if (isSafeSegment(namespace) && isSafeSegment(id)) Deno.removeSync(`${notesDir(stateDir)}/${namespace}/${id}.json`);
-  } catch { /* absent */ }
-}
-
-function readNote(stateDir: string, namespace: string, id: string): string | undefined {
-  try {
-    const note = JSON.parse(Deno.readTextFileSync(`${notesDir(stateDir)}/${namespace}/${id}.json`));
-    return typeof note.reason === "string" ? note.reason : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The bundle's environment and whether ARCH prepared its config.json (`org.criu.config` into ARCH's CRIU config dir). */
@@ -214,7 +164,13 @@ export async function nodeCensus(
         containers.push({ ...base, protection: "not-enabled" });
         continue;
       }
-      const record = isSafeSegment(namespace) ? registry.get(namespace, c.id) : undefined;
+      let record: ContainerRecord | undefined;
+      let unreadable = false;
+      try {
+        record = isSafeSegment(namespace) ? registry.get(namespace, c.id) : undefined;
+      } catch {
+        unreadable = true; // damaged: one bad record must not stop the census (nor finalize)
+      }
       const sameRoot = record !== undefined && samePath(record.root, root);
       if (record !== undefined && sameRoot && describesRuncContainer(record.bundle, root, c.id)) {
         containers.push({ ...base, protection: "protected", record });
@@ -222,29 +178,60 @@ export async function nodeCensus(
       }
       const note = readNote(host.stateDir, namespace, c.id);
       const reason = note ??
-        (record !== undefined
+        (unreadable
+          ? `ARCH's record of "${namespace}/${c.id}" cannot be read (damaged)`
+          : record !== undefined
           ? `ARCH's record of "${namespace}/${c.id}" describes another container (another bundle or runc root)`
           : prepared
           ? "ARCH prepared this container but has no record of it: its record was removed or lost"
           : `no ARCH record: the container opted in (ARCH_ENABLE=1) but was not created through arch-runc ` +
             `(is its engine's runtime "arch"?)`);
+      // The tenant's own value: shown only when it is a key ARCH would accept as a path element.
       const requested = env.get("ARCH_CHECKPOINT_ID");
       containers.push({
         ...base,
         protection: "unprotected",
         reason,
-        ...(requested !== undefined ? { requestedKey: requested.slice(0, 200) } : {}),
+        ...(requested !== undefined && isSafeSegment(requested) ? { requestedKey: requested } : {}),
       });
     }
   }
+  dropStaleNotes(host.stateDir, roots, listed, containers);
   return { containers, problems };
+}
+
+/** Removes the notes of containers runc no longer has, in the namespaces whose roots were listed. */
+function dropStaleNotes(
+  stateDir: string,
+  roots: readonly string[],
+  listed: readonly { root: string; result: Awaited<ReturnType<RuncLister>> }[],
+  containers: readonly NodeContainer[],
+): void {
+  const complete = new Set(roots.map(lastElement));
+  for (const { root, result } of listed) if (!result.ok) complete.delete(lastElement(root));
+  const live = new Set(containers.map((c) => `${c.namespace}/${c.id}`));
+  for (const namespace of complete) {
+    try {
+      for (const e of Deno.readDirSync(`${notesDir(stateDir)}/${namespace}`)) {
+        const id = e.name.replace(/\.json$/, "");
+        if (e.isFile && e.name.endsWith(".json") && !live.has(`${namespace}/${id}`)) {
+          Deno.removeSync(`${notesDir(stateDir)}/${namespace}/${e.name}`);
+        }
+      }
+    } catch { /* no notes there */ }
+  }
 }
 
 /** Lists a runc root with `runc list --format json` (bounded in time). */
 export function runcLister(runc: string, timeoutMs = 5_000): RuncLister {
   return async (root) => {
     const { runCommand } = await import("../process/exec.ts");
-    const r = await runCommand({ cmd: runc, args: ["--root", root, "list", "--format", "json"], timeoutMs });
+    let r;
+    try {
+      r = await runCommand({ cmd: runc, args: ["--root", root, "list", "--format", "json"], timeoutMs });
+    } catch (error) {
+      return { ok: false, error: `cannot run "${runc}": ${(error as Error).message}` };
+    }
     if (r.code !== 0) return { ok: false, error: r.stderr.trim().split("\n").at(-1) || `exit status ${r.code}` };
     try {
       const parsed = JSON.parse(r.stdout || "[]") as RuncListEntry[] | null;
@@ -262,7 +249,11 @@ export function recordCensus(host: { stateDir: string; metricsFile: string }, ce
   recordMetrics(host.stateDir, host.metricsFile, {
     kind: "census",
     result: "ok",
-    containers: { protected: count("protected"), unprotected: count("unprotected") },
+    containers: {
+      protected: count("protected"),
+      unprotected: count("unprotected"),
+      unlisted_roots: census.problems.length,
+    },
     at: Date.now(),
   });
 }

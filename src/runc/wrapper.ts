@@ -21,7 +21,7 @@ import { type BundleSpec, envOf, isArchEnabled, readBundleSpec } from "../config
 import { Logger, writeRuncLogError } from "../log/log.ts";
 import { Registry } from "../registry/registry.ts";
 import { isSafeSegment, lastElement } from "../util/paths.ts";
-import { clearUnprotected, describesRuncContainer, noteUnprotected } from "../registry/census.ts";
+import { clearUnprotected, describesRuncContainer, noteUnprotected } from "../registry/unprotected.ts";
 import { setObserveTargets } from "../observe/targets.ts";
 import { noteFastPath } from "./fast_path.ts";
 

@@ -83,6 +83,8 @@ export function cgroupFileOf(
   return undefined;
 }
 
+let cachedMounts: CgroupMounts | undefined;
+
 /** Reads a cgroup file of `pid` (see {@link cgroupFileOf}); `undefined` if it cannot. */
 export function readCgroupFile(
   pid: number,
@@ -90,7 +92,8 @@ export function readCgroupFile(
   names: { readonly v1: string; readonly v2: string },
 ): string | undefined {
   try {
-    const mounts = cgroupMounts(Deno.readTextFileSync("/proc/self/mountinfo"));
+    // Read once per process: a finalize asks for hundreds of containers.
+    const mounts = cachedMounts ??= cgroupMounts(Deno.readTextFileSync("/proc/self/mountinfo"));
     const path = cgroupFileOf(Deno.readTextFileSync(`/proc/${pid}/cgroup`), mounts, controller, names);
     return path === undefined ? undefined : Deno.readTextFileSync(path);
   } catch {

@@ -88,6 +88,19 @@ export function stackTest(
   }
 }
 
+/**
+ * {@link stackTest}, and the same test again with the stack's node on cgroup v2 (`stack.ts`,
+ * `cgroup2`): for the checkpoint, restore and finalize tests, which set no resource limits.
+ */
+export function stackTestOnV1AndV2(
+  name: string,
+  fn: (t: Deno.TestContext, stack: EmbeddedStack) => Promise<void>,
+  options: Partial<StackOptions> = {},
+): void {
+  stackTest(name, fn, options);
+  stackTest(`${name} (cgroup v2)`, fn, { ...options, cgroup2: true });
+}
+
 /** A name unique to this run, for containers. */
 export function uniqueName(prefix: string): string {
   return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
@@ -142,6 +155,13 @@ export function archDockerRun(
     "arch-test",
     ...(cmd.length ? cmd : ["workload", "--interval-ms", "50", "--verify-every", "10"]),
   ];
+}
+
+/** `docker run` arguments without `--runtime arch`: Docker's default runtime (plain runc, or ARCH where it is the default). */
+export function withoutArchRuntime(args: readonly string[]): string[] {
+  return args.filter((a, i) =>
+    !(a === "--runtime" && args[i + 1] === "arch") && !(a === "arch" && args[i - 1] === "--runtime")
+  );
 }
 
 /**

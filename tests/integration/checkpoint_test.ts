@@ -8,7 +8,7 @@ import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../stack/stack.ts";
 import { criuLogDir } from "../../src/log/criu_logs.ts";
 import { mustRun } from "../../src/process/exec.ts";
-import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
+import { archCli, archCtrRun, archDockerRun, eventually, stackTestOnV1AndV2, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";
 
@@ -48,7 +48,7 @@ async function archCheckpoint(stack: EmbeddedStack, id: string) {
   return r;
 }
 
-stackTest("checkpoint and restore", async (t, stack) => {
+stackTestOnV1AndV2("checkpoint and restore", async (t, stack) => {
   await t.step("ARCH_ENABLE=1 alone works on a new node: ARCH creates its default root (root, 0700)", async () => {
     const exists = () => Deno.stat(stack.checkpointRoot).then(() => true, () => false);
     ok(!await exists(), "the stack starts without the default root, as a new node");
@@ -123,7 +123,7 @@ async function assertFreshStartAndQuarantine(stack: EmbeddedStack, key: string, 
 
 const ctrLog = async (path: string) => progress(await Deno.readTextFile(path).catch(() => ""));
 
-stackTest("restore into a new container with the same key", async (t, stack) => {
+stackTestOnV1AndV2("restore into a new container with the same key", async (t, stack) => {
   await t.step("docker run: a new container resumes the workload, files included", async () => {
     const key = uniqueName("files");
     const first = uniqueName("first");
@@ -211,7 +211,7 @@ stackTest("restore into a new container with the same key", async (t, stack) => 
   );
 });
 
-stackTest("failures never lose a container", async (t, stack) => {
+stackTestOnV1AndV2("failures never lose a container", async (t, stack) => {
   await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
     // The checkpoint root is a 2 MiB tmpfs and the workload holds 16 MiB: CRIU runs out of
     // space in the middle of the dump, after the container was paused.
@@ -325,7 +325,7 @@ stackTest("failures never lose a container", async (t, stack) => {
   });
 });
 
-stackTest("checkpoint data after the container ends", async (t, stack) => {
+stackTestOnV1AndV2("checkpoint data after the container ends", async (t, stack) => {
   const keyDir = (key: string) => `${stack.checkpointRoot}/moby/${key}`;
   const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
@@ -396,7 +396,7 @@ stackTest("checkpoint data after the container ends", async (t, stack) => {
   });
 });
 
-stackTest("arch finalize and the drain", async (t, stack) => {
+stackTestOnV1AndV2("arch finalize and the drain", async (t, stack) => {
   await t.step("finalize checkpoints every running ARCH container at once, then drains the node", async () => {
     const keys = [uniqueName("f1"), uniqueName("f2")];
     const names = keys.map((k) => `${k}-c`);

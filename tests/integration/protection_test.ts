@@ -7,14 +7,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { archCli, archDockerRun, stackTest, uniqueName } from "./_env.ts";
+import { archCli, archDockerRun, stackTest, uniqueName, withoutArchRuntime } from "./_env.ts";
 import { fullId, waitTicks } from "./_workload.ts";
-
-/** `docker run` arguments without `--runtime arch`: Docker's default runtime, plain runc. */
-const withoutArchRuntime = (args: string[]) =>
-  args.filter((a, i) =>
-    !(a === "--runtime" && args[i + 1] === "arch") && !(a === "arch" && args[i - 1] === "--runtime")
-  );
 
 interface Row {
   readonly id: string;

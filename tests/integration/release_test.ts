@@ -9,7 +9,17 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { release } from "../../scripts/release.ts";
-import { ARCH, ENGINES, eventually, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
+import {
+  ARCH,
+  archDockerRun,
+  ENGINES,
+  eventually,
+  ROOT,
+  SKIP,
+  startStack,
+  uniqueName,
+  withoutArchRuntime,
+} from "./_env.ts";
 import { TEST_IMAGE } from "../stack/stack.ts";
 import { buildTestImage } from "../stack/image.ts";
 import { dockerProgress, fullId, parseProgress, waitTicks } from "./_workload.ts";
@@ -149,20 +159,8 @@ Deno.test({
         const key = uniqueName("node"), ctrKey = uniqueName("nodectr"), ns = "batch";
         const first = uniqueName("a");
         const job = ["workload", "--interval-ms", "50", "--verify-every", "10"];
-        const dockerJob = (name: string) => [
-          "run",
-          "-d",
-          "--name",
-          name,
-          "--network",
-          "none",
-          "-e",
-          "ARCH_ENABLE=1",
-          "-e",
-          `ARCH_CHECKPOINT_ID=${key}`,
-          TEST_IMAGE,
-          ...job,
-        ];
+        // No --runtime: ARCH is Docker's default on this node.
+        const dockerJob = (name: string) => withoutArchRuntime(archDockerRun(name, key, [], job));
         await stack.docker(dockerJob(first));
         const image = await buildTestImage(`${ROOT}/.cache/image`, `${ROOT}/tests/fixtures/workload.c`);
         await stack.ctr(["images", "import", image], { namespace: ns });

@@ -197,6 +197,8 @@ stackTest("restore gate: page data verified while runc restores", async (t, stac
       verdict = Deno.readTextFileSync(stack.hostPath(`${work}/verdict`)).trim();
     } catch { /* never written: ARCH died first */ }
     assertEquals(verdict, "none");
+    // The root seen from the host is the node's (else a wrong path would pass for "no container").
+    ok(Deno.statSync(stack.hostPath(root)).isDirectory, stack.hostPath(root));
     const state = await new Deno.Command(stack.engines.runc, { args: ["--root", stack.hostPath(root), "state", id] })
       .output();
     ok(state.code !== 0, `no runc container ${id} left: ${new TextDecoder().decode(state.stdout)}`);

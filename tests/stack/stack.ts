@@ -136,6 +136,16 @@ export function shareMounts(dir: string): () => void {
   };
 }
 
+/** The first mount of file system type `fstype` in a mountinfo text: its mount point and its super options. */
+function parseMountinfoOptions(mountinfo: string, fstype: string): { mountPoint: string; options: string } | undefined {
+  for (const line of mountinfo.split("\n")) {
+    const f = line.split(" ");
+    const dash = f.indexOf("-");
+    if (dash > 5 && f[dash + 1] === fstype) return { mountPoint: f[4]!, options: f[dash + 3] ?? "rw" };
+  }
+  return undefined;
+}
+
 /** libcni's result cache (containerd's CRI plugin cannot move it). */
 const CNI_RESULTS = "/var/lib/cni/results";
 
@@ -267,12 +277,17 @@ export function namespaceId(file: string): string | undefined {
 
 /** Processes (other than this one) in the mount namespace `id` (`mnt:[<inode>]`). */
 export function processesInNamespace(id: string): number[] {
+  return processesWhere((pid) => Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === id);
+}
+
+/** Processes (other than this one) for which `test` holds; one that is gone (or whose files cannot be read) does not. */
+function processesWhere(test: (pid: number) => boolean): number[] {
   const pids: number[] = [];
   for (const entry of Deno.readDirSync("/proc")) {
     const pid = Number(entry.name);
     if (!Number.isInteger(pid) || pid === Deno.pid) continue;
     try {
-      if (Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === id) pids.push(pid);
+      if (test(pid)) pids.push(pid);
     } catch { /* gone, or a kernel thread */ }
   }
   return pids;
@@ -287,15 +302,7 @@ function describe(error: unknown): string {
 
 /** Processes (other than this one) whose command line mentions `text`. */
 export function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    const pid = Number(entry.name);
-    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
-    try {
-      if (Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes(text)) pids.push(pid);
-    } catch { /* gone */ }
-  }
-  return pids;
+  return processesWhere((pid) => Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes(text));
 }
 
 /** runc containers whose state lives under one of `roots` (and, if `dir` is given, whose rootfs or bundle is below it). */
@@ -573,16 +580,23 @@ export class EmbeddedStack implements AsyncDisposable {
     else await must({ cmd: "unshare", args: [`--mount=${this.mountNs}`, "--propagation", "slave", "true"] });
     if (this.options.cgroup2 === true) {
       if (given !== undefined) throw new Error("cgroup2 needs the stack's own mount namespace");
-      await must({
-        cmd: "nsenter",
-        args: [
-          `--mount=${this.mountNs}`,
-          "--",
-          "sh",
-          "-c",
-          "umount -l /sys/fs/cgroup && mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup",
-        ],
-      });
+      // Mounting cgroup2 applies its options to the one global v2 hierarchy: mount it with the
+      // options the host already gives it, or not at all where /sys/fs/cgroup already is v2.
+      const v2 = parseMountinfoOptions(Deno.readTextFileSync("/proc/self/mountinfo"), "cgroup2");
+      if (v2 === undefined) throw new Error("this machine has no cgroup2 hierarchy mounted to reuse");
+      if (v2.mountPoint !== "/sys/fs/cgroup") {
+        await must({
+          cmd: "nsenter",
+          args: [
+            `--mount=${this.mountNs}`,
+            "--",
+            "sh",
+            "-c",
+            'umount -l /sys/fs/cgroup && mount -t cgroup2 -o "$0" cgroup2 /sys/fs/cgroup',
+            v2.options,
+          ],
+        });
+      }
     }
     for (const path of [...NODE_PATHS, ...(this.options.installedArch === true ? INSTALLED_ARCH_PATHS : [])]) {
       Deno.mkdirSync(`${s}/node${path}`, { recursive: true, mode: 0o755 });
@@ -612,12 +626,22 @@ export class EmbeddedStack implements AsyncDisposable {
     return child;
   }
 
-  /** Runs `ctr` in the node, against its containerd (namespace `default` unless given). */
+  /**
+   * Runs `ctr` in the node, against its containerd (namespace `default` unless given). On a
+   * `cgroup2` stack, `ctr run` gets `--cpu-shares 0`: ctr asks for 1024 shares by default, which
+   * runc writes as `cpu.weight`, and this machine's v2 hierarchy has no cpu controller (it stays
+   * bound to v1; a real v2 node has it).
+   */
   ctr(args: readonly string[], opts: { namespace?: string; check?: boolean } & Partial<CommandSpec> = {}) {
+    const noShares = this.options.cgroup2 === true && args[0] === "run" && !args.includes("--cpu-shares");
     return this.#run({
       ...opts,
       cmd: this.engines.ctr,
-      args: ["--namespace", opts.namespace ?? "default", ...args],
+      args: [
+        "--namespace",
+        opts.namespace ?? "default",
+        ...(noShares ? ["run", "--cpu-shares", "0", ...args.slice(1)] : args),
+      ],
     }, opts.check);
   }
 

@@ -7,13 +7,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import {
-  nodeCensus,
-  type NodeContainer,
-  noteUnprotected,
-  type RuncListEntry,
-  type RuncLister,
-} from "../../src/registry/census.ts";
+import { nodeCensus, type NodeContainer, type RuncListEntry, type RuncLister } from "../../src/registry/census.ts";
+import { noteUnprotected } from "../../src/registry/unprotected.ts";
 import { Registry } from "../../src/registry/registry.ts";
 import { containerRows } from "../../src/cli/ls.ts";
 import { protectionCheck } from "../../src/cli/doctor.ts";
@@ -120,7 +115,7 @@ Deno.test("census: a root runc cannot list is a problem, not silence", async () 
   assertEquals(census.containers, []);
   assertEquals(census.problems, [`cannot list the containers of runc root "${node.root}": runc said no`]);
   const check = protectionCheck(census);
-  assertEquals(check.map((c) => c.status), ["warn", "ok"]);
+  assertEquals(check.map((c) => c.status), ["warn"], 'never "all protected" when a root was not read');
 });
 
 Deno.test("arch ls rows, doctor and metrics show an unprotected container with its reason", async () => {
@@ -148,4 +143,14 @@ Deno.test("arch ls rows, doctor and metrics show an unprotected container with i
   );
   ok(prom.includes("\narch_unprotected_containers 1\n"), prom);
   ok(prom.includes("\narch_protected_containers 1\n"), prom);
+});
+
+Deno.test("census: a damaged record is a reason, not a crash; notes of gone containers are dropped", async () => {
+  using node = new Node();
+  node.container("damaged", ["ARCH_ENABLE=1"], { prepared: true });
+  Deno.mkdirSync(`${node.stateDir}/registry/moby/damaged.json`, { recursive: true }); // not a file
+  noteUnprotected(node.stateDir, "moby", "gone", "an old note");
+  const census = await node.census();
+  ok(/cannot be read \(damaged\)/.test(by(census.containers, "damaged")?.reason ?? ""), JSON.stringify(census));
+  ok(!(await Deno.stat(`${node.stateDir}/unprotected/moby/gone.json`).then(() => true, () => false)));
 });

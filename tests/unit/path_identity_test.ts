@@ -6,7 +6,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { isWithin, resolvedPath, samePath } from "../../src/util/paths.ts";
-import { describesRuncContainer } from "../../src/registry/census.ts";
+import { describesRuncContainer } from "../../src/registry/unprotected.ts";
 import { mountAt } from "../../src/util/mounts.ts";
 
 /** `<tmp>/run` and `<tmp>/var/run` → `../run`, as on Debian, Ubuntu and Amazon Linux. */
