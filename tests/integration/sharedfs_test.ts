@@ -14,7 +14,15 @@ import { runCommand } from "../../src/process/exec.ts";
 
 const base = SKIP ? "/nonexistent" : Deno.makeTempDirSync({ prefix: "arch-sharedfs-test-" });
 // The test's shared file system is mounted on the host; the stacks' nodes must see it.
-if (!SKIP) globalThis.addEventListener("unload", shareMounts(base));
+if (!SKIP) {
+  const unshare = shareMounts(base);
+  globalThis.addEventListener("unload", () => {
+    unshare();
+    try {
+      Deno.removeSync(base, { recursive: true });
+    } catch { /* a mount still busy: the sweep of the stacks has it */ }
+  });
+}
 /** The shared file system's mount point (a tmpfs while a test runs). */
 const SHARED = `${base}/shared`;
 /** An allowed shared file system that is never mounted. */
