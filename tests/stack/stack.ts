@@ -13,6 +13,11 @@
  *
  * Every command of the stack (`ctr`, `docker`, `arch`, `run`) runs inside that namespace;
  * the test process sees the node's files below `<scratch>/node` ({@link EmbeddedStack.hostPath}).
+ * The node is a slave of the host's mounts: the scratch directory is a shared mount, so what a
+ * test mounts below it on the host (a small tmpfs as a full disk) appears in the node too, and
+ * {@link shareMounts} does the same for a directory of the test's own; nothing the node mounts
+ * reaches the host. Options: `cgroup2` (the node on the unified hierarchy), `installedArch`
+ * (ARCH on its own default paths, from the release file).
  *
  * Guarantees: the machine's own engine configuration and state (`/etc/containerd`,
  * `/etc/docker`, `/var/lib/docker`, `/run`, default sockets) is never read or written; a
