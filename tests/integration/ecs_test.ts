@@ -67,8 +67,11 @@ stackTest("what ECS and AWS Batch add to a container", async (t, stack) => {
       });
       ok(resumed > saved && resumed < saved + 100, JSON.stringify({ driver, saved, resumed }));
       if (driver === "local") {
+        // Restored (no "start" line), from about the saved tick: the file is written after the line
+        // is printed, and a line still in the pipe at the dump comes back with it.
         const p = await dockerProgress(stack, second);
-        assertEquals([p.starts, p.firstTick], [0, saved + 1]);
+        assertEquals(p.starts, 0, "restored, not started");
+        ok(Math.abs(p.firstTick - (saved + 1)) <= 2, JSON.stringify({ saved, first: p.firstTick }));
       }
       await stack.docker(["rm", "-f", first, second]);
     }
