@@ -51,12 +51,14 @@ stackTest("what ECS and AWS Batch add to a container", async (t, stack) => {
       const tick = async (name: string) =>
         Number((await stack.docker(["exec", name, "cat", "/tick.txt"], { check: false })).stdout.split(" ")[1] ?? 0);
       await stack.docker(archDockerRun(first, key, ["--log-driver", driver], job));
-      await eventually(`${first} at tick 10`, async () => (await tick(first)) >= 10 || undefined, 30_000);
+      // A lower bound of the saved tick, read while it runs (the file of the stopped container may be
+      // caught truncated between fopen and write): the job ticked at least this far before the freeze.
+      const saved = await eventually(`${first} at tick 10`, async () => {
+        const n = await tick(first);
+        return n >= 10 ? n : undefined;
+      }, 30_000);
       await finalize(1);
       await undo();
-      const saved = Number(
-        (await stack.docker(["cp", `${first}:/tick.txt`, "-"], { check: false })).stdout.match(/tick (\d+)/)?.[1],
-      );
       ok(saved >= 10, `saved tick ${saved}`);
       const second = uniqueName(`${driver}2`);
       await stack.docker(archDockerRun(second, key, ["--log-driver", driver], job));
@@ -71,7 +73,7 @@ stackTest("what ECS and AWS Batch add to a container", async (t, stack) => {
         // is printed, and a line still in the pipe at the dump comes back with it.
         const p = await dockerProgress(stack, second);
         assertEquals(p.starts, 0, "restored, not started");
-        ok(Math.abs(p.firstTick - (saved + 1)) <= 2, JSON.stringify({ saved, first: p.firstTick }));
+        ok(p.firstTick >= saved - 1 && p.firstTick < saved + 100, JSON.stringify({ saved, first: p.firstTick }));
       }
       await stack.docker(["rm", "-f", first, second]);
     }
