@@ -33,6 +33,7 @@ interface HookState {
   readonly id: string;
   readonly bundle: string;
   readonly status?: string;
+  readonly pid?: number;
 }
 
 async function readStdin(limit = 1 << 20): Promise<string> {
@@ -73,9 +74,9 @@ export async function runHook(args: readonly string[]): Promise<number> {
   }
   const state = parseState(await readStdin());
   if (state === undefined) return 0; // not a container state ARCH can tell is its own
-  let env, annotations;
+  let env, annotations, spec;
   try {
-    const spec = readBundleSpec(state.bundle);
+    spec = readBundleSpec(state.bundle);
     env = envOf(spec);
     annotations = spec.annotations ?? {};
   } catch {
@@ -110,11 +111,23 @@ export async function runHook(args: readonly string[]): Promise<number> {
       log.error(msg);
       return refuse(msg);
     }
-    const { workdirProblem } = await import("../src/workdir/workdir.ts");
+    const { workdirProblem, mountedWorkdirProblem } = await import("../src/workdir/workdir.ts");
     const problem = workdirProblem(shared.workdir, shared.mountPoint);
     if (problem !== undefined) {
       const msg = `cannot give the container its work directory: ${problem}: mount it, then start the container again`;
       log.error(msg);
+      return refuse(msg);
+    }
+    // What runc mounted is what the wrapper checked: compared by device and inode, before the
+    // container's process runs (runc runs createRuntime hooks after its mounts, before pivot_root).
+    const view = containerView(state, spec.root?.path, shared.containerPath);
+    const swapped = view === undefined
+      ? "the container's process is not known to the hook"
+      : mountedWorkdirProblem(shared, String(record!.scope), record!.key, view);
+    if (swapped !== undefined) {
+      const msg = `refusing to start the container: ${swapped}; start it again, and ask the admin to check ` +
+        `who else can write ${shared.root}`;
+      log.error(msg, { workdir: shared.workdir });
       return refuse(msg);
     }
     return 0;
@@ -132,7 +145,22 @@ export async function runHook(args: readonly string[]): Promise<number> {
 interface SharedFsRecord {
   readonly root: string;
   readonly mountPoint: string;
+  readonly containerPath: string;
   readonly workdir?: string;
+}
+
+/**
+ * The container's work path as the createRuntime hook can see it: through the init process's
+ * root, inside the rootfs runc has mounted but not yet pivoted into.
+ */
+function containerView(state: HookState, rootPath: string | undefined, containerPath: string): string | undefined {
+  if (typeof state.pid !== "number" || state.pid <= 0) return undefined;
+  const rootfs = rootPath === undefined
+    ? `${state.bundle}/rootfs`
+    : rootPath.startsWith("/")
+    ? rootPath
+    : `${state.bundle}/${rootPath}`;
+  return `/proc/${state.pid}/root${rootfs}${containerPath}`;
 }
 
 /** poststop: keep or remove the work directory (see the module doc). */

@@ -20,6 +20,7 @@ import { type HostConfig, loadHostConfig } from "../config/host_schema.ts";
 import { runCommand } from "../process/exec.ts";
 import { criuProblem, parseMajorMinor } from "../engine/compat.ts";
 import { rootProblem } from "../store/safe_dir.ts";
+import { archDirectories, tidyPath } from "../config/container_config.ts";
 import { mountAt } from "../util/mounts.ts";
 import { cString, libc } from "../util/libc.ts";
 import { processStartTime } from "../process/liveness.ts";
@@ -177,7 +178,24 @@ function freeBytes(path: string): number | undefined {
   }
 }
 
-/** One line per allowed root: exists, safe, mounted (shared), free space. */
+/** The first of `others` that holds `path` or lies inside it (by real path), not `path` itself. */
+function nestedWith(path: string, others: readonly string[]): string | undefined {
+  const real = (p: string) => {
+    try {
+      return Deno.realPathSync(p);
+    } catch {
+      return tidyPath(p);
+    }
+  };
+  const inside = (a: string, b: string) => a.startsWith(b === "/" ? "/" : `${b}/`);
+  const mine = real(path);
+  return others.find((o) => {
+    const r = real(o);
+    return r !== mine && (inside(mine, r) || inside(r, mine));
+  });
+}
+
+/** One line per allowed root: exists, safe, mounted (shared), nesting, free space. */
 export function rootChecks(host: HostConfig, mountinfo?: string): CheckResult[] {
   const out: CheckResult[] = [];
   const roots: { path: string; kind: "checkpoint root" | "default checkpoint root" | "shared-FS root" }[] = [
@@ -203,6 +221,15 @@ export function rootChecks(host: HostConfig, mountinfo?: string): CheckResult[] 
     }
     if (problem !== undefined) {
       out.push(fail(name, `${problem}: only root may change a checkpoint root (chown root, chmod go-w)`));
+      continue;
+    }
+    const nested = nestedWith(path, archDirectories(host));
+    if (nested !== undefined) {
+      out.push(fail(
+        name,
+        `nests with "${nested}" (another root or ARCH directory): containers naming it are refused; ` +
+          `configure roots that neither hold nor lie inside one another`,
+      ));
       continue;
     }
     if (kind === "shared-FS root") {

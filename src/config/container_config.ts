@@ -12,10 +12,12 @@
  * names its scope: a container can reach only the keys of its own scope, whatever
  * `ARCH_CHECKPOINT_ID` it sets.
  *
- * Checkpoint root: checked against the admin's allowed roots by its path first (so an
- * answer never tells whether an arbitrary host path exists), then by its real path (no
- * symlink leads out), and it must be a real directory owned by root and not writable by
- * group or others (`store/safe_dir.ts`). Nothing is created or changed here.
+ * Checkpoint root: one of the admin's roots exactly, compared by path first (so an answer
+ * never tells whether an arbitrary host path exists), never a directory below one (ARCH's
+ * keys, claims and tenants' work directories lie there); resolved once to its real path; a
+ * real directory owned by root and not writable by group or others (`store/safe_dir.ts`);
+ * not nested with another root or ARCH directory of the node; and not reachable through the
+ * container's own bind mounts. Nothing is created or changed here.
  */
 
 import { type BundleSpec, envOf, resolveKey } from "./container.ts";
@@ -23,7 +25,7 @@ import type { HostConfig } from "./host_schema.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { rootProblem } from "../store/safe_dir.ts";
 import { containerPathProblem } from "../workdir/container_path.ts";
-import { notMounted } from "../workdir/workdir.ts";
+import { notMounted, workdirPath } from "../workdir/workdir.ts";
 
 /** A validated ARCH container's checkpoint root, key scope and key, and its shared-FS mode if it asked for one. */
 export interface ContainerConfig {
@@ -89,43 +91,104 @@ export function checkRoot(root: string, variable: string, allowed: readonly stri
   return typeof r === "string" ? r : undefined;
 }
 
+/** `path` without repeated or trailing slashes (`//a/b/` → `/a/b`), as given otherwise. */
+export function tidyPath(path: string): string {
+  return path.replace(/\/+/g, "/").replace(/(.)\/$/, "$1");
+}
+
+function realOrUndefined(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The real path of a checkpoint root, resolved once (what was checked is what is used), or
- * the sentence saying why it cannot be one.
+ * The real path of a root a container names, resolved once (what was checked is what is
+ * used), or the sentence saying why it cannot be one. A root is one the admin configured,
+ * exactly (`allowed`), never a directory below one: below a root lie ARCH's own trees (keys,
+ * claims, work directories a container can write), so a root named below another would put
+ * one container's checkpoints inside another's reach. It must also not nest with any of
+ * `apart` (the node's other roots and ARCH's own directories): the admin's roots must not
+ * hold one another.
  */
 export function resolveRoot(
   root: string,
   variable: string,
   allowed: readonly string[],
   field = "checkpointRoots",
+  apart: readonly string[] = [],
 ): string | { real: string } {
-  const where = allowed.length > 0 ? allowed.map((r) => `"${r}"`).join(" or ") : "a root the admin allows";
-  const fix = `use a directory under ${where} (host config "${field}")`;
+  const listed = allowed.length > 0 ? allowed.map((r) => `"${r}"`).join(", ") : "none";
+  const fix = `use one of the roots the admin allows (host config "${field}": ${listed}), exactly`;
   const refuse = (why: string) => `${variable}="${root}" ${why}: ${fix}`;
-  const kind = field === "checkpointRoots" ? "checkpoint root" : "root";
   if (!root.startsWith("/")) return refuse("is not an absolute path");
   if (root.split("/").includes("..")) return refuse(`contains ".."`);
-  // By path first: nothing outside the allowed roots is ever looked at.
-  if (!allowed.some((r) => within(root, r))) return refuse(`is not under an allowed ${kind}`);
-  let real: string;
-  try {
-    real = Deno.realPathSync(root);
-  } catch {
-    return refuse("does not exist");
-  }
-  const allowedReal = allowed.flatMap((r) => {
-    try {
-      return [Deno.realPathSync(r)];
-    } catch {
-      return [];
-    }
-  });
-  if (!allowedReal.some((r) => within(real, r))) return refuse(`is not under an allowed ${kind}`);
+  // By path first: nothing but the admin's roots is ever looked at.
+  const given = tidyPath(root);
+  const configured = allowed.find((r) => tidyPath(r) === given);
+  if (configured === undefined) return refuse("is not one of the roots the admin allows");
+  const real = realOrUndefined(root);
+  if (real === undefined) return refuse("does not exist");
   const unsafe = rootProblem(real);
   if (unsafe !== undefined) {
     return refuse(`cannot be used: ${unsafe} (it must be a directory only root can change)`);
   }
+  for (const other of apart) {
+    const otherReal = realOrUndefined(other) ?? tidyPath(other);
+    if (otherReal === real) continue;
+    if (within(real, otherReal) || within(otherReal, real)) {
+      const how = within(real, otherReal) ? "lies inside" : "holds";
+      return `${variable}="${root}" ${how} "${other}", another root or directory of ARCH on this node, so one ` +
+        `container's checkpoints could reach another's: the admin must configure roots that do not nest ` +
+        `(host config "${field}")`;
+    }
+  }
   return { real };
+}
+
+/**
+ * The node's directories a container's root must not nest with: every configured root and
+ * ARCH's own state, CRIU, log and secret directories.
+ */
+export function archDirectories(host: HostConfig): string[] {
+  const parent = (p: string) => p.slice(0, p.lastIndexOf("/")) || "/";
+  return [
+    ...host.checkpointRoots,
+    host.defaultCheckpointRoot,
+    ...host.sharedFsRoots,
+    host.stateDir,
+    host.criuConfigDir,
+    parent(host.logFile),
+    parent(host.secretFile),
+  ];
+}
+
+/**
+ * Why the container's own mounts reach `root` (a bind mount of it, of a directory inside it,
+ * or of a directory that holds it), or `undefined`. A container that can see its checkpoint
+ * root could read another job's images or change what ARCH later reads.
+ */
+export function mountsReachingRoot(
+  spec: BundleSpec,
+  root: string,
+  variable: string,
+  workdir?: string,
+): string | undefined {
+  const mounts = (spec.mounts ?? []) as { source?: string; type?: string; options?: string[] }[];
+  for (const m of mounts) {
+    if (workdir !== undefined && m.source === workdir) continue; // ARCH's own (workdir/spec.ts withWorkdir)
+    const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
+    if (!bind || m.source === undefined || !m.source.startsWith("/")) continue;
+    const source = realOrUndefined(m.source) ?? tidyPath(m.source);
+    if (within(source, root) || within(root, source)) {
+      return `the container mounts "${m.source}", which ${within(source, root) ? "lies inside" : "holds"} its ` +
+        `checkpoint root ${variable}="${root}": a container must never see a checkpoint root; remove that mount ` +
+        `or use another root`;
+    }
+  }
+  return undefined;
 }
 
 /** Resolves and validates an enabled container's configuration. */
@@ -140,6 +203,7 @@ export function containerConfig(
   if (!key.ok) return { ok: false, error: key.error };
   const shared = sharedFsConfig(env, host);
   if (typeof shared === "string") return { ok: false, error: shared };
+  const apart = archDirectories(host);
   let checkpointRoot: string;
   if (shared !== undefined) {
     checkpointRoot = `${shared.root}/checkpoint`;
@@ -147,10 +211,12 @@ export function containerConfig(
     const given = env.get("ARCH_CHECKPOINT_HOST_PATH");
     const variable = given !== undefined ? "ARCH_CHECKPOINT_HOST_PATH" : "defaultCheckpointRoot (host config)";
     const root = given ?? host.defaultCheckpointRoot;
-    const checked = resolveRoot(root, variable, given !== undefined ? host.checkpointRoots : [root]);
+    const allowed = given !== undefined ? [...host.checkpointRoots, host.defaultCheckpointRoot] : [root];
+    const checked = resolveRoot(root, variable, allowed, "checkpointRoots", apart);
     if (typeof checked === "string") return { ok: false, error: checked };
     checkpointRoot = checked.real;
   }
+
   const requested = env.get("ARCH_RESTORE_CONSUMED") === "1";
   if (requested && host.restoreConsumed === "never") {
     return {
@@ -169,6 +235,13 @@ export function containerConfig(
   }
   const scope = keyScope(engineNamespace, spec.annotations ?? {}, host.scope);
   if (!isSafeSegment(scope)) return { ok: false, error: `the key scope "${scope}" is not a valid path element` };
+  const reaching = mountsReachingRoot(
+    spec,
+    shared?.root ?? checkpointRoot,
+    shared !== undefined ? "ARCH_SHAREDFS_HOST_PATH" : "ARCH_CHECKPOINT_HOST_PATH",
+    shared !== undefined ? workdirPath(shared.root, scope, key.key) : undefined,
+  );
+  if (reaching !== undefined) return { ok: false, error: reaching };
   return {
     ok: true,
     config: {
@@ -185,13 +258,13 @@ export function containerConfig(
 /**
  * Shared-FS mode (`ARCH_SHAREDFS_HOST_PATH` + `ARCH_WORKDIR_CONTAINER_PATH`), or `undefined`
  * in local mode, or the sentence that refuses the container. The shared path passes the same
- * rules as a checkpoint root (under an allowed root by path and by real path, a directory
+ * rules as a checkpoint root (one of the allowed roots exactly, resolved once, a directory
  * only root can change) against host config `sharedFsRoots`, and the allowed root that holds
  * it must be mounted right now: ARCH never writes into an empty mount point.
  */
 export function sharedFsConfig(
   env: ReadonlyMap<string, string>,
-  host: Pick<HostConfig, "sharedFsRoots">,
+  host: Pick<HostConfig, "sharedFsRoots"> & Partial<HostConfig>,
   mountinfo?: string,
 ): SharedFsConfig | string | undefined {
   const path = env.get("ARCH_SHAREDFS_HOST_PATH");
@@ -207,8 +280,8 @@ export function sharedFsConfig(
   }
   const bad = containerPathProblem(containerPath);
   if (bad !== undefined) return `ARCH_WORKDIR_CONTAINER_PATH="${containerPath}" ${bad}`;
-  // By path first: nothing outside the allowed roots is ever looked at, not even whether it is mounted.
-  const allowed = host.sharedFsRoots.filter((r) => within(path, r));
+  // By path first: nothing but the allowed roots is ever looked at, not even whether it is mounted.
+  const allowed = host.sharedFsRoots.filter((r) => tidyPath(r) === tidyPath(path));
   if (!path.startsWith("/") || path.split("/").includes("..") || allowed.length === 0) {
     return resolveRoot(path, "ARCH_SHAREDFS_HOST_PATH", host.sharedFsRoots, "sharedFsRoots") as string;
   }
@@ -217,7 +290,8 @@ export function sharedFsConfig(
     return `ARCH_SHAREDFS_HOST_PATH="${path}": the shared file system ${allowed.map((r) => `"${r}"`).join(" or ")} ` +
       `is not mounted on this node, and ARCH never writes into an empty mount point: mount it, then start the container again`;
   }
-  const checked = resolveRoot(path, "ARCH_SHAREDFS_HOST_PATH", [mounted], "sharedFsRoots");
+  const apart = host.stateDir !== undefined ? archDirectories(host as HostConfig) : host.sharedFsRoots;
+  const checked = resolveRoot(path, "ARCH_SHAREDFS_HOST_PATH", [mounted], "sharedFsRoots", apart);
   if (typeof checked === "string") return checked;
   return { root: checked.real, mountPoint: mounted, containerPath };
 }

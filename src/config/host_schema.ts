@@ -30,13 +30,15 @@ export const HostConfigSchema = z.object({
   /** ARCH's JSON-lines log. */
   logFile: absolute.default(DEFAULT_LOG_FILE),
   /**
-   * Host roots under which containers may keep checkpoints (ARCH_CHECKPOINT_HOST_PATH). Each
-   * must be root-owned and not writable by others, and never mounted into a container.
+   * Roots a container may name as its checkpoint root (ARCH_CHECKPOINT_HOST_PATH), exactly:
+   * never a directory below one. Each must be root-owned and not writable by others, must
+   * not nest with another root or ARCH directory, and is never mounted into a container.
+   * `defaultCheckpointRoot` is always allowed.
    */
-  checkpointRoots: z.array(absolute).default(["/var/lib/arch"]),
+  checkpointRoots: z.array(absolute).default([]),
   /**
-   * Shared file systems (EFS, JuiceFS, ... mounted at the same path on every node) under which
-   * containers may ask for shared-FS mode (ARCH_SHAREDFS_HOST_PATH). Each entry must be a
+   * Shared file systems (EFS, JuiceFS, ... mounted at the same path on every node) a container
+   * may name, exactly, for shared-FS mode (ARCH_SHAREDFS_HOST_PATH). Each entry must be a
    * mount point, root-owned and not writable by others; a container is refused while it is
    * not mounted.
    */
@@ -66,8 +68,16 @@ export const HostConfigSchema = z.object({
   secretFile: absolute.default("/etc/arch/secret"),
   /** How long a checkpoint, restore or delete waits for another one of the same key. */
   lockWaitSeconds: z.number().positive().default(30),
-  /** Largest checkpoint (memory + writable layer) a container may make; absent: no limit. */
-  maxCheckpointBytes: z.number().int().positive().optional(),
+  /**
+   * Largest checkpoint (memory + writable layer) a container may make, enforced while it is
+   * written (default 64 GiB).
+   */
+  maxCheckpointBytes: z.number().int().positive().default(64 * 2 ** 30),
+  /**
+   * Free space of a checkpoint root no checkpoint may take (default 1 GiB): a checkpoint that
+   * would leave less is stopped, so one job never fills the root other jobs need.
+   */
+  checkpointReserveBytes: z.number().int().nonnegative().default(2 ** 30),
   /**
    * Longest a checkpoint may keep a container paused; past it, the stuck ARCH process is
    * killed and the container released (a shared file system that stopped answering).

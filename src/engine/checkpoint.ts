@@ -35,7 +35,8 @@ import {
 } from "../store/manifest.ts";
 import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
-import { captureUpperdir } from "../rootfs/layer_archive.ts";
+import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
+import { SpaceBudget } from "./space_budget.ts";
 import { runc, runcArgv, type RuncTarget } from "./runc.ts";
 import { targetOf } from "../runc/command.ts";
 import { toolVersions } from "./versions.ts";
@@ -75,8 +76,10 @@ export interface CheckpointOptions {
   readonly deadline?: number;
   /** How long to wait for another operation on the key. */
   readonly lockWaitMs?: number;
-  /** Largest checkpoint allowed (memory + writable layer), bytes. */
+  /** Largest checkpoint allowed (memory + writable layer), bytes; enforced while it is written. */
   readonly maxBytes?: number;
+  /** Free space of the checkpoint root no checkpoint may take (`space_budget.ts`), bytes. */
+  readonly reserveBytes?: number;
   /** Longest the container may stay paused (`pause_guard.ts`); a deadline shortens it. */
   readonly maxPauseMs?: number;
 }
@@ -153,6 +156,9 @@ export async function checkpointContainer(
       "size",
     );
   }
+  const space = new SpaceBudget(root, options.maxBytes ?? Infinity, options.reserveBytes ?? 0);
+  const wontFit = space.cannotFit(memory ?? 0);
+  if (wontFit !== undefined) throw new CheckpointError(`cannot checkpoint "${record.id}": ${wontFit}`, "size");
   let claim;
   try {
     claim = await store.claim("checkpoint", {
@@ -185,9 +191,14 @@ export async function checkpointContainer(
     tmp = store.beginCheckpoint();
     guard.working(tmp);
     let t = performance.now();
-    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`);
+    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`, (n) => space.exceeded(n + (memory ?? 0)));
     faultPoint(options.stateDir, "checkpoint-during-capture");
-    await capturing;
+    try {
+      await capturing;
+    } catch (error) {
+      if (!(error instanceof SizeLimitError)) throw error;
+      throw new CheckpointError(`checkpoint of "${record.id}" stopped: ${error.message}`, "size");
+    }
     lap("rootfs", t);
     const layerBytes = Deno.statSync(`${tmp}/${ROOTFS_ARCHIVE}`).size;
     if (options.maxBytes !== undefined && layerBytes + (memory ?? 0) > options.maxBytes) {
@@ -206,17 +217,23 @@ export async function checkpointContainer(
     let files: Manifest["files"];
     let settling: Promise<unknown> | undefined; // the hash and fsync, once started
     try {
+      const tooBig = new AbortController();
       const dumping = runc(
         target,
         runcArgv.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
-        left === undefined ? {} : { timeoutMs: left },
+        { signal: tooBig.signal, ...(left === undefined ? {} : { timeoutMs: left }) },
       );
       faultPoint(options.stateDir, "checkpoint-during-dump");
       const flushing = flushWhile(tmp, dumping);
       flushing.catch(() => {}); // awaited below, unless the dump's spawn fails first
+      const watching = watchSize(`${tmp}/criu`, layerBytes, space, dumping, tooBig);
       const dump = await dumping;
       await flushing;
+      const stopped = await watching;
       lap("dump", t);
+      if (stopped !== undefined) {
+        throw new CheckpointError(`checkpoint of "${record.id}" stopped during the dump: ${stopped}`, "size");
+      }
       const criuLog = options.criuLogs === undefined
         ? undefined
         : keepCriuLog(options.criuLogs, scope, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
@@ -329,6 +346,42 @@ export async function checkpointContainer(
   }
   lap("total", t0);
   return { id: record.id, key: record.key, dir: committed, bytes: treeBytes(committed), timings };
+}
+
+/**
+ * Polls the size of the images CRIU writes into `dir` until `until` settles; when the
+ * checkpoint (`base` bytes already written + the images) exceeds `budget`, aborts `stop`
+ * (which kills the dump) and answers why.
+ */
+async function watchSize(
+  dir: string,
+  base: number,
+  budget: SpaceBudget,
+  until: Promise<unknown>,
+  stop: AbortController,
+  intervalMs = 100,
+): Promise<string | undefined> {
+  let done = false;
+  const finished = until.then(() => (done = true), () => (done = true));
+  while (!done) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([finished, new Promise((r) => (timer = setTimeout(r, intervalMs)))]);
+    clearTimeout(timer);
+    if (done) break;
+    let bytes = base;
+    try {
+      for (const entry of Deno.readDirSync(dir)) {
+        if (entry.isFile) bytes += Deno.lstatSync(`${dir}/${entry.name}`).size;
+      }
+    } catch { /* not there yet */ }
+    const why = budget.exceeded(bytes);
+    if (why !== undefined) {
+      stop.abort();
+      await finished;
+      return why;
+    }
+  }
+  return undefined;
 }
 
 function lastLine(text: string): string {

@@ -1,6 +1,6 @@
 /**
  * The few libc calls the rootfs modules need, through FFI (no fork, no package):
- * statvfs(3), mount(2), umount2(2), with errors that say what failed. Folder-internal.
+ * mount(2), umount2(2), with errors that say what failed. Folder-internal.
  * Requires `--allow-ffi`; mount and umount2 require root (CAP_SYS_ADMIN).
  */
 
@@ -12,28 +12,6 @@ export class SyscallError extends Error {
     super(`${call} failed: ${reason}`);
     this.name = "SyscallError";
   }
-}
-
-/** What {@link statvfs} reports of a file system: space and inodes left for unprivileged writers, block size. */
-export interface FsSpace {
-  /** Bytes an unprivileged writer may still use (`f_bavail * f_frsize`). */
-  readonly availableBytes: number;
-  /** Inodes still free for unprivileged writers; `undefined` if the file system does not count them (btrfs). */
-  readonly availableInodes: number | undefined;
-  /** The allocation unit (`f_frsize`). */
-  readonly blockSize: number;
-}
-
-/** Free space of the file system holding `path` (statvfs(3); on an overlay, that of its upper file system). */
-export function statvfs(path: string): FsSpace {
-  const buf = new BigUint64Array(16); // struct statvfs is 112 bytes on 64-bit Linux
-  if (lib().statvfs(cString(path), buf) !== 0) throw new SyscallError(`statvfs "${path}"`, lastError());
-  const [, frsize, , , bavail, files, , favail] = buf;
-  return {
-    availableBytes: Number(bavail! * frsize!),
-    availableInodes: files === 0n ? undefined : Number(favail!),
-    blockSize: Number(frsize!),
-  };
 }
 
 /** mount(2). `data` is the file system's option string. */

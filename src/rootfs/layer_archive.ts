@@ -38,17 +38,34 @@
  * Requires root, GNU tar and `--allow-ffi`.
  */
 
-import { mustRun } from "../process/exec.ts";
+import { CommandError, mustRun, runToFile } from "../process/exec.ts";
 import { listTarMembers, type TarMember } from "./tar_index.ts";
-import { statvfs } from "./_libc.ts";
+import { statvfs } from "../util/statvfs.ts";
 
 const TAR_META = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--selinux"];
 /** Overlay's own attributes: markers in the saved upperdir, refused by (and meaningless through) the mounted overlay. */
 const OVERLAY_XATTRS = ["--xattrs-exclude=trusted.overlay.*", "--xattrs-exclude=user.overlay.*"];
 
-/** Writes the upperdir's tree to `archive` (holes of sparse files are not stored). */
-export async function captureUpperdir(upperdir: string, archive: string): Promise<void> {
-  await mustRun({ cmd: "tar", args: [...TAR_META, "--sparse", "-C", upperdir, "-cpf", archive, "."] });
+/** A writer stopped because the checkpoint reached its size limit or the root its free-space reserve. */
+export class SizeLimitError extends Error {
+  override name = "SizeLimitError";
+}
+
+/**
+ * Writes the upperdir's tree to `archive` (holes of sparse files are not stored). `stop` is
+ * asked with the bytes written so far as tar streams them: when it gives a reason, tar is
+ * killed at once and {@link SizeLimitError} thrown, so a layer larger than the limit is never
+ * written whole (the caller removes the partial archive).
+ */
+export async function captureUpperdir(
+  upperdir: string,
+  archive: string,
+  stop: (bytes: number) => string | undefined = () => undefined,
+): Promise<void> {
+  const spec = { cmd: "tar", args: [...TAR_META, "--sparse", "-C", upperdir, "-cpf", "-", "."] };
+  const r = await runToFile(spec, archive, stop);
+  if (r.stopped !== undefined) throw new SizeLimitError(r.stopped);
+  if (r.code !== 0) throw new CommandError(spec, r);
 }
 
 /** Whether `name` (a tar member name) stays inside the extraction directory. */

@@ -16,12 +16,14 @@
  * secrets). Scope and key must be safe single path elements, and the directories down to
  * the key's are entered without following symlinks (`safe_dir.ts`). Operations that change
  * a key run under its claim; a key is deleted by renaming it away first, so it vanishes at
- * once for everyone.
+ * once for everyone. Every removal works from directory descriptors (`util/dirfd.ts`): it
+ * never follows a link and never leaves the tree it was given.
  */
 
 import { isSafeSegment } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { beneath } from "./safe_dir.ts";
+import { Dir } from "../util/dirfd.ts";
 import { type Claim, CLAIM_DIR, claimKey, type ClaimOptions } from "./claim.ts";
 
 /** Name prefix of a committed checkpoint directory in a key directory. */
@@ -77,6 +79,22 @@ export class KeyStore {
     beneath(this.root, [this.scope, this.key], true);
   }
 
+  /**
+   * The key's directory (or, with `parent`, its scope directory) held by descriptor, entered
+   * from the root without following a link and checked root-only at each step; `undefined` if
+   * it does not exist.
+   */
+  open(parent = false): Dir | undefined {
+    using root = Dir.open(this.root, { rootOnly: true });
+    return root.descend(parent ? [this.scope] : [this.scope, this.key], { rootOnly: true, sameDevice: true });
+  }
+
+  /** Removes the entry `name` of the key directory (a whole tree), from descriptors only (`util/dirfd.ts`). */
+  #removeEntry(name: string): void {
+    using dir = this.open();
+    dir?.removeTree(name);
+  }
+
   /** Takes the key's claim (creating the key directory if `create`). */
   async claim(op: string, options: ClaimOptions & { create?: boolean }): Promise<Claim> {
     if (options.create) this.ensure();
@@ -90,8 +108,9 @@ export class KeyStore {
    */
   beginCheckpoint(): string {
     this.ensure();
-    for (const entry of Deno.readDirSync(this.dir)) {
-      if (entry.name.startsWith(TMP_PREFIX)) Deno.removeSync(`${this.dir}/${entry.name}`, { recursive: true });
+    {
+      using dir = this.open()!;
+      for (const name of dir.names()) if (name.startsWith(TMP_PREFIX)) dir.removeTree(name);
     }
     const tmp = `${this.dir}/${TMP_PREFIX}${stamp()}`;
     Deno.mkdirSync(tmp, { mode: 0o700 });
@@ -116,14 +135,15 @@ export class KeyStore {
     Deno.renameSync(link, `${this.dir}/${CURRENT_LINK}`); // the commit point
     try {
       fsyncPath(this.dir);
-      if (previous !== undefined && previous !== final) Deno.removeSync(previous, { recursive: true });
+      if (previous !== undefined && previous !== final) this.#removeEntry(previous.slice(this.dir.length + 1));
     } catch { /* committed; a leftover previous checkpoint is only space (removed with the key) */ }
     return final;
   }
 
   /** Removes an uncommitted temporary directory (after a failure). */
   abort(tmp: string): void {
-    Deno.removeSync(tmp, { recursive: true });
+    if (!tmp.startsWith(`${this.dir}/`)) throw new Error(`"${tmp}" is not in key directory "${this.dir}"`);
+    this.#removeEntry(tmp.slice(this.dir.length + 1));
   }
 
   /** The committed checkpoint directory, if any (a real directory named by `current`). */
@@ -176,16 +196,16 @@ export class KeyStore {
     const current = this.currentPath();
     if (current === undefined) return undefined;
     try {
-      const file = Deno.openSync(`${current}/consumed`, { read: true });
-      const buf = new Uint8Array(1024);
-      const n = file.readSync(buf) ?? 0;
-      file.close();
-      const { at, container, node } = JSON.parse(new TextDecoder().decode(buf.subarray(0, n))) as Record<
+      // a regular file of at most 1 KiB, never through a link, never blocking on a FIFO (`util/dirfd.ts`)
+      using dir = Dir.open(current);
+      const bytes = dir.readFile("consumed", 1024);
+      const { at, container, node } = JSON.parse(new TextDecoder().decode(bytes)) as Record<
         string,
         unknown
       >;
-      const q = (v: unknown) => JSON.stringify(String(v).slice(0, 128));
-      return `by container ${q(container)} on node ${q(node)} at ${String(at).slice(0, 40)}`;
+      const q = (v: unknown) => JSON.stringify(String(v).slice(0, 128)).replace(/[\u007f-\u009f]/g, "?"); // C1 too
+      const time = String(at).slice(0, 40).replace(/[^0-9A-Za-z:.+-]/g, ""); // an ISO time: nothing else shown
+      return `by container ${q(container)} on node ${q(node)} at ${time}`;
     } catch {
       return undefined;
     }
@@ -207,11 +227,14 @@ export class KeyStore {
    * checkpoint for anyone, and its claim went with it), then deleted.
    */
   removeAll(): void {
-    if (!this.exists()) return;
-    const aside = `${this.root}/${this.scope}/${REMOVED_PREFIX}${stamp()}`;
-    Deno.renameSync(this.dir, aside);
-    fsyncPath(`${this.root}/${this.scope}`);
-    Deno.removeSync(aside, { recursive: true });
+    // From the scope directory's descriptor: whatever is renamed or exchanged on the way
+    // afterwards, the rename and the removal stay inside this key's scope directory.
+    using scopeDir = this.open(true);
+    if (scopeDir === undefined || scopeDir.lstat(this.key) === undefined) return;
+    const aside = `${REMOVED_PREFIX}${stamp()}`;
+    scopeDir.rename(this.key, aside);
+    fsyncPath(scopeDir.at());
+    scopeDir.removeTree(aside);
   }
 }
 

@@ -26,6 +26,8 @@ const symbols = {
   read: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  // descriptor-relative paths (util/dirfd.ts)
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   // errors
   __errno_location: { parameters: [], result: "pointer" },

@@ -17,7 +17,8 @@
  * - The work directory is never deleted except by {@link removeWorkdir}, which the poststop
  *   hook calls only after the job ended by itself with exit code 0 and only when the host
  *   configuration asks for it (`removeWorkdirOnSuccess`). It is renamed away first, so it
- *   vanishes at once, then removed without following any symlink the tenant left in it.
+ *   vanishes at once, then removed from directory descriptors (`util/dirfd.ts`): never through
+ *   a link, never outside `work/<scope>/`, whatever the tenant renames meanwhile.
  * Requires root.
  */
 
@@ -26,6 +27,7 @@ import { beneath } from "../store/safe_dir.ts";
 import { mountAt } from "../util/mounts.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
+import { Dir } from "../util/dirfd.ts";
 
 function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
   try {
@@ -112,7 +114,12 @@ export function ensureWorkdir(
     fsyncPath(parent);
     if (!info.isDirectory) throw new Error(`the work directory "${path}" is not a directory`);
   }
-  if (info.uid !== owner.uid || info.gid !== owner.gid) Deno.chownSync(path, owner.uid, owner.gid);
+  if (info.uid !== owner.uid || info.gid !== owner.gid) {
+    // through the directory's own descriptor: never a link planted in its place meanwhile
+    using workParent = Dir.open(parent, { rootOnly: true });
+    using dir = workParent.child(key);
+    Deno.chownSync(dir.at(), owner.uid, owner.gid);
+  }
   return path;
 }
 
@@ -129,22 +136,59 @@ export function workdirProblem(path: string, mountPoint: string): string | undef
   return undefined;
 }
 
+/**
+ * Why the directory the container sees at its work path (`view`, e.g.
+ * `/proc/<pid>/root/<rootfs>/work`, read by the createRuntime hook once runc made its
+ * mounts) is not the key's work directory, or `undefined` when it is the same directory
+ * (device and inode). The expected one is reached from descriptors (`util/dirfd.ts`): so
+ * whatever was renamed or linked between the wrapper's check and runc's mount, the container
+ * starts only with the directory ARCH checked.
+ */
+export function mountedWorkdirProblem(
+  shared: Pick<SharedFsConfig, "root">,
+  scope: string,
+  key: string,
+  view: string,
+): string | undefined {
+  let want: Deno.FileInfo;
+  try {
+    using root = Dir.open(shared.root, { rootOnly: true });
+    using parent = root.descend(["work", scope], { rootOnly: true, sameDevice: true });
+    if (parent === undefined) return `the work directory "${workdirPath(shared.root, scope, key)}" is gone`;
+    using dir = parent.child(key, { sameDevice: true });
+    want = Deno.statSync(dir.at());
+  } catch (error) {
+    return `the work directory "${workdirPath(shared.root, scope, key)}" cannot be opened safely: ` +
+      (error as Error).message;
+  }
+  let got: Deno.FileInfo;
+  try {
+    got = Deno.statSync(view);
+  } catch (error) {
+    return `the container's work path cannot be checked: ${(error as Error).message}`;
+  }
+  if (got.dev !== want.dev || got.ino !== want.ino) {
+    return `the directory mounted as the container's work directory is not "${
+      workdirPath(shared.root, scope, key)
+    }" (a path element was replaced after ARCH checked it)`;
+  }
+  return undefined;
+}
+
 /** Removes a finished job's work directory and its image record (see the module doc for when). */
 export function removeWorkdir(shared: Pick<SharedFsConfig, "root" | "mountPoint">, scope: string, key: string): void {
   const path = workdirPath(shared.root, scope, key);
   const down = notMounted(shared.mountPoint);
   if (down !== undefined) throw new Error(`${down}: the work directory "${path}" is kept`);
-  const parent = path.slice(0, path.lastIndexOf("/"));
-  const aside = `${parent}/.removed-${key}-${Date.now()}-${Deno.pid}`;
-  try {
-    Deno.renameSync(path, aside);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
-    throw error;
-  }
-  fsyncPath(parent);
-  Deno.removeSync(aside, { recursive: true });
-  try {
-    Deno.removeSync(imageRecordPath(shared.root, scope, key));
-  } catch { /* absent: a work directory of an older ARCH */ }
+  // From descriptors: `work/<scope>` is entered without following a link and checked root-only,
+  // then the key's directory is renamed and removed relative to it (`util/dirfd.ts`).
+  using root = Dir.open(shared.root, { rootOnly: true });
+  using parent = root.descend(["work", scope], { rootOnly: true, sameDevice: true });
+  if (parent === undefined || parent.lstat(key) === undefined) return;
+  const aside = `.removed-${key}-${Date.now()}-${Deno.pid}`;
+  parent.rename(key, aside);
+  fsyncPath(parent.at());
+  parent.removeTree(aside);
+  using images = root.descend(["work-image", scope], { rootOnly: true, sameDevice: true });
+  if (images?.lstat(key)?.isFile) Deno.removeSync(images.at(key));
 }

@@ -215,7 +215,7 @@ stackTestOnV1AndV2("failures never lose a container", async (t, stack) => {
   await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
     // The checkpoint root is a 2 MiB tmpfs and the workload holds 16 MiB: CRIU runs out of
     // space in the middle of the dump, after the container was paused.
-    const small = `${stack.checkpointRoot}/small`;
+    const small = stack.extraCheckpointRoot;
     Deno.mkdirSync(small, { recursive: true });
     // On the host, below the scratch directory: the node sees it too (stack.ts, shared scratch).
     await mustRun({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
@@ -463,15 +463,16 @@ stackTestOnV1AndV2("arch finalize and the drain", async (t, stack) => {
       ],
       [
         ["--env", "ARCH_CHECKPOINT_HOST_PATH=/etc"],
-        'ARCH_CHECKPOINT_HOST_PATH="/etc" is not under an allowed checkpoint root',
+        'ARCH_CHECKPOINT_HOST_PATH="/etc" is not one of the roots the admin allows',
       ],
       [
         ["--env", "ARCH_RESTORE_CONSUMED=1"],
         'ARCH_RESTORE_CONSUMED=1 is not allowed on this node (host config "restoreConsumed" is "never")',
       ],
       [
-        ["--env", `ARCH_CHECKPOINT_HOST_PATH=${stack.checkpointRoot}/missing`],
-        `ARCH_CHECKPOINT_HOST_PATH="${stack.checkpointRoot}/missing" does not exist`,
+        // a directory below an allowed root (here: the key scope of every Docker container) is never a root
+        ["--env", `ARCH_CHECKPOINT_HOST_PATH=${stack.checkpointRoot}/moby`],
+        `ARCH_CHECKPOINT_HOST_PATH="${stack.checkpointRoot}/moby" is not one of the roots the admin allows`,
       ],
       [["--env", "ARCH_CHECKPOINT_ID=a b"], 'ARCH_CHECKPOINT_ID="a b" is not a valid checkpoint id'],
     ];

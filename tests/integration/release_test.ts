@@ -20,7 +20,6 @@ import {
   uniqueName,
   withoutArchRuntime,
 } from "./_env.ts";
-import { TEST_IMAGE } from "../stack/stack.ts";
 import { buildTestImage } from "../stack/image.ts";
 import { dockerProgress, fullId, parseProgress, waitTicks } from "./_workload.ts";
 import { mustRun, runCommand } from "../../src/process/exec.ts";

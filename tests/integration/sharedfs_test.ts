@@ -190,7 +190,7 @@ stackTest("shared-FS mode", async (t, stack: EmbeddedStack) => {
         [
           "not an allowed shared FS",
           sharedEnv("/var/tmp"),
-          /ARCH_SHAREDFS_HOST_PATH="\/var\/tmp" is not under an allowed root/,
+          /ARCH_SHAREDFS_HOST_PATH="\/var\/tmp" is not one of the roots the admin allows/,
         ],
         ["shared FS not mounted", sharedEnv(UNMOUNTED), /is not mounted on this node/],
       ];

@@ -380,6 +380,8 @@ export class EmbeddedStack implements AsyncDisposable {
   readonly archRunc: string;
   /** The default checkpoint root, under the only allowed root; ARCH creates it on first use. */
   readonly checkpointRoot: string;
+  /** A second allowed checkpoint root (host config `checkpointRoots`), not created: a test mounts what it needs there. */
+  readonly extraCheckpointRoot: string;
   #containerd: Deno.ChildProcess | undefined;
   #dockerd: Deno.ChildProcess | undefined;
   #teardowns: { what: string; run: () => Promise<string[]> }[] = [];
@@ -397,6 +399,7 @@ export class EmbeddedStack implements AsyncDisposable {
     this.archRunc = options.archRunc;
     // As on a new node: the default root does not exist until ARCH creates it.
     this.checkpointRoot = `${scratch}/lib/arch/checkpoints`;
+    this.extraCheckpointRoot = `${scratch}/lib/arch-extra`;
   }
 
   /** Starts containerd and dockerd in a new scratch directory and imports the test image. */
@@ -469,7 +472,7 @@ export class EmbeddedStack implements AsyncDisposable {
           secretFile: `${s}/arch/secret`,
           logFile: this.archLog,
           metricsFile: `${s}/arch/metrics/arch.prom`,
-          checkpointRoots: [`${s}/lib/arch`],
+          checkpointRoots: [this.extraCheckpointRoot],
           defaultCheckpointRoot: this.checkpointRoot,
           ...this.options.archConfigExtra,
         },

@@ -166,9 +166,9 @@ Deno.test("point 3: key directories are never reached through a symlink", async 
       Deno.mkdirSync(`${root}/moby`, { mode: 0o700 });
       Deno.symlinkSync(victim, `${root}/moby/job`);
       throws(() => new KeyStore(root, "moby", "job").beginCheckpoint(), UnsafePathError);
-      throws(() => new KeyStore(root, "moby", "job").removeAll(), UnsafePathError);
+      new KeyStore(root, "moby", "job").removeAll(); // the link goes, never what it points at
       assertEquals([...Deno.readDirSync(victim)].length, 0);
-      Deno.removeSync(`${root}/moby/job`);
+      assertEquals([...Deno.readDirSync(`${root}/moby`)].length, 0);
     });
     await t.step("a directory a tenant owns on the way is refused", () => {
       Deno.mkdirSync(`${root}/moby/job`, { mode: 0o700 });
