@@ -12,6 +12,8 @@
  * that opted in and run but that ARCH cannot checkpoint, from runc's census of the node,
  * `registry/census.ts`; each named on a FAIL line), and the concurrency it ran at. It first marks the node draining, so restart policies do not restore
  * checkpoints here. SIGTERM/SIGINT release the containers this process paused.
+ * Every line printed passes through `output.ts` (`terminalLine`): keys, paths and error
+ * messages a tenant could shape never reach the terminal with a control character.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
@@ -28,7 +30,7 @@ import { preferNodeCrypto } from "../util/digest.ts";
 import type { HostConfig } from "../config/host_schema.ts";
 import { recordEvent } from "../observe/events.ts";
 import { observeTargets, setObserveTargets } from "../observe/targets.ts";
-import { Progress, terminalSafe } from "./output.ts";
+import { Progress, terminalLine, terminalSafe } from "./output.ts";
 import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 import {
   CheckpointEstimator,
@@ -40,12 +42,26 @@ import {
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
-function summary(record: ContainerRecord, outcome: CheckpointResult | Error): string {
+/**
+ * A container's result line, through {@link terminalLine} (its key, checkpoint path and
+ * error message may carry a tenant's text).
+ *
+ * @example
+ * ```ts
+ * import { summary } from "./checkpoint.ts";
+ * const record = { namespace: "moby", id: "c1", root: "/r", key: "k", bundle: "/b", createdAt: "" };
+ * const line = summary(record, new Error('cannot read "/x\x1b]0;pwned\x07"\r\n'));
+ * if (line !== 'FAIL  moby/c1 key=k: cannot read "/x]0;pwned" ') throw new Error(line);
+ * ```
+ */
+export function summary(record: ContainerRecord, outcome: CheckpointResult | Error): string {
   const name = `${record.namespace}/${record.id}`;
-  if (outcome instanceof Error) return `FAIL  ${name} key=${record.key}: ${outcome.message}`;
-  return `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${
-    (outcome.timings.total! / 1000).toFixed(2)
-  } s -> ${outcome.dir}`;
+  if (outcome instanceof Error) return terminalLine(`FAIL  ${name} key=${record.key}: ${outcome.message}`);
+  return terminalLine(
+    `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${
+      (outcome.timings.total! / 1000).toFixed(2)
+    } s -> ${outcome.dir}`,
+  );
 }
 
 /** Finds records by full id, unique id prefix, or `namespace/id`. */
@@ -124,7 +140,8 @@ async function runAll(
     criuLogs: criuLogDir(host.logFile),
     lockWaitMs: host.lockWaitSeconds * 1000,
     ...(deadline !== undefined ? { deadline } : {}),
-    ...(host.maxCheckpointBytes !== undefined ? { maxBytes: host.maxCheckpointBytes } : {}),
+    maxBytes: host.maxCheckpointBytes,
+    reserveBytes: host.checkpointReserveBytes,
     maxPauseMs: host.maxPauseSeconds * 1000,
   };
   const estimator = new CheckpointEstimator();
@@ -245,7 +262,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   const unprotected = census.containers.filter((c) =>
     c.protection === "unprotected" && (c.status === "running" || c.status === "paused")
   );
-  for (const p of census.problems) console.error(`arch: ${p}`);
+  for (const p of census.problems) console.error(`arch: ${terminalLine(p)}`);
   const done = (containers: Record<string, number>, concurrency?: RunSummary["concurrency"]) =>
     recordEvent(observeTargets(), {
       kind: "finalize",

@@ -1,16 +1,23 @@
 /**
  * The operator CLI. The only place that writes to a terminal: results on stdout, errors on
  * stderr as `arch: <sentence>`, no colours. Each command lives in its own file and is loaded
- * only when invoked.
+ * only when invoked. Every error is printed without control characters (`output.ts`): a
+ * message that embeds a tenant's path or text cannot drive the terminal or fake a line.
  */
 
 import { Command, CommanderError } from "commander";
 import { UsageError } from "../util/errors.ts";
 import { ensureSystemPath } from "../process/programs.ts";
 import { ARCH_VERSION } from "../version.ts";
+import { terminalLine, terminalLines } from "./output.ts";
 
-function printError(msg: string): void {
-  Deno.stderr.writeSync(new TextEncoder().encode(`arch: ${msg}\n`));
+/**
+ * Writes `arch: <msg>` on stderr: `msg` as one line ({@link terminalLine}), or with its own
+ * line breaks kept when `multiline` (commander's usage errors and hints), each line stripped.
+ */
+export function printError(msg: string, multiline = false): void {
+  const text = multiline ? terminalLines(msg) : terminalLine(msg);
+  Deno.stderr.writeSync(new TextEncoder().encode(`arch: ${text}\n`));
 }
 
 /** Builds the command tree (exported for help snapshot tests). */
@@ -20,7 +27,7 @@ export function buildProgram(onResult: (code: number) => void): Command {
     .version(ARCH_VERSION, "--version", "print the version")
     .helpOption("-h, --help", "show help")
     .exitOverride()
-    .configureOutput({ outputError: (str) => printError(str.replace(/^error: /, "").trimEnd()) });
+    .configureOutput({ outputError: (str) => printError(str.replace(/^error: /, "").trimEnd(), true) });
 
   // Every command first finishes what a dead ARCH process left undone: containers left paused.
   program.hook("preAction", async () => {

@@ -2,6 +2,8 @@
  * Output helpers of the CLI: plain aligned tables and JSON on stdout, a live progress line
  * on a terminal, human units (sizes, ages), and stripping control characters from text a
  * tenant could set before it reaches a terminal. Nothing here reads or changes ARCH's state.
+ * Text that can come from a tenant reaches the terminal only through {@link terminalSafe},
+ * {@link terminalLine} or {@link terminalLines}: no escape sequence, C1 control, `\r` or `\b`.
  */
 
 /**
@@ -51,6 +53,36 @@ export function safeJson(value: unknown, indent?: number): string {
 export function terminalSafe(text: string): string {
   // deno-lint-ignore no-control-regex
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "");
+}
+
+/**
+ * `text` as one terminal line: line breaks and tabs become one space, then every other
+ * control character goes ({@link terminalSafe}). For messages (errors, results) that embed
+ * text a tenant could set: they cannot fake a line of their own.
+ *
+ * @example
+ * ```ts
+ * import { terminalLine } from "./output.ts";
+ * if (terminalLine("bad\x1b[2J\r\nline\x1b]0;pwned\x07") !== "bad[2J line]0;pwned") throw new Error();
+ * ```
+ */
+export function terminalLine(text: string): string {
+  return terminalSafe(text.replace(/[\t\n\r]+/g, " "));
+}
+
+/**
+ * `text` with its lines kept and each line through {@link terminalSafe} (`\r` included): for
+ * multi-line text ARCH writes itself around values that are already safe (a usage error and
+ * its hint).
+ *
+ * @example
+ * ```ts
+ * import { terminalLines } from "./output.ts";
+ * if (terminalLines("a\x1b[2J\r\nb\u009b") !== "a[2J\nb") throw new Error();
+ * ```
+ */
+export function terminalLines(text: string): string {
+  return text.split("\n").map(terminalSafe).join("\n");
 }
 
 /**
@@ -124,11 +156,11 @@ export class Progress {
     this.#draw();
   }
 
-  /** Prints a finished container's line above the progress line and counts it. */
+  /** Prints a finished container's line (through {@link terminalLine}) above the progress line and counts it. */
   line(text: string, failed: boolean): void {
     this.#done++;
     if (failed) this.#failed++;
-    this.#write(`\r\x1b[2K${text}\n`);
+    this.#write(`\r\x1b[2K${terminalLine(text)}\n`);
     this.#draw();
   }
 

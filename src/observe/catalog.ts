@@ -18,6 +18,9 @@
  * named like the store's entries (refused since, see `reservedKeyProblem`, but maybe on disk)
  * is never taken for a key. A claim that is not one `store/claim.ts` makes is reported as not
  * `understood` (and live).
+ *
+ * Files (`owner.json`, `manifest.json`, `consumed`) are read only as small regular files,
+ * opened without following a link or blocking (`util/dirfd.ts`): a planted FIFO never hangs.
  */
 
 import { CLAIM_DIR, type ClaimOwner, isStale } from "../store/claim.ts";
@@ -25,6 +28,7 @@ import { ROOTFS_ARCHIVE, UNLISTED } from "../store/manifest.ts";
 import { CHECKPOINT_PREFIX, CURRENT_LINK, QUARANTINE_PREFIX, REMOVED_PREFIX, TMP_PREFIX } from "../store/store.ts";
 import { rootProblem } from "../store/safe_dir.ts";
 import { isSafeSegment } from "../util/paths.ts";
+import { readRegularFile } from "../util/dirfd.ts";
 
 /** What a checkpoint directory of a key is. */
 export type CheckpointStatus =
@@ -262,7 +266,7 @@ function readClaim(keyDir: string, now: number): ClaimInfo | undefined {
   const file = lstat(`${dir}/owner.json`);
   if (info.isDirectory && file?.isFile && file.size < 4096) {
     try {
-      const v = JSON.parse(Deno.readTextFileSync(`${dir}/owner.json`)) as Partial<ClaimOwner> | null;
+      const v = JSON.parse(readText(`${dir}/owner.json`, 4096)) as Partial<ClaimOwner> | null;
       if (
         typeof v?.host === "string" && typeof v.pid === "number" && typeof v.nonce === "string" &&
         typeof v.op === "string"
@@ -300,11 +304,16 @@ function tree(path: string): { bytes: number; files: number } {
   return { bytes, files };
 }
 
+/** The regular file `path` as text, at most `max` bytes, never through a link nor blocking; throws otherwise. */
+function readText(path: string, max: number): string {
+  return new TextDecoder().decode(readRegularFile(path, max));
+}
+
 function readSmallJson(path: string, max: number): Record<string, unknown> | undefined {
   const info = lstat(path);
   if (info === undefined || !info.isFile || info.size > max) return undefined;
   try {
-    const v = JSON.parse(Deno.readTextFileSync(path));
+    const v = JSON.parse(readText(path, max));
     return v !== null && typeof v === "object" && !Array.isArray(v) ? v as Record<string, unknown> : undefined;
   } catch {
     return undefined;

@@ -7,10 +7,13 @@
  * CRIU images (format "v1.1") start with two little-endian u32 magics, then hold entries,
  * each a u32 length and a protobuf message. Only the few fields used here are decoded; an
  * unknown or damaged file yields `undefined` fields, never an exception. Read-only; never
- * follows a symlink (files are checked with `lstat` first) and reads at most 16 MiB of a
- * file: images are written by CRIU, but a checkpoint on a shared file system is not
- * trusted before its manifest is verified.
+ * follows a symlink and reads at most 16 MiB of a file, only a regular one, opened without
+ * blocking (`util/dirfd.ts`: a FIFO planted in place of an image never hangs): images are
+ * written by CRIU, but a checkpoint on a shared file system is not trusted before its
+ * manifest is verified.
  */
+
+import { readRegularFile } from "../util/dirfd.ts";
 
 /** One process of a dumped tree. */
 export interface DumpedProcess {
@@ -107,9 +110,7 @@ export function imageEntries(bytes: Uint8Array): Uint8Array[] {
 
 function readImage(dir: string, name: string): Uint8Array | undefined {
   try {
-    const info = Deno.lstatSync(`${dir}/${name}`);
-    if (!info.isFile || info.size > MAX_READ) return undefined;
-    return Deno.readFileSync(`${dir}/${name}`);
+    return readRegularFile(`${dir}/${name}`, MAX_READ);
   } catch {
     return undefined;
   }

@@ -66,6 +66,7 @@ export const PROGRAMS: readonly Program[] = [
   { name: "mount", by: "tests" },
   { name: "umount", by: "tests" },
   { name: "script", by: "tests" },
+  { name: "mkfifo", by: "tests" },
   // the private Podman of tests/stack/podman.ts (it starts conmon itself); its image load also
   // runs `unshare`, `sh` and `mount`
   { name: "podman", by: "tests" },

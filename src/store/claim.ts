@@ -11,9 +11,12 @@
  * rename to a unique name followed by a check that what was renamed is the stale claim that
  * was seen (else it is put back), so two breakers cannot both win. Waiting is bounded: a
  * claim not obtained within `waitMs` is an error naming the holder.
+ * `owner.json` is read without following a link or blocking on a FIFO, at most 64 KiB, and
+ * only a well-formed owner (short strings without control characters) is believed.
  */
 
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
+import { readRegularFile } from "../util/dirfd.ts";
 
 /** A claim's holder as `owner.json` records it: host, pid + start time, operation, a random nonce, time taken. */
 export interface ClaimOwner extends ProcessIdentity {
@@ -51,10 +54,38 @@ export const CLAIM_DIR = ".claim";
 
 const DEFAULT_TTL_MS = 120_000;
 
+/** Largest `owner.json` read, bytes (ARCH writes about 200). */
+const MAX_OWNER_BYTES = 64 << 10;
+
+/** Control characters: never in a string ARCH writes to `owner.json`. */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** A string of `owner.json` ARCH could have written: at most 256 characters, no control character. */
+const plain = (v: unknown): v is string => typeof v === "string" && v.length <= 256 && !CONTROL.test(v);
+
+/** `value` (parsed `owner.json`) as a claim owner, or `undefined` if it is not one ARCH could have written. */
+function ownerOf(value: unknown): ClaimOwner | undefined {
+  if (value === null || typeof value !== "object") return undefined;
+  const v = value as Record<string, unknown>;
+  const number = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n);
+  if (!plain(v.host) || !plain(v.op) || !plain(v.nonce) || !plain(v.at) || !number(v.pid)) return undefined;
+  if (v.start !== undefined && !number(v.start)) return undefined;
+  return {
+    host: v.host,
+    op: v.op,
+    nonce: v.nonce,
+    at: v.at,
+    pid: v.pid as number,
+    start: v.start as number | undefined,
+  };
+}
+
 function readOwner(dir: string): { owner: ClaimOwner | undefined; mtime: number | undefined } {
   try {
-    const info = Deno.statSync(`${dir}/owner.json`);
-    const owner = JSON.parse(Deno.readTextFileSync(`${dir}/owner.json`)) as ClaimOwner;
+    const info = Deno.lstatSync(`${dir}/owner.json`);
+    const bytes = readRegularFile(`${dir}/owner.json`, MAX_OWNER_BYTES);
+    const owner = ownerOf(JSON.parse(new TextDecoder().decode(bytes)));
     return { owner, mtime: info.mtime?.getTime() };
   } catch {
     try {

@@ -15,10 +15,15 @@
  * checks later. Only data CRIU copies without parsing (`criu/pages-*.img`, see
  * {@link isPageData}) may be deferred, and only when something holds the restored tasks
  * until that verdict (`engine/restore_gate.ts`).
+ *
+ * `manifest.json` and `manifest.hmac` are read without following a link or blocking on a
+ * FIFO, and only as regular files of at most {@link MAX_MANIFEST_BYTES} and
+ * {@link MAX_HMAC_BYTES}: a planted FIFO or device is an error, never a hang.
  */
 
 import { z } from "zod";
 import { sha256Hex, streamingSha256, WHOLE_FILE_LIMIT } from "../util/digest.ts";
+import { openRegularFile, readRegularFile } from "../util/dirfd.ts";
 import { sign, verifySignature } from "./secret.ts";
 
 /** The manifest format this ARCH writes, and the only one it accepts. */
@@ -26,6 +31,11 @@ export const MANIFEST_VERSION = 2;
 
 /** The archive of the writable layer: the only name a manifest may give it. */
 export const ROOTFS_ARCHIVE = "rootfs.tar";
+
+/** Largest `manifest.json` read, bytes (one entry of about 150 bytes per checkpoint file). */
+export const MAX_MANIFEST_BYTES = 64 << 20;
+/** Largest `manifest.hmac` read, bytes (ARCH writes 65). */
+export const MAX_HMAC_BYTES = 4096;
 
 /** Files of a checkpoint directory that the manifest does not list. */
 export const UNLISTED = new Set(["manifest.json", "manifest.hmac", "consumed"]);
@@ -76,7 +86,7 @@ export function listFiles(dir: string, skip: ReadonlySet<string>, rel = ""): str
  * `WHOLE_FILE_LIMIT` (no `node:crypto` loaded: `util/digest.ts`), streamed above it.
  */
 export async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
-  const file = await Deno.open(path);
+  const file = openRegularFile(path); // a FIFO or link swapped in after the listing is refused, never waited on
   try {
     const stated = (await file.stat()).size;
     if (stated < WHOLE_FILE_LIMIT) {
@@ -147,6 +157,26 @@ function strictListing(dir: string, rel = ""): string[] {
 }
 
 /**
+ * The bytes of `dir/manifest.json`, a regular file of at most {@link MAX_MANIFEST_BYTES}
+ * (read without following a link or blocking: see the module doc); throws otherwise.
+ */
+export function readManifestBytes(dir: string): Uint8Array {
+  return readRegularFile(`${dir}/manifest.json`, MAX_MANIFEST_BYTES);
+}
+
+/** The text of `dir/manifest.hmac`; {@link UnauthenticatedCheckpoint} if absent or not a small regular file. */
+function readSignature(dir: string): string {
+  try {
+    return new TextDecoder().decode(readRegularFile(`${dir}/manifest.hmac`, MAX_HMAC_BYTES));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new UnauthenticatedCheckpoint("its manifest has no signature (manifest.hmac)");
+    }
+    throw new UnauthenticatedCheckpoint(`its manifest signature cannot be read: ${(error as Error).message}`);
+  }
+}
+
+/**
  * Authenticates and checks the checkpoint in `dir` for a restore into `expected` (see the
  * module doc). Throws {@link ForeignCheckpoint} for a checkpoint of another scope, key or
  * image, an Error for anything corrupt or forged.
@@ -182,13 +212,8 @@ export async function verifyCheckpointExcept(
   expected: Expected,
   defer: (path: string) => boolean,
 ): Promise<PartlyVerified> {
-  const bytes = Deno.readFileSync(`${dir}/manifest.json`);
-  let mac: string;
-  try {
-    mac = Deno.readTextFileSync(`${dir}/manifest.hmac`);
-  } catch {
-    throw new UnauthenticatedCheckpoint("its manifest has no signature (manifest.hmac)");
-  }
+  const bytes = readManifestBytes(dir);
+  const mac = readSignature(dir);
   if (!(await verifySignature(secret, bytes, mac))) {
     throw new UnauthenticatedCheckpoint(
       "its manifest is not signed with this node's checkpoint secret (made with another secret, or modified)",

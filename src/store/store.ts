@@ -186,7 +186,7 @@ export class KeyStore {
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
       }
-      fsyncPath(`${current}/consumed`);
+      if (Deno.lstatSync(`${current}/consumed`).isFile) fsyncPath(`${current}/consumed`); // never open a planted FIFO
       fsyncPath(current);
     }
   }

@@ -256,6 +256,27 @@ function readFileAt(dirfd: number, name: string, what: string, maxBytes: number)
 }
 
 /**
+ * Opens the regular file `path` for reading as a `Deno.FsFile`, never following a link at its
+ * last element and never blocking on a FIFO or device (refused with {@link UnsafeEntryError}):
+ * what is opened is the regular file that was checked, whatever replaces its name afterwards.
+ */
+export function openRegularFile(path: string): Deno.FsFile {
+  const fd = libc().openat(AT_FDCWD, cString(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) {
+    const code = errno();
+    if (code === ELOOP) throw new UnsafeEntryError(`"${path}" is a symbolic link`);
+    if (code === ENOENT) throw new Deno.errors.NotFound(`"${path}" does not exist`);
+    throw new Error(`cannot open "${path}": ${lastError()}`);
+  }
+  try {
+    if (!Deno.statSync(`/proc/self/fd/${fd}`).isFile) throw new UnsafeEntryError(`"${path}" is not a regular file`);
+    return Deno.openSync(`/proc/self/fd/${fd}`, { read: true }); // the same inode, now known to be a file
+  } finally {
+    libc().close(fd);
+  }
+}
+
+/**
  * Reads the regular file `path` without following a link at its last element and without
  * blocking on a FIFO or device; refuses anything else, or more than `maxBytes`.
  *

@@ -14,6 +14,7 @@ const known = new Set(PROGRAMS.map((p) => p.name));
 /** Spawn sites whose program is not a literal: what they run, and why that is covered. */
 const DYNAMIC = new Map<string, string>([
   ["spec.cmd", "the one runner: its callers are scanned"],
+  ["TOOLS", "tests/integration/tenant_test.ts: the tenant's tools, compiled from tests/fixtures/tenant_tools.c"],
   ["cmd", "a helper's parameter: its callers are scanned"],
   ["binary", "EmbeddedStack#daemon: the engine generation's containerd or dockerd (tests/stack/engines.ts)"],
   ["t.runc", "the configured real runc (root-owned ELF, see config/host.ts)"],
