@@ -9,6 +9,7 @@
  * none) means plain runc.
  */
 
+import { quoteValue } from "../log/log.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { reservedKeyProblem } from "../store/store.ts";
 
@@ -99,7 +100,7 @@ export function resolveKey(
     if (!isSafeSegment(explicit)) {
       return {
         ok: false,
-        error: `ARCH_CHECKPOINT_ID="${explicit}" is not a valid checkpoint id: use 1-255 characters from ` +
+        error: `ARCH_CHECKPOINT_ID=${quoteValue(explicit)} is not a valid checkpoint id: use 1-255 characters from ` +
           `letters, digits, "_", "+", "-" and "." (not "." or "..")`,
       };
     }
@@ -107,7 +108,7 @@ export function resolveKey(
     if (reserved !== undefined) {
       return {
         ok: false,
-        error: `ARCH_CHECKPOINT_ID="${explicit}" is not a valid checkpoint id: ${reserved}; ` +
+        error: `ARCH_CHECKPOINT_ID=${quoteValue(explicit)} is not a valid checkpoint id: ${reserved}; ` +
           `choose another id (not beginning with ".", "ckpt-" or "quarantine-", and not "current")`,
       };
     }
@@ -123,7 +124,10 @@ export function resolveKey(
     parts.push(fnv1a64(JSON.stringify(args)));
     const key = parts.join("_");
     if (isSafeSegment(key)) return { ok: true, key, source: "AWS_BATCH_JOB_ID" };
-    return { ok: false, error: `AWS_BATCH_JOB_ID="${job}" cannot be used as a checkpoint id: set ARCH_CHECKPOINT_ID` };
+    return {
+      ok: false,
+      error: `AWS_BATCH_JOB_ID=${quoteValue(job)} cannot be used as a checkpoint id: set ARCH_CHECKPOINT_ID`,
+    };
   }
   for (const [nsKey, podKey, ctrKey] of K8S_ANNOTATIONS) {
     const ns = annotations[nsKey], pod = annotations[podKey], ctr = annotations[ctrKey];

@@ -20,6 +20,7 @@
  * container's own bind mounts. Nothing is created or changed here.
  */
 
+import { quoteValue } from "../log/log.ts";
 import { type BundleSpec, envOf, resolveKey } from "./container.ts";
 import type { HostConfig } from "./host_schema.ts";
 import { isSafeSegment } from "../util/paths.ts";
@@ -122,7 +123,7 @@ export function resolveRoot(
 ): string | { real: string } {
   const listed = allowed.length > 0 ? allowed.map((r) => `"${r}"`).join(", ") : "none";
   const fix = `use one of the roots the admin allows (host config "${field}": ${listed}), exactly`;
-  const refuse = (why: string) => `${variable}="${root}" ${why}: ${fix}`;
+  const refuse = (why: string) => `${variable}=${quoteValue(root)} ${why}: ${fix}`;
   if (!root.startsWith("/")) return refuse("is not an absolute path");
   if (root.split("/").includes("..")) return refuse(`contains ".."`);
   // By path first: nothing but the admin's roots is ever looked at.
@@ -140,7 +141,9 @@ export function resolveRoot(
     if (otherReal === real) continue;
     if (within(real, otherReal) || within(otherReal, real)) {
       const how = within(real, otherReal) ? "lies inside" : "holds";
-      return `${variable}="${root}" ${how} "${other}", another root or directory of ARCH on this node, so one ` +
+      return `${variable}=${
+        quoteValue(root)
+      } ${how} "${other}", another root or directory of ARCH on this node, so one ` +
         `container's checkpoints could reach another's: the admin must configure roots that do not nest ` +
         `(host config "${field}")`;
     }
@@ -184,7 +187,9 @@ export function mountsReachingRoot(
     const source = realOrUndefined(m.source) ?? tidyPath(m.source);
     if (within(source, root) || within(root, source)) {
       return `the container mounts "${m.source}", which ${within(source, root) ? "lies inside" : "holds"} its ` +
-        `checkpoint root ${variable}="${root}": a container must never see a checkpoint root; remove that mount ` +
+        `checkpoint root ${variable}=${
+          quoteValue(root)
+        }: a container must never see a checkpoint root; remove that mount ` +
         `or use another root`;
     }
   }
@@ -271,15 +276,19 @@ export function sharedFsConfig(
   const containerPath = env.get("ARCH_WORKDIR_CONTAINER_PATH");
   if (path === undefined) {
     if (containerPath === undefined) return undefined;
-    return `ARCH_WORKDIR_CONTAINER_PATH="${containerPath}" needs ARCH_SHAREDFS_HOST_PATH (the shared file system ` +
+    return `ARCH_WORKDIR_CONTAINER_PATH=${
+      quoteValue(containerPath)
+    } needs ARCH_SHAREDFS_HOST_PATH (the shared file system ` +
       `that holds the work directory): set both, or neither`;
   }
   if (containerPath === undefined) {
-    return `ARCH_SHAREDFS_HOST_PATH="${path}" needs ARCH_WORKDIR_CONTAINER_PATH (where the work directory appears ` +
+    return `ARCH_SHAREDFS_HOST_PATH=${
+      quoteValue(path)
+    } needs ARCH_WORKDIR_CONTAINER_PATH (where the work directory appears ` +
       `in the container, e.g. /work): set both, or neither`;
   }
   const bad = containerPathProblem(containerPath);
-  if (bad !== undefined) return `ARCH_WORKDIR_CONTAINER_PATH="${containerPath}" ${bad}`;
+  if (bad !== undefined) return `ARCH_WORKDIR_CONTAINER_PATH=${quoteValue(containerPath)} ${bad}`;
   // By path first: nothing but the allowed roots is ever looked at, not even whether it is mounted.
   const allowed = host.sharedFsRoots.filter((r) => tidyPath(r) === tidyPath(path));
   if (!path.startsWith("/") || path.split("/").includes("..") || allowed.length === 0) {
@@ -287,7 +296,9 @@ export function sharedFsConfig(
   }
   const mounted = allowed.find((r) => notMounted(r, mountinfo) === undefined);
   if (mounted === undefined) {
-    return `ARCH_SHAREDFS_HOST_PATH="${path}": the shared file system ${allowed.map((r) => `"${r}"`).join(" or ")} ` +
+    return `ARCH_SHAREDFS_HOST_PATH=${quoteValue(path)}: the shared file system ${
+      allowed.map((r) => `"${r}"`).join(" or ")
+    } ` +
       `is not mounted on this node, and ARCH never writes into an empty mount point: mount it, then start the container again`;
   }
   const apart = host.stateDir !== undefined ? archDirectories(host as HostConfig) : host.sharedFsRoots;
