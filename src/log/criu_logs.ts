@@ -15,6 +15,7 @@
  * successful checkpoint into a failure.
  */
 
+import { openRegularFile } from "../util/dirfd.ts";
 import { isSafeSegment } from "../util/paths.ts";
 
 /** Most bytes of a CRIU log kept per file: its tail, where CRIU writes the error. */
@@ -38,7 +39,7 @@ function stamp(): string {
 
 /** Copies the last `max` bytes of `source` to `dest` (0600). */
 function copyTail(source: string, dest: string, max: number): void {
-  const input = Deno.openSync(source, { read: true });
+  const input = openRegularFile(source); // in a checkpoint's work tree: never a FIFO or link
   try {
     const size = input.statSync().size;
     if (size > max) input.seekSync(size - max, Deno.SeekMode.Start);

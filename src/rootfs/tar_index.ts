@@ -11,6 +11,7 @@
  * Listing stops where GNU tar stops: at the first zero block or at the end of the file.
  * Not supported (refused): multi-volume and incremental-dump members.
  */
+import { openRegularFile } from "../util/dirfd.ts";
 
 /** What a member is. */
 export type MemberKind = "file" | "hardlink" | "symlink" | "chardev" | "blockdev" | "directory" | "fifo";
@@ -166,7 +167,7 @@ const padded = (size: number) => Math.ceil(size / BLOCK) * BLOCK;
  * ```
  */
 export function listTarMembers(path: string): TarMember[] {
-  using file = Deno.openSync(path, { read: true });
+  using file = openRegularFile(path); // never a FIFO or link planted in a checkpoint
   const reader = new Reader(file, file.statSync().size);
   const members: TarMember[] = [];
   let at = 0;
