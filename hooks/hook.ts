@@ -120,10 +120,13 @@ export async function runHook(args: readonly string[]): Promise<number> {
     }
     // What runc mounted is what the wrapper checked: compared by device and inode, before the
     // container's process runs (runc runs createRuntime hooks after its mounts, before pivot_root).
-    const view = containerView(state, spec.root?.path, shared.containerPath);
-    const swapped = view === undefined
+    // runc create runs this hook after its mounts, before pivot_root: the rootfs is seen through
+    // the init process's root (never the process's root alone: the work path is the tenant's
+    // choice and could name the work directory's own host path).
+    const rootfs = containerRoot(state, spec.root?.path);
+    const swapped = rootfs === undefined
       ? "the container's process is not known to the hook"
-      : mountedWorkdirProblem(shared, String(record!.scope), record!.key, view);
+      : mountedWorkdirProblem(shared, String(record!.scope), record!.key, rootfs, shared.containerPath);
     if (swapped !== undefined) {
       const msg = `refusing to start the container: ${swapped}; start it again, and ask the admin to check ` +
         `who else can write ${shared.root}`;
@@ -147,20 +150,19 @@ interface SharedFsRecord {
   readonly mountPoint: string;
   readonly containerPath: string;
   readonly workdir?: string;
+  /** A restore's staging mount (`workdir/staging.ts`): the source is ARCH's own mount of the checked directory. */
+  readonly staged?: string;
 }
 
-/**
- * The container's work path as the createRuntime hook can see it: through the init process's
- * root, inside the rootfs runc has mounted but not yet pivoted into.
- */
-function containerView(state: HookState, rootPath: string | undefined, containerPath: string): string | undefined {
+/** The container's rootfs as the createRuntime hook can see it: through the init process's root, not yet pivoted into. */
+function containerRoot(state: HookState, rootPath: string | undefined): string | undefined {
   if (typeof state.pid !== "number" || state.pid <= 0) return undefined;
   const rootfs = rootPath === undefined
     ? `${state.bundle}/rootfs`
     : rootPath.startsWith("/")
     ? rootPath
     : `${state.bundle}/${rootPath}`;
-  return `/proc/${state.pid}/root${rootfs}${containerPath}`;
+  return `/proc/${state.pid}/root${rootfs}`;
 }
 
 /** poststop: keep or remove the work directory (see the module doc). */

@@ -19,7 +19,7 @@ import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../log/criu_logs.ts";
 import { ensureCriuConfig, linkTarget, rewriteBundle, withCriuConfig, withResolvedBindSources } from "./criu_config.ts";
-import { hostOwner, withArchHooks, withWorkdir } from "../workdir/spec.ts";
+import { hostOwner, withArchHooks, withWorkdir, withWorkdirSource } from "../workdir/spec.ts";
 import { ensureWorkdir, workdirPath } from "../workdir/workdir.ts";
 import { isDraining } from "./drain.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
@@ -188,6 +188,21 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     return 1;
   }
   const { restoreContainer } = await import("./restore.ts");
+  // Shared-FS mode: runc and CRIU get the work directory as ARCH's own mount of the checked
+  // directory (`workdir/staging.ts`), never the path on the shared file system.
+  let staged: string | undefined;
+  if (sharedFs !== undefined && workdir !== undefined) {
+    try {
+      const { stageWorkdir } = await import("../workdir/staging.ts");
+      staged = stageWorkdir(host.stateDir, ctx.namespace, ctx.id, sharedFs, scope, key);
+      const source = staged;
+      rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, source));
+      ctx.registry.put({ ...record, sharedFs: { ...record.sharedFs!, staged } });
+    } catch (error) {
+      ctx.fail(`cannot hand over the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+      return 1;
+    }
+  }
   let outcome;
   try {
     outcome = await restoreContainer(ctx.call, store, ctx.runc, {
@@ -202,6 +217,15 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     // restore may have changed): refuse; the checkpoint stays, the engine may retry.
     ctx.fail(`restore of checkpoint ${current} failed unexpectedly: ${(error as Error).message}`);
     return 1;
+  } finally {
+    if (staged !== undefined && workdir !== undefined && sharedFs !== undefined) {
+      const { unstageWorkdir } = await import("../workdir/staging.ts");
+      unstageWorkdir(staged); // the container has its own copy of the mount
+      try {
+        rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, workdir!));
+        ctx.registry.put(record);
+      } catch { /* the staging path in config.json only matters to a later create of this bundle: none */ }
+    }
   }
   if (outcome.kind === "restored") {
     // The container runs now: whatever fails below must not turn this call into a create.

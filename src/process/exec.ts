@@ -54,11 +54,9 @@ export const runCommand: Runner = async (spec) => {
     ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
     ...(spec.env !== undefined ? { env: { ...spec.env } } : {}),
   }).spawn();
-  const kill = () => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-  };
+  // The process and what it started (runc's `criu swrk` child has no parent-death signal: killing
+  // runc alone leaves CRIU writing images).
+  const kill = () => killTree(child);
   const timer = spec.timeoutMs === undefined ? undefined : setTimeout(kill, spec.timeoutMs);
   spec.signal?.addEventListener("abort", kill);
   if (spec.signal?.aborted) kill();
@@ -69,6 +67,47 @@ export const runCommand: Runner = async (spec) => {
     spec.signal?.removeEventListener("abort", kill);
   }
 };
+
+/** The pids below `pid` (from `/proc/<pid>/task/<tid>/children`), parents before their children. */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const parent = queue.shift()!;
+    let tasks: Deno.DirEntry[];
+    try {
+      tasks = [...Deno.readDirSync(`/proc/${parent}/task`)];
+    } catch {
+      continue; // gone
+    }
+    for (const task of tasks) {
+      let children: string;
+      try {
+        children = Deno.readTextFileSync(`/proc/${parent}/task/${task.name}/children`);
+      } catch {
+        continue;
+      }
+      for (const c of children.trim().split(/\s+/).filter(Boolean)) {
+        out.push(Number(c));
+        queue.push(Number(c));
+      }
+    }
+  }
+  return out;
+}
+
+/** SIGKILLs `child` and every process below it (best effort: each may be gone already). */
+function killTree(child: Deno.ChildProcess): void {
+  const below = descendants(child.pid);
+  try {
+    child.kill("SIGKILL");
+  } catch { /* already gone */ }
+  for (const pid of below) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+}
 
 /**
  * Runs a command whose standard output is written to the new file `path` (0600, never

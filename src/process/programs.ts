@@ -67,6 +67,7 @@ export const PROGRAMS: readonly Program[] = [
   { name: "umount", by: "tests" },
   { name: "script", by: "tests" },
   { name: "mkfifo", by: "tests" },
+  { name: "mknod", by: "tests" },
   // the private Podman of tests/stack/podman.ts (it starts conmon itself); its image load also
   // runs `unshare`, `sh` and `mount`
   { name: "podman", by: "tests" },

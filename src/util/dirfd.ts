@@ -28,7 +28,14 @@ const O_NONBLOCK = 0o4000;
 const O_DIRECTORY = 0o200000;
 const O_NOFOLLOW = 0o400000;
 const O_CLOEXEC = 0o2000000;
+const O_PATH = 0o10000000;
 const AT_FDCWD = -100;
+const AT_REMOVEDIR = 0x200;
+const SYS_GETDENTS64 = 217;
+const SYS_OPENAT2 = 437;
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const RESOLVE_IN_ROOT = 0x10;
+
 const ELOOP = 40;
 const ENOTDIR = 20;
 const ENOENT = 2;
@@ -175,7 +182,8 @@ export class Dir implements Disposable {
 
   /**
    * Removes the entry `name` of this directory and, if it is a directory, everything in it
-   * (see the module doc). Absent: nothing to do. Throws on the first entry it cannot remove.
+   * (see the module doc). Absent: nothing to do. Throws on the first entry it cannot remove,
+   * and when a pass over a directory removes nothing (never loops).
    */
   removeTree(name: string): void {
     const info = this.lstat(name);
@@ -185,32 +193,64 @@ export class Dir implements Disposable {
       return;
     }
     // Deep trees are flattened: a directory found at MAX_DEPTH is moved up into `top` under a
-    // fresh name and emptied from there, so at most MAX_DEPTH + 1 descriptors are open.
+    // fresh name and emptied from there, so at most MAX_DEPTH + 1 descriptors are open. Names
+    // are the kernel's bytes (getdents64), never a decoded string: a name that is not UTF-8
+    // is removed like any other.
     using top = this.child(name, { sameDevice: true });
-    let moved = 0;
     const empty = (dir: Dir, depth: number): void => {
       for (;;) {
-        const names = dir.names();
-        if (names.length === 0) return;
-        for (const entry of names) {
-          const st = dir.lstat(entry);
-          if (st === undefined) continue;
-          if (!st.isDirectory) {
-            Deno.removeSync(dir.at(entry));
+        const entries = rawEntries(dir.fd);
+        if (entries.length === 0) return;
+        let removed = 0;
+        for (const entry of entries) {
+          if (unlinkAt(dir.fd, entry.name, 0)) {
+            removed++;
             continue;
+          }
+          const code = errno(); // Linux: EISDIR for a directory
+          if (code === ENOENT) continue; // gone meanwhile
+          if (code !== EISDIR && code !== EPERM) {
+            throw new Error(`cannot remove an entry of "${dir.path}": ${lastError()}`);
           }
           if (depth >= MAX_DEPTH) {
-            dir.moveTo(entry, top, `.deep-${moved++}`);
+            moveUp(dir.fd, entry.name, top.fd);
+            removed++;
             continue;
           }
-          using sub = dir.child(entry, { sameDevice: true });
+          const fd = libc().openat(dir.fd, entry.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+          if (fd < 0) {
+            // swapped for a link or a file since the unlink: never followed; the next pass sees what it is now
+            if ([ENOENT, ENOTDIR, ELOOP].includes(errno())) continue;
+            throw new Error(`cannot open a directory of "${dir.path}": ${lastError()}`);
+          }
+          using sub = Dir.#checked(fd, `${dir.path}/…`, dir.dev, { sameDevice: true });
           empty(sub, depth + 1);
-          Deno.removeSync(dir.at(entry));
+          if (!unlinkAt(dir.fd, entry.name, AT_REMOVEDIR)) {
+            throw new Error(`cannot remove a directory of "${dir.path}": ${lastError()}`);
+          }
+          removed++;
         }
+        if (removed === 0) throw new Error(`cannot empty "${dir.path}": no entry could be removed`);
       }
     };
     empty(top, 0);
     Deno.removeSync(this.at(name));
+  }
+
+  /**
+   * Opens the directory `path` names inside this directory taken as the root (`openat2` with
+   * `RESOLVE_IN_ROOT`): `..` and absolute links stop at this directory, as runc resolves a
+   * mount destination inside a container's rootfs; no magic link is followed.
+   */
+  openInRoot(path: string): Dir {
+    const how = new BigUint64Array([
+      BigInt(O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+      0n,
+      BigInt(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS),
+    ]);
+    const fd = Number(libc().openat2(BigInt(SYS_OPENAT2), BigInt(this.fd), cString(path), how, 24n));
+    if (fd < 0) throw new Error(`cannot open "${path}" in "${this.path}": ${lastError()}`);
+    return Dir.#checked(fd, `${this.path}${path.startsWith("/") ? "" : "/"}${path}`, undefined, {});
   }
 
   /** Closes the descriptor (idempotent). */
@@ -227,19 +267,96 @@ export class Dir implements Disposable {
 /** How deep {@link Dir.removeTree} descends before it moves a directory up (bounds its descriptors). */
 const MAX_DEPTH = 64;
 
-function readFileAt(dirfd: number, name: string, what: string, maxBytes: number): Uint8Array {
-  const fd = libc().openat(dirfd, cString(name), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+const EISDIR = 21;
+const EPERM = 1;
+
+/** One directory entry as the kernel gives it: the name's bytes (NUL-terminated, for FFI) and its type. */
+interface RawEntry {
+  readonly name: Uint8Array<ArrayBuffer>;
+  readonly type: number;
+}
+
+/** The entries of the open directory `fd` but `.` and `..` (getdents64 from its start). */
+function rawEntries(fd: number): RawEntry[] {
+  const out: RawEntry[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  const view = new DataView(buf.buffer);
+  // a fresh descriptor of the same directory: its offset starts at 0 whatever was read before
+  const again = libc().openat(fd, cString("."), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  if (again < 0) throw new Error(`cannot list a directory: ${lastError()}`);
+  try {
+    for (;;) {
+      const n = Number(libc().getdents64(BigInt(SYS_GETDENTS64), BigInt(again), buf, BigInt(buf.length)));
+      if (n < 0) throw new Error(`cannot list a directory: ${lastError()}`);
+      if (n === 0) return out;
+      for (let at = 0; at < n;) {
+        const reclen = view.getUint16(at + 16, true);
+        const type = buf[at + 18]!;
+        let end = at + 19;
+        while (buf[end] !== 0) end++;
+        const name = buf.slice(at + 19, end + 1); // with its NUL
+        const dot = name.length === 2 && name[0] === 0x2e;
+        const dotdot = name.length === 3 && name[0] === 0x2e && name[1] === 0x2e;
+        if (!dot && !dotdot) out.push({ name, type });
+        at += reclen;
+        if (out.length >= 4096) return out; // bounded memory: the caller lists again
+      }
+    }
+  } finally {
+    libc().close(again);
+  }
+}
+
+function unlinkAt(dirfd: number, name: Uint8Array<ArrayBuffer>, flags: number): boolean {
+  return libc().unlinkat(dirfd, name, flags) === 0;
+}
+
+/** Moves the directory `name` of `dirfd` into `topfd` under a fresh name (never over an existing entry). */
+function moveUp(dirfd: number, name: Uint8Array<ArrayBuffer>, topfd: number): void {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const fresh = cString(`.arch-deep-${crypto.randomUUID()}`);
+    // renameat onto a name that does not exist: fails (ENOTEMPTY/EEXIST) rather than replace a directory
+    if (libc().renameat(dirfd, name, topfd, fresh) === 0) return;
+  }
+  throw new Error(`cannot move a deep directory up: ${lastError()}`);
+}
+
+/**
+ * A descriptor (`O_PATH`: nothing opened yet, no device touched, no FIFO waited on) of the
+ * regular file `name` in `dirfd`, never through a link; refuses anything else.
+ */
+function regularPathFd(dirfd: number, name: string, what: string): { fd: number; size: number } {
+  const fd = libc().openat(dirfd, cString(name), O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
   if (fd < 0) {
-    const code = errno();
-    if (code === ELOOP) throw new UnsafeEntryError(`"${what}" is a symbolic link`);
-    if (code === ENOENT) throw new Deno.errors.NotFound(`"${what}" does not exist`);
+    if (errno() === ENOENT) throw new Deno.errors.NotFound(`"${what}" does not exist`);
     throw new Error(`cannot open "${what}": ${lastError()}`);
   }
+  const st = new BigUint64Array(18); // struct stat (144 bytes on x86_64)
+  if (libc().fstat(fd, st) !== 0) {
+    libc().close(fd);
+    throw new Error(`cannot stat "${what}": ${lastError()}`);
+  }
+  const mode = new DataView(st.buffer).getUint32(24, true) & 0o170000;
+  if (mode !== 0o100000) {
+    libc().close(fd);
+    throw new UnsafeEntryError(`"${what}" is ${mode === 0o120000 ? "a symbolic link" : "not a regular file"}`);
+  }
+  return { fd, size: Number(st[6]) };
+}
+
+function readFileAt(dirfd: number, name: string, what: string, maxBytes: number): Uint8Array {
+  const { fd: pathFd, size } = regularPathFd(dirfd, name, what);
+  let fd: number;
   try {
-    const info = Deno.statSync(`/proc/self/fd/${fd}`);
-    if (!info.isFile) throw new UnsafeEntryError(`"${what}" is not a regular file`);
-    if (info.size > maxBytes) throw new UnsafeEntryError(`"${what}" is larger than ${maxBytes} bytes`);
-    const buf = new Uint8Array(info.size + 1);
+    if (size > maxBytes) throw new UnsafeEntryError(`"${what}" is larger than ${maxBytes} bytes`);
+    // the same inode, now known to be a regular file, opened for reading
+    fd = libc().openat(AT_FDCWD, cString(`/proc/self/fd/${pathFd}`), O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd < 0) throw new Error(`cannot open "${what}": ${lastError()}`);
+  } finally {
+    libc().close(pathFd);
+  }
+  try {
+    const buf = new Uint8Array(size + 1);
     let n = 0;
     for (;;) {
       const r = Number(libc().read(fd, buf.subarray(n), BigInt(buf.length - n)));
@@ -257,20 +374,13 @@ function readFileAt(dirfd: number, name: string, what: string, maxBytes: number)
 
 /**
  * Opens the regular file `path` for reading as a `Deno.FsFile`, never following a link at its
- * last element and never blocking on a FIFO or device (refused with {@link UnsafeEntryError}):
- * what is opened is the regular file that was checked, whatever replaces its name afterwards.
+ * last element, never opening a FIFO or device (refused with {@link UnsafeEntryError}): what
+ * is opened is the regular file that was checked, whatever replaces its name afterwards.
  */
 export function openRegularFile(path: string): Deno.FsFile {
-  const fd = libc().openat(AT_FDCWD, cString(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
-  if (fd < 0) {
-    const code = errno();
-    if (code === ELOOP) throw new UnsafeEntryError(`"${path}" is a symbolic link`);
-    if (code === ENOENT) throw new Deno.errors.NotFound(`"${path}" does not exist`);
-    throw new Error(`cannot open "${path}": ${lastError()}`);
-  }
+  const { fd } = regularPathFd(AT_FDCWD, path, path);
   try {
-    if (!Deno.statSync(`/proc/self/fd/${fd}`).isFile) throw new UnsafeEntryError(`"${path}" is not a regular file`);
-    return Deno.openSync(`/proc/self/fd/${fd}`, { read: true }); // the same inode, now known to be a file
+    return Deno.openSync(`/proc/self/fd/${fd}`, { read: true });
   } finally {
     libc().close(fd);
   }

@@ -104,6 +104,25 @@ export function withWorkdir(spec: BundleSpec, source: string, destination: strin
 }
 
 /**
+ * `spec` with the source of the bind mount at `destination` (ARCH's work directory mount) set
+ * to `source`; `undefined` if there is no such mount or it already has that source.
+ *
+ * @example
+ * ```ts
+ * import { withWorkdirSource } from "./spec.ts";
+ * const spec = { mounts: [{ destination: "/work", type: "bind", source: "/efs/work/moby/k" }] };
+ * const staged = withWorkdirSource(spec, "/work", "/run/arch/workdirs/moby/c1");
+ * if ((staged?.mounts as { source: string }[])[0]!.source !== "/run/arch/workdirs/moby/c1") throw new Error();
+ * ```
+ */
+export function withWorkdirSource(spec: BundleSpec, destination: string, source: string): BundleSpec | undefined {
+  const mounts = (spec.mounts as Mount[] | undefined) ?? [];
+  const at = mounts.findIndex((m) => m.destination.replace(/\/+$/, "") === destination && m.type === "bind");
+  if (at < 0 || mounts[at]!.source === source) return undefined;
+  return { ...spec, mounts: mounts.map((m, i) => (i === at ? { ...m, source } : m)) };
+}
+
+/**
  * `spec` with ARCH's hooks (`<arch> hook <stage>`) for each stage that does not have one
  * already (an OCI hooks.d file may have put them there: Podman, CRI-O), and the namespace
  * annotation; `undefined` if nothing changes.

@@ -137,18 +137,21 @@ export function workdirProblem(path: string, mountPoint: string): string | undef
 }
 
 /**
- * Why the directory the container sees at its work path (`view`, e.g.
- * `/proc/<pid>/root/<rootfs>/work`, read by the createRuntime hook once runc made its
- * mounts) is not the key's work directory, or `undefined` when it is the same directory
- * (device and inode). The expected one is reached from descriptors (`util/dirfd.ts`): so
- * whatever was renamed or linked between the wrapper's check and runc's mount, the container
- * starts only with the directory ARCH checked.
+ * Why the directory the container sees at its work path is not the key's work directory, or
+ * `undefined` when it is the same directory (device and inode). Read by the createRuntime
+ * hook once runc made its mounts: `rootfs` is the container's root as the hook sees it
+ * (`/proc/<pid>/root/<rootfs>`), and `containerPath` is resolved inside it as runc resolves a
+ * mount destination (`openat2` `RESOLVE_IN_ROOT`: the image's links stay inside the rootfs).
+ * The expected directory is reached from descriptors (`util/dirfd.ts`). So whatever was
+ * renamed or linked between the wrapper's check and runc's mount, the container starts only
+ * with the directory ARCH checked.
  */
 export function mountedWorkdirProblem(
   shared: Pick<SharedFsConfig, "root">,
   scope: string,
   key: string,
-  view: string,
+  rootfs: string,
+  containerPath: string,
 ): string | undefined {
   let want: Deno.FileInfo;
   try {
@@ -163,12 +166,14 @@ export function mountedWorkdirProblem(
   }
   let got: Deno.FileInfo;
   try {
-    got = Deno.statSync(view);
+    using container = Dir.open(rootfs);
+    using mounted = container.openInRoot(containerPath);
+    got = Deno.statSync(mounted.at());
   } catch (error) {
-    return `the container's work path cannot be checked: ${(error as Error).message}`;
+    return `the container's work path "${containerPath}" cannot be checked: ${(error as Error).message}`;
   }
   if (got.dev !== want.dev || got.ino !== want.ino) {
-    return `the directory mounted as the container's work directory is not "${
+    return `the directory mounted at "${containerPath}" is not "${
       workdirPath(shared.root, scope, key)
     }" (a path element was replaced after ARCH checked it)`;
   }

@@ -8,6 +8,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { ARCH, SKIP } from "./_env.ts";
 import { Registry } from "../../src/registry/registry.ts";
+import { mustRun } from "../../src/process/exec.ts";
 
 interface Run {
   readonly code: number;
@@ -56,7 +57,7 @@ Deno.test({ name: "arch hook: what a hostile container controls cannot steer it"
       return path;
     };
     const state = (id: string, path: string, status = "creating") =>
-      JSON.stringify({ ociVersion: "1.0.2", id, status, pid: 1, bundle: path });
+      JSON.stringify({ ociVersion: "1.0.2", id, status, pid: Deno.pid, bundle: path });
     const sharedEnv = ["ARCH_ENABLE=1", `ARCH_SHAREDFS_HOST_PATH=${shared}`, "ARCH_WORKDIR_CONTAINER_PATH=/work"];
     // the victim: an ARCH shared-FS container the wrapper recorded
     const victimBundle = bundle("victim", sharedEnv, { "org.arch.namespace": "moby" });
@@ -108,8 +109,45 @@ Deno.test({ name: "arch hook: what a hostile container controls cannot steer it"
       ok(Deno.statSync(`${shared}/work/moby/victim`).isDirectory, "the victim's work directory is still there");
     });
 
+    // What runc has mounted when it runs the hook (the "container" is this test process: its root is the host's).
+    const view = `${victimBundle}/rootfs/work`;
+    Deno.mkdirSync(view, { recursive: true });
+    const mountAtView = (source: string) => mustRun({ cmd: "mount", args: ["--bind", source, view] });
+    const unmountView = () => mustRun({ cmd: "umount", args: [view] });
+
+    await t.step("what runc mounted at the work path must be the key's work directory", async () => {
+      // finding 1 of issue 24: a path element replaced between ARCH's check and runc's mount
+      Deno.mkdirSync(`${dir}/elsewhere`);
+      await mountAtView(`${dir}/elsewhere`);
+      try {
+        const r = await hook(config, "createRuntime", state("victim", victimBundle));
+        assertEquals(r.code, 1);
+        ok(/the directory mounted at "\/work" is not ".*\/work\/moby\/victim"/.test(r.stderr), r.stderr);
+      } finally {
+        await unmountView();
+      }
+      const nothing = await hook(config, "createRuntime", state("victim", victimBundle));
+      assertEquals(nothing.code, 1, "nothing mounted: refused");
+      // The image's own link at the work path, aimed at the host's work directory: resolved inside
+      // the rootfs as runc resolves mount destinations, so it does not pass for the mount.
+      Deno.removeSync(view);
+      Deno.symlinkSync(`${shared}/work/moby/victim`, view);
+      try {
+        const r = await hook(config, "createRuntime", state("victim", victimBundle));
+        assertEquals(r.code, 1, r.stderr);
+      } finally {
+        Deno.removeSync(view);
+        Deno.mkdirSync(view);
+      }
+    });
+
     await t.step("the recorded container passes; a vanished work directory refuses it", async () => {
-      assertEquals((await hook(config, "createRuntime", state("victim", victimBundle))).code, 0);
+      await mountAtView(`${shared}/work/moby/victim`);
+      try {
+        assertEquals((await hook(config, "createRuntime", state("victim", victimBundle))).code, 0);
+      } finally {
+        await unmountView();
+      }
       Deno.renameSync(`${shared}/work/moby/victim`, `${shared}/work/moby/victim.moved`);
       const r = await hook(config, "createRuntime", state("victim", victimBundle));
       assertEquals(r.code, 1);

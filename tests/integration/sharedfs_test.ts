@@ -85,7 +85,8 @@ stackTest("shared-FS mode", async (t, stack: EmbeddedStack) => {
       const second = uniqueName("sfs-b");
       await stack.docker(archDockerRun(second, key, [...sharedEnv(), "--user", "0:0"], WORKLOAD));
       const resumed = await waitTicks(stack, second, atCheckpoint + 5);
-      assertEquals(resumed.starts, 0, "restored, not started fresh");
+      const log = () => Deno.readTextFileSync(stack.archLog).trim().split("\n").slice(-15).join("\n");
+      assertEquals(resumed.starts, 0, `restored, not started fresh; ARCH's log:\n${log()}`);
       ok(resumed.firstTick > atCheckpoint - 3 && resumed.firstTick <= atCheckpoint + 1, JSON.stringify(resumed));
       assertEquals(resumed.verifyFailures, 0);
       await eventually(

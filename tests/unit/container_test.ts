@@ -63,7 +63,12 @@ Deno.test("resolveKey follows the key rules", async (t) => {
     await t.step(`refuses ARCH_CHECKPOINT_ID=${JSON.stringify(bad)}`, () => {
       const r = resolveKey(new Map([["ARCH_CHECKPOINT_ID", bad]]), {}, "c1");
       assertEquals(r.ok, false);
-      if (!r.ok) assertEquals(r.error.startsWith(`ARCH_CHECKPOINT_ID=${JSON.stringify(bad)} is not a valid checkpoint id`), true);
+      if (!r.ok) {
+        assertEquals(
+          r.error.startsWith(`ARCH_CHECKPOINT_ID=${JSON.stringify(bad)} is not a valid checkpoint id`),
+          true,
+        );
+      }
     });
   }
 });
