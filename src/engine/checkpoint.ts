@@ -37,6 +37,7 @@ import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
 import { SpaceBudget } from "./space_budget.ts";
+import { whilePending } from "../util/while_pending.ts";
 import { runc, runcArgv, type RuncTarget } from "./runc.ts";
 import { targetOf } from "../runc/command.ts";
 import { toolVersions } from "./versions.ts";
@@ -361,27 +362,20 @@ async function watchSize(
   stop: AbortController,
   intervalMs = 100,
 ): Promise<string | undefined> {
-  let done = false;
-  const finished = until.then(() => (done = true), () => (done = true));
-  while (!done) {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([finished, new Promise((r) => (timer = setTimeout(r, intervalMs)))]);
-    clearTimeout(timer);
-    if (done) break;
+  let why: string | undefined;
+  await whilePending(until, intervalMs, () => {
     let bytes = base;
     try {
       for (const entry of Deno.readDirSync(dir)) {
         if (entry.isFile) bytes += Deno.lstatSync(`${dir}/${entry.name}`).size;
       }
     } catch { /* not there yet */ }
-    const why = budget.exceeded(bytes);
-    if (why !== undefined) {
-      stop.abort();
-      await finished;
-      return why;
-    }
-  }
-  return undefined;
+    why = budget.exceeded(bytes);
+    if (why !== undefined) stop.abort();
+    return why !== undefined;
+  });
+  if (why !== undefined) await until.catch(() => {}); // the dump is gone before the caller removes its files
+  return why;
 }
 
 function lastLine(text: string): string {

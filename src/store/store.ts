@@ -24,6 +24,7 @@ import { isSafeSegment } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { beneath } from "./safe_dir.ts";
 import { Dir } from "../util/dirfd.ts";
+import { whilePending } from "../util/while_pending.ts";
 import { type Claim, CLAIM_DIR, claimKey, type ClaimOptions } from "./claim.ts";
 
 /** Name prefix of a committed checkpoint directory in a key directory. */
@@ -291,20 +292,14 @@ async function syncFile(path: string): Promise<void> {
  * checkpoint commit without the durability it claims.
  */
 export async function flushWhile(dir: string, until: Promise<unknown>, intervalMs = 250): Promise<void> {
-  let done = false;
   let failure: unknown;
-  const finished = until.then(() => (done = true), () => (done = true));
-  while (!done) {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([finished, new Promise((r) => (timer = setTimeout(r, intervalMs)))]);
-    clearTimeout(timer);
-    if (done) break;
+  await whilePending(until, intervalMs, async () => {
     try {
       await makeDurable(dir);
     } catch (error) {
       // Files come and go while CRIU writes (not found: fine); anything else is a real failure.
       if (!(error instanceof Deno.errors.NotFound)) failure ??= error;
     }
-  }
+  });
   if (failure !== undefined) throw failure;
 }

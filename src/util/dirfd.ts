@@ -11,13 +11,15 @@
  *   resolves the magic link to the open directory itself; the last element is never followed
  *   by `lstat`, `unlink`, `rmdir` or `rename`).
  * - {@link Dir.removeTree} removes a tree from descriptors only: it never leaves the
- *   directory it was given (no symlink followed, no other file system entered), holds a
- *   bounded number of descriptors however deep the tree (deep directories are moved up into
- *   the tree's top before they are emptied), and its memory does not grow with the number of
- *   entries of one directory beyond one listing.
- * - {@link readRegularFile} opens without following a link and without blocking
- *   (`O_NOFOLLOW | O_NONBLOCK`: a FIFO planted in place of a file does not hang ARCH), and
- *   reads only a regular file, up to a size limit.
+ *   directory it was given (no symlink followed, no other file system entered), names entries
+ *   by the kernel's bytes (getdents64: a name that is not UTF-8 is removed like any other),
+ *   holds a bounded number of descriptors however deep the tree (deep directories are moved
+ *   up into the tree's top under fresh names), and never loops without progress.
+ * - {@link readRegularFile} and {@link openRegularFile} type the file through an `O_PATH`
+ *   descriptor taken without following a link, and open it for reading only when it is a
+ *   regular file (a FIFO planted in place of a file does not hang ARCH; no device is opened).
+ * - {@link Dir.openInRoot} resolves a path inside a directory taken as a root
+ *   (`openat2` `RESOLVE_IN_ROOT`), as runc resolves a mount destination in a rootfs.
  * Requires `--allow-ffi` and `/proc`.
  */
 

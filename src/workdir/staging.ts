@@ -36,8 +36,8 @@ export function stageWorkdir(
   key: string,
 ): string {
   const target = stagingPath(stateDir, namespace, id);
-  beneath(stateDir, ["workdirs", namespace, id], true);
   unstageWorkdir(target); // a leftover of a restore that was killed
+  beneath(stateDir, ["workdirs", namespace, id], true);
   using root = Dir.open(shared.root, { rootOnly: true });
   using parent = root.descend(["work", scope], { rootOnly: true, sameDevice: true });
   if (parent === undefined) throw new Error(`the work directory of key "${key}" is gone`);
@@ -47,7 +47,10 @@ export function stageWorkdir(
   return target;
 }
 
-/** Detaches the staging mount at `target`, if any (best effort: a path with nothing mounted is left as it is). */
+/** Detaches the staging mount at `target`, if any, and removes the empty mount point (best effort). */
 export function unstageWorkdir(target: string): void {
   libc().umount2(cString(target), MNT_DETACH);
+  try {
+    Deno.removeSync(target); // rmdir: only ever an empty directory, never what was mounted there
+  } catch { /* still a mount point, or gone */ }
 }

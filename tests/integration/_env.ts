@@ -4,7 +4,7 @@
  * with CI=true it fails the run, so they never silently skip there.
  */
 
-import { EmbeddedStack, type StackOptions } from "../stack/stack.ts";
+import { EmbeddedStack, shareMounts, type StackOptions } from "../stack/stack.ts";
 import { describeEngines, type Engines, systemEngines, unpackedEngines } from "../stack/engines.ts";
 import { TEST_ENGINES_DIR } from "../../src/install/plan.ts";
 
@@ -183,4 +183,21 @@ export function archCtrRun(id: string, key: string, cmd: string[], log?: string)
     id,
     ...cmd,
   ];
+}
+
+/**
+ * A scratch directory on the host whose mounts (a test's shared file system) reach the
+ * stacks' nodes; unshared and removed when the test process ends.
+ */
+export function sharedScratch(prefix: string): string {
+  if (SKIP) return "/nonexistent";
+  const base = Deno.makeTempDirSync({ prefix });
+  const unshare = shareMounts(base);
+  globalThis.addEventListener("unload", () => {
+    unshare();
+    try {
+      Deno.removeSync(base, { recursive: true });
+    } catch { /* a mount still busy: the sweep of the stacks has it */ }
+  });
+  return base;
 }

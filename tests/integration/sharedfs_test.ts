@@ -7,22 +7,12 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { type EmbeddedStack, shareMounts } from "../stack/stack.ts";
-import { archCli, archCtrRun, archDockerRun, eventually, SKIP, stackTest, uniqueName } from "./_env.ts";
+import type { EmbeddedStack } from "../stack/stack.ts";
+import { archCli, archCtrRun, archDockerRun, eventually, sharedScratch, stackTest, uniqueName } from "./_env.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { runCommand } from "../../src/process/exec.ts";
 
-const base = SKIP ? "/nonexistent" : Deno.makeTempDirSync({ prefix: "arch-sharedfs-test-" });
-// The test's shared file system is mounted on the host; the stacks' nodes must see it.
-if (!SKIP) {
-  const unshare = shareMounts(base);
-  globalThis.addEventListener("unload", () => {
-    unshare();
-    try {
-      Deno.removeSync(base, { recursive: true });
-    } catch { /* a mount still busy: the sweep of the stacks has it */ }
-  });
-}
+const base = sharedScratch("arch-sharedfs-test-");
 /** The shared file system's mount point (a tmpfs while a test runs). */
 const SHARED = `${base}/shared`;
 /** An allowed shared file system that is never mounted. */

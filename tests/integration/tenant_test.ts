@@ -8,22 +8,13 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { type EmbeddedStack, shareMounts } from "../stack/stack.ts";
-import { archCli, archDockerRun, eventually, SKIP, stackTest, uniqueName } from "./_env.ts";
+import type { EmbeddedStack } from "../stack/stack.ts";
+import { archCli, archDockerRun, eventually, sharedScratch, stackTest, uniqueName } from "./_env.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { mustRun, runCommand } from "../../src/process/exec.ts";
 import { Dir } from "../../src/util/dirfd.ts";
 
-const base = SKIP ? "/nonexistent" : Deno.makeTempDirSync({ prefix: "arch-tenant-test-" });
-if (!SKIP) {
-  const unshare = shareMounts(base);
-  globalThis.addEventListener("unload", () => {
-    unshare();
-    try {
-      Deno.removeSync(base, { recursive: true });
-    } catch { /* a mount still busy: the sweep of the stacks has it */ }
-  });
-}
+const base = sharedScratch("arch-tenant-test-");
 const SHARED = `${base}/shared`;
 /** A host directory no tenant may reach: every attack aims at it. */
 const CANARY = `${base}/canary`;
@@ -220,43 +211,36 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
       Deno.mkdirSync(small, { recursive: true, mode: 0o700 });
       await mustRun({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=160m,mode=0700", "tmpfs", small] });
       try {
-        await withConfig(stack, { maxCheckpointBytes: 50 * 2 ** 20, checkpointReserveBytes: 0 }, async () => {
+        /** A job with a layer of `mb` random MiB, checkpointed: ARCH's answer, and the job still running after it. */
+        const checkpointBigLayer = async (mb: number, key = uniqueName("tenant-big")) => {
           const name = uniqueName("tenant-big");
-          const key = uniqueName("tenant-big");
           await stack.docker(
             archDockerRun(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`], [
               "sh",
               "-c",
-              "dd if=/dev/urandom of=/big bs=1M count=300 2>/dev/null && exec workload --interval-ms 50",
+              `dd if=/dev/urandom of=/big bs=1M count=${mb} 2>/dev/null && exec workload --interval-ms 50`,
             ]),
           );
           await waitTicks(stack, name, 3);
           const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
+          const before = (await dockerProgress(stack, name)).lastTick;
+          await waitTicks(stack, name, before + 3); // still running
+          await stack.docker(["rm", "-f", name]);
+          return r;
+        };
+        await withConfig(stack, { maxCheckpointBytes: 50 * 2 ** 20, checkpointReserveBytes: 0 }, async () => {
+          const key = uniqueName("tenant-big");
+          const r = await checkpointBigLayer(300, key);
           assertEquals(r.code, 1, r.stdout);
           ok(r.stdout.includes("reached the limit of 0.05 GiB"), r.stdout);
           ok(!/No space left/i.test(r.stdout), "stopped by ARCH, not by a full disk");
           assertEquals([...Deno.readDirSync(`${small}/moby/${key}`)].filter((e) => e.name !== ".claim").length, 0);
-          const before = (await dockerProgress(stack, name)).lastTick;
-          await waitTicks(stack, name, before + 3); // still running
-          await stack.docker(["rm", "-f", name]);
         });
         // The reserve: no checkpoint takes the root's last free bytes.
         await withConfig(stack, { checkpointReserveBytes: 150 * 2 ** 20 }, async () => {
-          const name = uniqueName("tenant-reserve");
-          await stack.docker(
-            archDockerRun(name, uniqueName("k"), ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`], [
-              "sh",
-              "-c",
-              "dd if=/dev/urandom of=/big bs=1M count=20 2>/dev/null && exec workload --interval-ms 50",
-            ]),
-          );
-          await waitTicks(stack, name, 3);
-          const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
+          const r = await checkpointBigLayer(20);
           assertEquals(r.code, 1, r.stdout);
           ok(r.stdout.includes("checkpointReserveBytes"), r.stdout);
-          const before = (await dockerProgress(stack, name)).lastTick;
-          await waitTicks(stack, name, before + 3);
-          await stack.docker(["rm", "-f", name]);
         });
       } finally {
         await runCommand({ cmd: "umount", args: [small] });
