@@ -314,10 +314,18 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
       const name = uniqueName("tenant-files");
       const cmd = ["sh", "-c", "/tools/tenant_tools files /data 100000 400 && exec workload --interval-ms 50"];
       await stack.docker(archDockerRun(name, key, tools, cmd));
-      await eventually("the files made and the workload ticking", async () => {
-        const p = await dockerProgress(stack, name);
-        return p.lastTick >= 3 ? p : undefined;
-      }, 180_000);
+      try {
+        await eventually("the files made and the workload ticking", async () => {
+          const p = await dockerProgress(stack, name);
+          return p.lastTick >= 3 ? p : undefined;
+        }, 180_000);
+      } catch (error) {
+        const logs = await stack.docker(["logs", "--tail", "5", name], { check: false });
+        const state = await stack.docker(["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", name], {
+          check: false,
+        });
+        throw new Error(`${(error as Error).message}: ${state.stdout.trim()} ${logs.stdout}${logs.stderr}`);
+      }
       const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
       assertEquals(r.code, 0, r.stdout + r.stderr);
       const again = uniqueName("tenant-files");
