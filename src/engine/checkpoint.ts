@@ -37,7 +37,6 @@ import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
 import { SpaceBudget } from "./space_budget.ts";
-import { whilePending } from "../util/while_pending.ts";
 import { runc, runcArgv, type RuncTarget } from "./runc.ts";
 import { targetOf } from "../runc/command.ts";
 import { toolVersions } from "./versions.ts";
@@ -150,13 +149,6 @@ export async function checkpointContainer(
   const pid = typeof record.pidFile === "string" ? Number(Deno.readTextFileSync(record.pidFile).trim()) : NaN;
   // What CRIU will write (anonymous + shared memory), not the page cache a v1 usage counts.
   const memory = pid > 0 ? containerMemory(pid) : undefined;
-  if (options.maxBytes !== undefined && memory !== undefined && memory > options.maxBytes) {
-    throw new CheckpointError(
-      `container "${record.id}" uses ${gib(memory)} of memory, more than the checkpoint limit of ` +
-        `${gib(options.maxBytes)} (host config "maxCheckpointBytes")`,
-      "size",
-    );
-  }
   const space = new SpaceBudget(root, options.maxBytes ?? Infinity, options.reserveBytes ?? 0);
   const wontFit = space.cannotFit(memory ?? 0);
   if (wontFit !== undefined) throw new CheckpointError(`cannot checkpoint "${record.id}": ${wontFit}`, "size");
@@ -192,7 +184,7 @@ export async function checkpointContainer(
     tmp = store.beginCheckpoint();
     guard.working(tmp);
     let t = performance.now();
-    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`, (n) => space.exceeded(n + (memory ?? 0)));
+    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`, space.layerCap(memory ?? 0));
     faultPoint(options.stateDir, "checkpoint-during-capture");
     try {
       await capturing;
@@ -218,23 +210,17 @@ export async function checkpointContainer(
     let files: Manifest["files"];
     let settling: Promise<unknown> | undefined; // the hash and fsync, once started
     try {
-      const tooBig = new AbortController();
       const dumping = runc(
         target,
         runcArgv.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
-        { signal: tooBig.signal, ...(left === undefined ? {} : { timeoutMs: left }) },
+        left === undefined ? {} : { timeoutMs: left },
       );
       faultPoint(options.stateDir, "checkpoint-during-dump");
       const flushing = flushWhile(tmp, dumping);
       flushing.catch(() => {}); // awaited below, unless the dump's spawn fails first
-      const watching = watchSize(`${tmp}/criu`, layerBytes, space, dumping, tooBig);
       const dump = await dumping;
       await flushing;
-      const stopped = await watching;
       lap("dump", t);
-      if (stopped !== undefined) {
-        throw new CheckpointError(`checkpoint of "${record.id}" stopped during the dump: ${stopped}`, "size");
-      }
       const criuLog = options.criuLogs === undefined
         ? undefined
         : keepCriuLog(options.criuLogs, scope, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
@@ -347,35 +333,6 @@ export async function checkpointContainer(
   }
   lap("total", t0);
   return { id: record.id, key: record.key, dir: committed, bytes: treeBytes(committed), timings };
-}
-
-/**
- * Polls the size of the images CRIU writes into `dir` until `until` settles; when the
- * checkpoint (`base` bytes already written + the images) exceeds `budget`, aborts `stop`
- * (which kills the dump) and answers why.
- */
-async function watchSize(
-  dir: string,
-  base: number,
-  budget: SpaceBudget,
-  until: Promise<unknown>,
-  stop: AbortController,
-  intervalMs = 100,
-): Promise<string | undefined> {
-  let why: string | undefined;
-  await whilePending(until, intervalMs, () => {
-    let bytes = base;
-    try {
-      for (const entry of Deno.readDirSync(dir)) {
-        if (entry.isFile) bytes += Deno.lstatSync(`${dir}/${entry.name}`).size;
-      }
-    } catch { /* not there yet */ }
-    why = budget.exceeded(bytes);
-    if (why !== undefined) stop.abort();
-    return why !== undefined;
-  });
-  if (why !== undefined) await until.catch(() => {}); // the dump is gone before the caller removes its files
-  return why;
 }
 
 function lastLine(text: string): string {

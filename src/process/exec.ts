@@ -17,8 +17,6 @@ export interface CommandSpec {
   readonly stdin?: string;
   /** Kill the process (SIGKILL) after this many milliseconds; the result then has signal SIGKILL. */
   readonly timeoutMs?: number;
-  /** Kill the process (SIGKILL) when this signal aborts (a size limit reached while it writes). */
-  readonly signal?: AbortSignal;
 }
 
 /** How a command ended; `stdout` and `stderr` are empty unless the output was `piped` (the default). */
@@ -54,111 +52,17 @@ export const runCommand: Runner = async (spec) => {
     ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
     ...(spec.env !== undefined ? { env: { ...spec.env } } : {}),
   }).spawn();
-  // The process and what it started (runc's `criu swrk` child has no parent-death signal: killing
-  // runc alone leaves CRIU writing images).
-  const kill = () => killTree(child);
-  const timer = spec.timeoutMs === undefined ? undefined : setTimeout(kill, spec.timeoutMs);
-  spec.signal?.addEventListener("abort", kill);
-  if (spec.signal?.aborted) kill();
+  const timer = spec.timeoutMs === undefined ? undefined : setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, spec.timeoutMs);
   try {
     return await finish(child, spec, stdio);
   } finally {
     clearTimeout(timer);
-    spec.signal?.removeEventListener("abort", kill);
   }
 };
-
-/** The pids below `pid` (from `/proc/<pid>/task/<tid>/children`), parents before their children. */
-export function descendants(pid: number): number[] {
-  const out: number[] = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    const parent = queue.shift()!;
-    let tasks: Deno.DirEntry[];
-    try {
-      tasks = [...Deno.readDirSync(`/proc/${parent}/task`)];
-    } catch {
-      continue; // gone
-    }
-    for (const task of tasks) {
-      let children: string;
-      try {
-        children = Deno.readTextFileSync(`/proc/${parent}/task/${task.name}/children`);
-      } catch {
-        continue;
-      }
-      for (const c of children.trim().split(/\s+/).filter(Boolean)) {
-        out.push(Number(c));
-        queue.push(Number(c));
-      }
-    }
-  }
-  return out;
-}
-
-/** SIGKILLs `child` and every process below it (best effort: each may be gone already). */
-function killTree(child: Deno.ChildProcess): void {
-  const below = descendants(child.pid);
-  try {
-    child.kill("SIGKILL");
-  } catch { /* already gone */ }
-  for (const pid of below) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch { /* gone */ }
-  }
-}
-
-/**
- * Runs a command whose standard output is written to the new file `path` (0600, never
- * through an existing file or link), asking `stop` after each chunk whether to go on: when it
- * answers with a reason, the command is killed (SIGKILL), nothing more is written, and the
- * result carries the reason. The bytes written are counted by ARCH, not trusted from the file.
- */
-export async function runToFile(
-  spec: CommandSpec,
-  path: string,
-  stop: (bytes: number) => string | undefined,
-): Promise<CommandResult & { bytes: number; stopped?: string }> {
-  const child = new Deno.Command(spec.cmd, {
-    args: [...spec.args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    ...(spec.cwd !== undefined ? { cwd: spec.cwd } : {}),
-  }).spawn();
-  const errors = new Response(child.stderr).text();
-  let bytes = 0;
-  let stopped: string | undefined;
-  const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
-  try {
-    for await (const chunk of child.stdout) {
-      stopped = stop(bytes + chunk.length);
-      if (stopped !== undefined) {
-        child.kill("SIGKILL");
-        break;
-      }
-      for (let at = 0; at < chunk.length;) at += file.writeSync(chunk.subarray(at));
-      bytes += chunk.length;
-    }
-  } catch (error) {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-    throw error;
-  } finally {
-    file.close();
-  }
-  const status = await child.status;
-  return {
-    code: status.code,
-    signal: status.signal,
-    stdout: "",
-    stderr: await errors,
-    bytes,
-    ...(stopped ? { stopped } : {}),
-  };
-}
 
 async function finish(
   child: Deno.ChildProcess,

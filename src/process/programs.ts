@@ -29,6 +29,9 @@ export const PROGRAMS: readonly Program[] = [
   { name: "criu", by: "arch" },
   { name: "tar", by: "arch" },
   { name: "sh", by: "arch" },
+  // the writable layer's capture, capped while written (rootfs/layer_archive.ts): bash for pipefail
+  { name: "bash", by: "arch" },
+  { name: "head", by: "arch" },
   { name: "setsid", by: "arch" },
   // the pause watchdog's shell (engine/pause_guard.ts)
   { name: "sleep", by: "arch" },

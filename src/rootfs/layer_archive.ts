@@ -38,7 +38,7 @@
  * Requires root, GNU tar and `--allow-ffi`.
  */
 
-import { CommandError, mustRun, runToFile } from "../process/exec.ts";
+import { CommandError, mustRun, runCommand } from "../process/exec.ts";
 import { listTarMembers, type TarMember } from "./tar_index.ts";
 import { statvfs } from "../util/statvfs.ts";
 
@@ -52,19 +52,24 @@ export class SizeLimitError extends Error {
 }
 
 /**
- * Writes the upperdir's tree to `archive` (holes of sparse files are not stored). `stop` is
- * asked with the bytes written so far as tar streams them: when it gives a reason, tar is
- * killed at once and {@link SizeLimitError} thrown, so a layer larger than the limit is never
- * written whole (the caller removes the partial archive).
+ * Writes the upperdir's tree to `archive` (holes of sparse files are not stored), at most
+ * `maxBytes`: tar's stream goes through `head -c` in the same child pipeline, so a layer
+ * larger than the cap is never written whole ({@link SizeLimitError}; the caller removes the
+ * partial archive), and ARCH itself never writes into the checkpoint root while the
+ * container is paused (a stuck shared file system blocks the child, never ARCH, which the
+ * pause guard can then kill: `engine/pause_guard.ts`).
  */
-export async function captureUpperdir(
-  upperdir: string,
-  archive: string,
-  stop: (bytes: number) => string | undefined = () => undefined,
-): Promise<void> {
-  const spec = { cmd: "tar", args: [...TAR_META, "--sparse", "-C", upperdir, "-cpf", "-", "."] };
-  const r = await runToFile(spec, archive, stop);
-  if (r.stopped !== undefined) throw new SizeLimitError(r.stopped);
+export async function captureUpperdir(upperdir: string, archive: string, maxBytes = Infinity): Promise<void> {
+  const cap = Number.isFinite(maxBytes) ? Math.max(0, Math.floor(maxBytes)) + 1 : 0;
+  // bash: pipefail (tar's own failure is not hidden by head's success); noclobber: the archive is created new
+  const script = "set -o pipefail -o noclobber; archive=$1; cap=$2; shift 2; " +
+    'if [ "$cap" = 0 ]; then "$@" > "$archive"; else "$@" | head -c "$cap" > "$archive"; fi';
+  const tar = ["tar", ...TAR_META, "--sparse", "-C", upperdir, "-cpf", "-", "."];
+  const spec = { cmd: "bash", args: ["-c", script, "capture", archive, String(cap), ...tar] };
+  const r = await runCommand(spec);
+  if (cap > 0 && Deno.statSync(archive).size >= cap) {
+    throw new SizeLimitError(`the writable layer reached the ${formatBytes(maxBytes)} left to this checkpoint`);
+  }
   if (r.code !== 0) throw new CommandError(spec, r);
 }
 

@@ -213,15 +213,17 @@ stackTestOnV1AndV2("restore into a new container with the same key", async (t, s
 
 stackTestOnV1AndV2("failures never lose a container", async (t, stack) => {
   await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
-    // The checkpoint root is a 2 MiB tmpfs and the workload holds 16 MiB: CRIU runs out of
-    // space in the middle of the dump, after the container was paused.
-    const small = stack.extraCheckpointRoot;
-    Deno.mkdirSync(small, { recursive: true });
-    // On the host, below the scratch directory: the node sees it too (stack.ts, shared scratch).
-    await mustRun({ cmd: "mount", args: ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small] });
+    // The job holds a deleted 2 MiB file, more than CRIU's default ghost-file limit: CRIU fails
+    // in the middle of the dump, after the container was paused. (A full disk is stopped by ARCH
+    // before CRIU sees it: tenant_test.ts, finding 5.)
     const name = uniqueName("full");
     const key = uniqueName("k");
-    await stack.docker(archDockerRun(name, key, ["--env", `ARCH_CHECKPOINT_HOST_PATH=${small}`]));
+    await stack.docker(archDockerRun(name, key, [], [
+      "sh",
+      "-c",
+      "dd if=/dev/urandom of=/tmp/g bs=1M count=2 2>/dev/null && exec 3</tmp/g && rm /tmp/g && " +
+      "exec workload --interval-ms 50 --verify-every 10",
+    ]));
     await waitTicks(stack, name, 5);
     const r = await archCheckpoint(stack, await fullId(stack, name));
     assertEquals(r.code, 1, r.stdout);
@@ -236,10 +238,9 @@ stackTestOnV1AndV2("failures never lose a container", async (t, stack) => {
     const later = await waitTicks(stack, name, at + 5);
     assertEquals([later.starts, later.verifyFailures], [1, 0]);
     assertEquals((await stack.docker(["inspect", "-f", "{{.State.Status}}", name])).stdout.trim(), "running");
-    const left = [...Deno.readDirSync(`${small}/moby/${key}`)].map((e) => e.name).filter((n) => n !== ".lock");
+    const left = [...Deno.readDirSync(`${stack.checkpointRoot}/moby/${key}`)].map((e) => e.name);
     assertEquals(left, [], "no temporary or committed checkpoint left");
     await stack.docker(["rm", "-f", name]);
-    await mustRun({ cmd: "umount", args: [small] });
     const kept = Deno.statSync(criuLog);
     assertEquals([kept.mode! & 0o777, kept.uid], [0o600, 0]);
     ok(

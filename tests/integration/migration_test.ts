@@ -67,23 +67,28 @@ Deno.test({
     await a.docker(archDockerRun(first, key, sharedEnv(shared), WORKLOAD));
     await atTick(a, first, 10);
     const r = await arch(a, ["finalize"]);
-    assertEquals(r.code, 0, r.stdout + r.stderr);
-    const saved = (await progress(a, first)).lastTick;
-    const savedFile = fileTick(key);
-    ok(savedFile >= 5, "the job wrote into its work directory on the shared FS");
-    ok(Deno.readLinkSync(onServer(`${shared}/checkpoint/moby/${key}/current`)).startsWith("ckpt-"));
-    const second = uniqueName("on-b");
-    await b.docker(archDockerRun(second, key, sharedEnv(shared), WORKLOAD));
-    const resumed = await atTick(b, second, saved + 10);
-    assertEquals(resumed.starts, 0, "restored on node B, not started fresh");
-    ok(resumed.firstTick > saved - 3 && resumed.firstTick <= saved + 1, JSON.stringify({ saved, resumed }));
-    assertEquals(resumed.verifyFailures, 0, "its memory came back intact");
-    await eventually(
-      "the job writing its work file from node B",
-      () => fileTick(key) > savedFile + 5 ? true : undefined,
-    );
-    await b.docker(["rm", "-f", second]);
-    assertEquals((await arch(a, ["finalize", "--undo"])).code, 0);
+    try {
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+      const saved = (await progress(a, first)).lastTick;
+      const savedFile = fileTick(key);
+      ok(savedFile >= 5, "the job wrote into its work directory on the shared FS");
+      ok(Deno.readLinkSync(onServer(`${shared}/checkpoint/moby/${key}/current`)).startsWith("ckpt-"));
+      const second = uniqueName("on-b");
+      await b.docker(archDockerRun(second, key, sharedEnv(shared), WORKLOAD));
+      const resumed = await atTick(b, second, saved + 10);
+      const log = () => Deno.readTextFileSync(b.stack.archLog).trim().split("\n").slice(-8).join("\n");
+      assertEquals(resumed.starts, 0, `restored on node B, not started fresh; node B's ARCH log:\n${log()}`);
+      ok(resumed.firstTick > saved - 3 && resumed.firstTick <= saved + 1, JSON.stringify({ saved, resumed }));
+      assertEquals(resumed.verifyFailures, 0, "its memory came back intact");
+      await eventually(
+        "the job writing its work file from node B",
+        () => fileTick(key) > savedFile + 5 ? true : undefined,
+      );
+      await b.docker(["rm", "-f", second]);
+    } finally {
+      // lifted whatever happened: a node left draining would fail every later step
+      assertEquals((await arch(a, ["finalize", "--undo"])).code, 0);
+    }
   });
 
   await t.step("containerd: the same through ctr", async () => {
