@@ -11,7 +11,7 @@ import { loadHostConfig } from "../config/host_schema.ts";
 import { checkpointRootsOf, scanCheckpoints } from "../observe/catalog.ts";
 import { collectGarbage, type GcDecision, type GcPolicy, selectGarbage } from "../observe/gc.ts";
 import { UsageError } from "../util/errors.ts";
-import { humanBytes, parseDuration, printJson, printTable } from "./output.ts";
+import { humanBytes, parseDuration, printJson, printTable, terminalLine } from "./output.ts";
 
 /** `arch gc`'s options as commander gives them. */
 export interface GcOptions {
@@ -64,7 +64,7 @@ export async function gc(opts: GcOptions): Promise<number> {
   const now = Date.now();
   const policy = gcPolicy(opts, host, now);
   const catalog = scanCheckpoints(checkpointRootsOf(host), now);
-  for (const s of catalog.skipped) console.error(`arch: ${s}`);
+  for (const s of catalog.skipped) console.error(terminalLine(`arch: ${s}`));
   const decisions = selectGarbage(catalog.keys, policy);
   const doomed = decisions.filter((d) => d.remove);
   const bytes = doomed.reduce((n, d) => n + d.entry.bytes, 0);
@@ -98,7 +98,7 @@ export async function gc(opts: GcOptions): Promise<number> {
       `removed ${report.removed.length} checkpoint director${report.removed.length === 1 ? "y" : "ies"}, ` +
         humanBytes(report.bytes),
     );
-    for (const s of report.skipped) console.log(`skipped ${s}`);
+    for (const s of report.skipped) console.log(terminalLine(`skipped ${s}`));
   }
   return report.skipped.some((s) => !s.includes("busy")) ? 1 : 0;
 }

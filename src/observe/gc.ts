@@ -18,6 +18,7 @@
  * directory it names, and removes with `Deno.remove` (which never follows a symlink).
  */
 
+import { Dir } from "../util/dirfd.ts";
 import { ClaimTimeout, KeyGone } from "../store/claim.ts";
 import { CURRENT_LINK, KeyStore, QUARANTINE_PREFIX } from "../store/store.ts";
 import { fsyncPath } from "../util/fsync.ts";
@@ -222,17 +223,17 @@ export async function collectGarbage(keys: readonly KeyEntry[], policy: GcPolicy
   return { removed, bytes, skipped };
 }
 
-/** Removes `<keyDir>/<name>` (a real directory); the `current` link first when it names it. */
+/** Removes `<keyDir>/<name>` (a real directory), from descriptors (`util/dirfd.ts`); the `current` link first when it names it. */
 function removeCheckpoint(keyDir: string, name: string): void {
-  const path = `${keyDir}/${name}`;
-  if (!Deno.lstatSync(path).isDirectory) throw new Error("not a directory any more");
+  using dir = Dir.open(keyDir, { rootOnly: true });
+  if (!dir.lstat(name)?.isDirectory) throw new Error("not a directory any more");
   let current: string | undefined;
   try {
-    current = Deno.readLinkSync(`${keyDir}/${CURRENT_LINK}`);
+    current = Deno.readLinkSync(dir.at(CURRENT_LINK));
   } catch { /* none */ }
   if (current === name) {
-    Deno.removeSync(`${keyDir}/${CURRENT_LINK}`); // unpublished first: never a link to a half-removed checkpoint
-    fsyncPath(keyDir);
+    Deno.removeSync(dir.at(CURRENT_LINK)); // unpublished first: never a link to a half-removed checkpoint
+    fsyncPath(dir.at());
   }
-  Deno.removeSync(path, { recursive: true });
+  dir.removeTree(name);
 }
