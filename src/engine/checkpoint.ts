@@ -190,7 +190,12 @@ export async function checkpointContainer(
       await capturing;
     } catch (error) {
       if (!(error instanceof SizeLimitError)) throw error;
-      throw new CheckpointError(`checkpoint of "${record.id}" stopped: ${error.message}`, "size");
+      throw new CheckpointError(
+        `checkpoint of "${record.id}" stopped: ${error.message}, within the limit of ` +
+          `${gib(options.maxBytes ?? Infinity)} (host config "maxCheckpointBytes") and the ` +
+          `${gib(options.reserveBytes ?? 0)} kept free on its root (host config "checkpointReserveBytes")`,
+        "size",
+      );
     }
     lap("rootfs", t);
     const layerBytes = Deno.statSync(`${tmp}/${ROOTFS_ARCHIVE}`).size;

@@ -18,12 +18,15 @@ const base = sharedScratch("arch-tenant-test-");
 const SHARED = `${base}/shared`;
 /** A host directory no tenant may reach: every attack aims at it. */
 const CANARY = `${base}/canary`;
-const TOOLS = `${base}/tenant_tools`;
+/** The directory of the tenant's tools, bind-mounted at /tools. */
+const TOOLS_DIR = `${base}/tools`;
+const TOOLS = `${TOOLS_DIR}/tenant_tools`;
 
 async function prepare(): Promise<void> {
   Deno.mkdirSync(SHARED, { recursive: true, mode: 0o755 });
   Deno.mkdirSync(CANARY, { recursive: true, mode: 0o755 });
   Deno.writeTextFileSync(`${CANARY}/precious`, "precious\n");
+  Deno.mkdirSync(TOOLS_DIR, { mode: 0o755 });
   await mustRun({
     cmd: "gcc",
     args: ["-static", "-O2", "-s", "-o", TOOLS, new URL("../fixtures/tenant_tools.c", import.meta.url).pathname],
@@ -45,7 +48,13 @@ const canaryIntact = () => {
   assertEquals([...Deno.readDirSync(CANARY)].map((e) => e.name), ["precious"]);
 };
 
-const tools = ["-v", `${TOOLS}:/tools:ro`];
+const tools = ["-v", `${TOOLS_DIR}:/tools:ro`];
+
+/** Whether the tenant's tool runs in container `name` (an attack that never ran proves nothing). */
+async function toolRunning(stack: EmbeddedStack, name: string): Promise<boolean> {
+  const top = await stack.docker(["top", name], { check: false });
+  return top.stdout.includes("tenant_tools");
+}
 const sharedEnv = (path = SHARED) => [
   "--env",
   `ARCH_SHAREDFS_HOST_PATH=${path}`,
@@ -114,6 +123,7 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
       );
       const workA = `${SHARED}/work/moby/${keyA}`;
       await eventually("job A's swap running", () => exists(`${workA}/link`) || undefined);
+      ok(await toolRunning(stack, a), "the tenant's swap loop runs");
       for (let i = 0; i < 3; i++) {
         for (const path of [workA, `${workA}/moby`, `${SHARED}/work`, `${SHARED}/checkpoint/moby`]) {
           for (const variable of ["ARCH_SHAREDFS_HOST_PATH", "ARCH_CHECKPOINT_HOST_PATH"]) {
@@ -152,6 +162,7 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
               ]),
             );
             await eventually("the twin's files", () => exists(`${workdir}/l`) || undefined);
+            ok(await toolRunning(stack, twin), "the twin's swap loop runs");
             const job = uniqueName("tenant-job");
             await stack.docker(
               archDockerRun(job, key, sharedEnv(), ["workload", "--interval-ms", "20", "--exit-after", "3"], false),
@@ -232,7 +243,7 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
           const key = uniqueName("tenant-big");
           const r = await checkpointBigLayer(300, key);
           assertEquals(r.code, 1, r.stdout);
-          ok(r.stdout.includes("reached the limit of 0.05 GiB"), r.stdout);
+          ok(r.stdout.includes("the writable layer reached the") && r.stdout.includes("maxCheckpointBytes"), r.stdout);
           ok(!/No space left/i.test(r.stdout), "stopped by ARCH, not by a full disk");
           assertEquals([...Deno.readDirSync(`${small}/moby/${key}`)].filter((e) => e.name !== ".claim").length, 0);
         });
@@ -297,6 +308,7 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
         archDockerRun(name, key, tools, ["sh", "-c", "/tools/tenant_tools forks & exec workload --interval-ms 50"]),
       );
       await waitTicks(stack, name, 5);
+      ok(await toolRunning(stack, name), "the fork loop runs");
       const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
       assertEquals(r.code, 0, r.stdout + r.stderr);
       const saved = (await dockerProgress(stack, name)).lastTick;
@@ -306,6 +318,7 @@ stackTest("a hostile tenant", async (t, stack: EmbeddedStack) => {
       );
       const p = await waitTicks(stack, again, saved + 5);
       assertEquals(p.starts, 0, "restored");
+      ok(await toolRunning(stack, again), "the fork loop runs on after the restore");
       await stack.docker(["rm", "-f", name, again]);
     });
 
