@@ -130,6 +130,9 @@ Deno.test({
         );
       }
       ok(fileTick(key, "default") < saved + 300, "from the checkpoint, not from a fresh start");
+      // and restored, not started fresh after a failed restore (which would also tick past `saved`)
+      const kept = [...Deno.readDirSync(onServer(`${shared}/checkpoint/default/${key}`))].map((e) => e.name);
+      ok(!kept.some((n) => n.startsWith("quarantine-")), `no failed restore: ${kept.join(" ")}`);
     } finally {
       // lifted whatever happened: a node left draining would fail every later step
       assertEquals((await arch(a, ["finalize", "--undo"])).code, 0);

@@ -26,7 +26,7 @@ async function prepare(): Promise<void> {
   Deno.mkdirSync(SHARED, { recursive: true, mode: 0o755 });
   Deno.mkdirSync(CANARY, { recursive: true, mode: 0o755 });
   Deno.writeTextFileSync(`${CANARY}/precious`, "precious\n");
-  Deno.mkdirSync(TOOLS_DIR, { mode: 0o755 });
+  Deno.mkdirSync(TOOLS_DIR, { recursive: true, mode: 0o755 }); // one per test process, both engine generations
   await mustRun({
     cmd: "gcc",
     args: ["-static", "-O2", "-s", "-o", TOOLS, new URL("../fixtures/tenant_tools.c", import.meta.url).pathname],
