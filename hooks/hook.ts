@@ -122,7 +122,9 @@ export async function runHook(args: readonly string[]): Promise<number> {
     // container's process runs (runc runs createRuntime hooks after its mounts, before pivot_root).
     // A restore: runc runs this hook before CRIU mounts anything; the source is ARCH's staging
     // mount of the checked directory (`workdir/staging.ts`), checked by construction.
-    if (shared.staged !== undefined) return 0;
+    const mounts = (spec.mounts ?? []) as { destination?: string; source?: string }[];
+    const source = mounts.find((m) => m.destination?.replace(/\/+$/, "") === shared.containerPath)?.source;
+    if (shared.staged !== undefined && source === shared.staged) return 0;
     // runc create runs this hook after its mounts, before pivot_root: the rootfs is seen through
     // the init process's root (never the process's root alone: the work path is the tenant's
     // choice and could name the work directory's own host path).

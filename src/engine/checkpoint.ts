@@ -181,10 +181,15 @@ export async function checkpointContainer(
   let tmp: string | undefined;
   let committed: string;
   try {
+    // Measured again now that the container is frozen (it cannot grow any more): what CRIU
+    // will write is checked against the limit and the reserve before CRIU starts.
+    const frozen = pid > 0 ? containerMemory(pid) ?? memory : memory;
+    const grown = frozen !== undefined && frozen !== memory ? space.cannotFit(frozen) : undefined;
+    if (grown !== undefined) throw new CheckpointError(`cannot checkpoint "${record.id}": ${grown}`, "size");
     tmp = store.beginCheckpoint();
     guard.working(tmp);
     let t = performance.now();
-    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`, space.layerCap(memory ?? 0));
+    const capturing = captureUpperdir(upperdir, `${tmp}/${ROOTFS_ARCHIVE}`, space.layerCap(frozen ?? 0));
     faultPoint(options.stateDir, "checkpoint-during-capture");
     try {
       await capturing;

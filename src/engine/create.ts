@@ -190,21 +190,29 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   const { restoreContainer } = await import("./restore.ts");
   // Shared-FS mode: runc and CRIU get the work directory as ARCH's own mount of the checked
   // directory (`workdir/staging.ts`), never the path on the shared file system.
-  let staged: string | undefined;
-  if (sharedFs !== undefined && workdir !== undefined) {
-    try {
-      const { stageWorkdir } = await import("../workdir/staging.ts");
-      staged = stageWorkdir(host.stateDir, ctx.namespace, ctx.id, sharedFs, scope, key);
-      const source = staged;
-      rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, source));
-      ctx.registry.put({ ...record, sharedFs: { ...record.sharedFs!, staged } });
-    } catch (error) {
-      ctx.fail(`cannot hand over the work directory of checkpoint key "${key}": ${(error as Error).message}`);
-      return 1;
-    }
-  }
+  const staging = sharedFs !== undefined && workdir !== undefined
+    ? (await import("../workdir/staging.ts")).stagingPath(host.stateDir, ctx.namespace, ctx.id)
+    : undefined;
+  const unstage = async () => {
+    if (staging === undefined || sharedFs === undefined || workdir === undefined) return;
+    const { unstageWorkdir } = await import("../workdir/staging.ts");
+    unstageWorkdir(staging); // the container has its own copy of the mount
+    rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, workdir));
+    ctx.registry.put(record);
+  };
   let outcome;
   try {
+    if (staging !== undefined && sharedFs !== undefined) {
+      try {
+        const { stageWorkdir } = await import("../workdir/staging.ts");
+        stageWorkdir(host.stateDir, ctx.namespace, ctx.id, sharedFs, scope, key);
+        rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, staging));
+        ctx.registry.put({ ...record, sharedFs: { ...record.sharedFs!, staged: staging } });
+      } catch (error) {
+        ctx.fail(`cannot hand over the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+        return 1;
+      }
+    }
     outcome = await restoreContainer(ctx.call, store, ctx.runc, {
       stateDir: host.stateDir,
       secret,
@@ -218,13 +226,12 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     ctx.fail(`restore of checkpoint ${current} failed unexpectedly: ${(error as Error).message}`);
     return 1;
   } finally {
-    if (staged !== undefined && workdir !== undefined && sharedFs !== undefined) {
-      const { unstageWorkdir } = await import("../workdir/staging.ts");
-      unstageWorkdir(staged); // the container has its own copy of the mount
-      try {
-        rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, workdir!));
-        ctx.registry.put(record);
-      } catch { /* the staging path in config.json only matters to a later create of this bundle: none */ }
+    try {
+      await unstage();
+    } catch (error) {
+      // config.json or the record still name the staging path: a create of this bundle would
+      // get nothing mounted there, never the shared path unchecked (the hook compares them)
+      ctx.log.error("cannot put back the work directory's source after the restore", { error: String(error) });
     }
   }
   if (outcome.kind === "restored") {

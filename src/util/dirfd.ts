@@ -33,8 +33,13 @@ const O_CLOEXEC = 0o2000000;
 const O_PATH = 0o10000000;
 const AT_FDCWD = -100;
 const AT_REMOVEDIR = 0x200;
-const SYS_GETDENTS64 = 217;
-const SYS_OPENAT2 = 437;
+/** System call numbers and `struct stat`'s `st_mode` offset: x86_64, else aarch64 (the two release targets). */
+const X86_64 = Deno.build.arch === "x86_64";
+const SYS_GETDENTS64 = X86_64 ? 217 : 61;
+const SYS_FSTAT = X86_64 ? 5 : 80;
+const SYS_OPENAT2 = 437; // the same on both
+const ST_MODE_OFFSET = X86_64 ? 24 : 16;
+const ST_SIZE_OFFSET = 48; // the same on both
 const RESOLVE_NO_MAGICLINKS = 0x02;
 const RESOLVE_IN_ROOT = 0x10;
 
@@ -288,7 +293,7 @@ function rawEntries(fd: number): RawEntry[] {
   if (again < 0) throw new Error(`cannot list a directory: ${lastError()}`);
   try {
     for (;;) {
-      const n = Number(libc().getdents64(BigInt(SYS_GETDENTS64), BigInt(again), buf, BigInt(buf.length)));
+      const n = Number(libc().syscallFdBuffer(BigInt(SYS_GETDENTS64), BigInt(again), buf, BigInt(buf.length)));
       if (n < 0) throw new Error(`cannot list a directory: ${lastError()}`);
       if (n === 0) return out;
       for (let at = 0; at < n;) {
@@ -317,7 +322,7 @@ function unlinkAt(dirfd: number, name: Uint8Array<ArrayBuffer>, flags: number): 
 function moveUp(dirfd: number, name: Uint8Array<ArrayBuffer>, topfd: number): void {
   for (let attempt = 0; attempt < 8; attempt++) {
     const fresh = cString(`.arch-deep-${crypto.randomUUID()}`);
-    // renameat onto a name that does not exist: fails (ENOTEMPTY/EEXIST) rather than replace a directory
+    // a fresh random name in ARCH's own top directory: nothing there to replace
     if (libc().renameat(dirfd, name, topfd, fresh) === 0) return;
   }
   throw new Error(`cannot move a deep directory up: ${lastError()}`);
@@ -334,16 +339,17 @@ function regularPathFd(dirfd: number, name: string, what: string): { fd: number;
     throw new Error(`cannot open "${what}": ${lastError()}`);
   }
   const st = new BigUint64Array(18); // struct stat (144 bytes on x86_64)
-  if (libc().fstat(fd, st) !== 0) {
+  if (Number(libc().syscallFdBuffer(BigInt(SYS_FSTAT), BigInt(fd), st, 0n)) !== 0) {
     libc().close(fd);
     throw new Error(`cannot stat "${what}": ${lastError()}`);
   }
-  const mode = new DataView(st.buffer).getUint32(24, true) & 0o170000;
+  const view = new DataView(st.buffer);
+  const mode = view.getUint32(ST_MODE_OFFSET, true) & 0o170000;
   if (mode !== 0o100000) {
     libc().close(fd);
     throw new UnsafeEntryError(`"${what}" is ${mode === 0o120000 ? "a symbolic link" : "not a regular file"}`);
   }
-  return { fd, size: Number(st[6]) };
+  return { fd, size: Number(view.getBigInt64(ST_SIZE_OFFSET, true)) };
 }
 
 function readFileAt(dirfd: number, name: string, what: string, maxBytes: number): Uint8Array {

@@ -29,11 +29,14 @@ const symbols = {
   // descriptor-relative paths (util/dirfd.ts)
   openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
   unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
-  fstat: { parameters: ["i32", "buffer"], result: "i32" },
   renameat: { parameters: ["i32", "buffer", "i32", "buffer"], result: "i32" },
-  /** openat2(2) and getdents64(2), which glibc does not wrap: `syscall` with their arguments. */
+  /**
+   * openat2(2), getdents64(2) and fstat(2) as raw system calls: glibc wraps neither of the first
+   * two, and exports `fstat` only since 2.33 (one missing symbol would fail this whole `dlopen`,
+   * the runc wrapper's pass-through included).
+   */
   openat2: { name: "syscall", parameters: ["i64", "i64", "buffer", "buffer", "u64"], result: "i64" },
-  getdents64: { name: "syscall", parameters: ["i64", "i64", "buffer", "u64"], result: "i64" },
+  syscallFdBuffer: { name: "syscall", parameters: ["i64", "i64", "buffer", "u64"], result: "i64" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   // errors
   __errno_location: { parameters: [], result: "pointer" },
