@@ -462,6 +462,7 @@ export class EmbeddedStack implements AsyncDisposable {
     const cri = this.options.cri === true ? await import("./cri.ts") : undefined;
     const configVersion = cri?.containerdConfigVersion(this.engines.versions.containerd ?? "") ?? 2;
     Deno.mkdirSync(`${s}/arch`, { mode: 0o700 });
+    Deno.mkdirSync(this.extraCheckpointRoot, { recursive: true, mode: 0o700 });
     Deno.writeTextFileSync(
       this.archConfig,
       JSON.stringify(
