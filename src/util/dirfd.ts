@@ -177,11 +177,6 @@ export class Dir implements Disposable {
     Deno.renameSync(this.at(from), this.at(to));
   }
 
-  /** Moves `name` of this directory to `to` in directory `dest` (same file system). */
-  moveTo(name: string, dest: Dir, to: string): void {
-    Deno.renameSync(this.at(name), dest.at(to));
-  }
-
   /** Reads the regular file `name` (see {@link readRegularFile}). */
   readFile(name: string, maxBytes: number): Uint8Array {
     return readFileAt(this.fd, name, `${this.path}/${name}`, maxBytes);
@@ -277,10 +272,9 @@ const MAX_DEPTH = 64;
 const EISDIR = 21;
 const EPERM = 1;
 
-/** One directory entry as the kernel gives it: the name's bytes (NUL-terminated, for FFI) and its type. */
+/** One directory entry as the kernel gives it: the name's bytes (NUL-terminated, for FFI). */
 interface RawEntry {
   readonly name: Uint8Array<ArrayBuffer>;
-  readonly type: number;
 }
 
 /** The entries of the open directory `fd` but `.` and `..` (getdents64 from its start). */
@@ -298,13 +292,12 @@ function rawEntries(fd: number): RawEntry[] {
       if (n === 0) return out;
       for (let at = 0; at < n;) {
         const reclen = view.getUint16(at + 16, true);
-        const type = buf[at + 18]!;
         let end = at + 19;
         while (buf[end] !== 0) end++;
         const name = buf.slice(at + 19, end + 1); // with its NUL
         const dot = name.length === 2 && name[0] === 0x2e;
         const dotdot = name.length === 3 && name[0] === 0x2e && name[1] === 0x2e;
-        if (!dot && !dotdot) out.push({ name, type });
+        if (!dot && !dotdot) out.push({ name });
         at += reclen;
         if (out.length >= 4096) return out; // bounded memory: the caller lists again
       }
