@@ -1,5 +1,5 @@
 /**
- * Installs ARCH's system stack on a Debian 12 machine (see `src/install/plan.ts` for what
+ * Installs ARCH's system stack on a Debian 12 machine (see `scripts/setup/plan.ts` for what
  * and why): runc, containerd and Docker from trixie, a CRIU that fits the running kernel,
  * and every program ARCH, CRIU and the tests run. Idempotent and fast when everything is
  * there (one dpkg query). Requires root.
@@ -21,8 +21,8 @@ import {
   TEST_ENGINES_DIR,
   TRIXIE_PIN_PATH,
   TRIXIE_SOURCE_PATH,
-} from "./src/install/plan.ts";
-import { unpackEngines } from "./src/install/engines.ts";
+} from "./scripts/setup/plan.ts";
+import { unpackEngines } from "./scripts/setup/engines.ts";
 
 const readOrUndefined = (path: string) => {
   try {

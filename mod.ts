@@ -6,16 +6,16 @@
  * - `arch hook <createRuntime|poststop>`: the OCI hook role (`hooks/hook.ts`), run by runc
  *   for shared-FS containers (state on stdin).
  * - `arch exit-watcher <stateDir>`: internal, the node's exit watcher, started on demand by the
- *   wrapper to learn how containers end (`src/engine/exit_watch_daemon.ts`).
+ *   wrapper to learn how containers end (`src/exitwatch/daemon.ts`).
  * - `arch <verb> ...`: the operator CLI (`arch --help`).
  * - `arch` alone prints the machine architecture, like coreutils `arch`, which it shadows.
  *
  * Role dispatch only; no npm module is statically reachable from here (a test checks), and
- * only this file (and the launcher's stage 0, `src/runc/stage0.ts`, which imports it and
+ * only this file (and the launcher's stage 0, `src/wrapper/stage0.ts`, which imports it and
  * calls {@link run}) exits the process.
  */
 
-import { failOpen, runWrapper } from "./src/runc/wrapper.ts";
+import { failOpen, runWrapper } from "./src/wrapper/wrapper.ts";
 import { DEFAULT_CONFIG_PATH, selfPaths } from "./src/config/host.ts";
 
 async function main(args: readonly string[]): Promise<number> {
@@ -32,7 +32,7 @@ async function main(args: readonly string[]): Promise<number> {
     return await runHook(rest);
   }
   if (role === "exit-watcher") {
-    const { runExitWatcher } = await import("./src/engine/exit_watch_client.ts");
+    const { runExitWatcher } = await import("./src/exitwatch/client.ts");
     return await runExitWatcher(rest);
   }
   if (role === undefined) {

@@ -2,7 +2,7 @@
  * The OCI hook role: `arch hook <createRuntime|poststop>`, run by runc with the container's
  * state on stdin (OCI runtime spec, "State"). The wrapper puts these hooks into config.json
  * of ARCH shared-FS containers (containerd, Docker); Podman and CRI-O get them from an OCI
- * hooks.d file that matches every container (`workdir/spec.ts` writes both).
+ * hooks.d file that matches every container (`sharedfs/config_json.ts` writes both).
  *
  * - Every container without `ARCH_ENABLE=1` and a shared-FS path: exit 0 at once, nothing
  *   read beyond config.json, nothing written. Any error before ARCH knows the container is
@@ -22,7 +22,7 @@
  */
 
 import { envOf, readBundleSpec } from "../src/config/container.ts";
-import { NAMESPACE_ANNOTATION } from "../src/workdir/spec.ts";
+import { NAMESPACE_ANNOTATION } from "../src/sharedfs/config_json.ts";
 import { isSafeSegment, samePath } from "../src/util/paths.ts";
 import type { ContainerRecord } from "../src/registry/registry.ts";
 import type { HostConfig } from "../src/config/host_schema.ts";
@@ -111,7 +111,7 @@ export async function runHook(args: readonly string[]): Promise<number> {
       log.error(msg);
       return refuse(msg);
     }
-    const { workdirProblem, mountedWorkdirProblem } = await import("../src/workdir/workdir.ts");
+    const { workdirProblem, mountedWorkdirProblem } = await import("../src/sharedfs/workdir.ts");
     const problem = workdirProblem(shared.workdir, shared.mountPoint);
     if (problem !== undefined) {
       const msg = `cannot give the container its work directory: ${problem}: mount it, then start the container again`;
@@ -121,7 +121,7 @@ export async function runHook(args: readonly string[]): Promise<number> {
     // What runc mounted is what the wrapper checked: compared by device and inode, before the
     // container's process runs (runc runs createRuntime hooks after its mounts, before pivot_root).
     // A restore: runc runs this hook before CRIU mounts anything; the source is ARCH's staging
-    // mount of the checked directory (`workdir/staging.ts`), checked by construction.
+    // mount of the checked directory (`sharedfs/staging.ts`), checked by construction.
     const mounts = (spec.mounts ?? []) as { destination?: string; source?: string }[];
     const source = mounts.find((m) => m.destination?.replace(/\/+$/, "") === shared.containerPath)?.source;
     if (shared.staged !== undefined && source === shared.staged) return 0;
@@ -149,13 +149,13 @@ export async function runHook(args: readonly string[]): Promise<number> {
   return 0;
 }
 
-/** What the wrapper recorded of a shared-FS container (`engine/create.ts`). */
+/** What the wrapper recorded of a shared-FS container (`wrapper/create.ts`). */
 interface SharedFsRecord {
   readonly root: string;
   readonly mountPoint: string;
   readonly containerPath: string;
   readonly workdir?: string;
-  /** A restore's staging mount (`workdir/staging.ts`): the source is ARCH's own mount of the checked directory. */
+  /** A restore's staging mount (`sharedfs/staging.ts`): the source is ARCH's own mount of the checked directory. */
   readonly staged?: string;
 }
 
@@ -172,7 +172,7 @@ function containerRoot(state: HookState, rootPath: string | undefined): string |
 
 /** poststop: keep or remove the work directory (see the module doc). */
 async function finish(record: ContainerRecord, shared: SharedFsRecord, host: HostConfig, log: Logger): Promise<void> {
-  const { awaitExit, keepReason } = await import("../src/engine/retention.ts");
+  const { awaitExit, keepReason } = await import("../src/store/retention.ts");
   const { Registry } = await import("../src/registry/registry.ts");
   const { KeyStore } = await import("../src/store/store.ts");
   const ended = await awaitExit(new Registry(host.stateDir), record.namespace, record.id) ?? record;
@@ -182,7 +182,7 @@ async function finish(record: ContainerRecord, shared: SharedFsRecord, host: Hos
     log.info("container stopped, work directory kept", { workdir: shared.workdir, reason: keep });
     return;
   }
-  const { removeWorkdir } = await import("../src/workdir/workdir.ts");
+  const { removeWorkdir } = await import("../src/sharedfs/workdir.ts");
   removeWorkdir(shared, String(record.scope), record.key);
   log.info("job ended with exit code 0, work directory removed", { workdir: shared.workdir });
 }

@@ -15,7 +15,7 @@
  *   the script execs the first runc of the default locations itself (shell builtins only,
  *   no fork on this path, which every runc call takes; never itself, by `-ef`);
  * - launcher mode, the bundle present but broken (a chunk missing, truncated, corrupt): the
- *   script runs a separately bundled stage 0 (`src/runc/stage0.ts`) that imports the program
+ *   script runs a separately bundled stage 0 (`src/wrapper/stage0.ts`) that imports the program
  *   and, if that import fails (before any ARCH code ran, so runc cannot run twice), execs
  *   the real runc.
  * Not covered: a Deno binary that is present and executable but cannot start (corrupt, wrong
@@ -24,15 +24,15 @@
  */
 
 import { RUNC_CANDIDATES } from "../src/config/host.ts";
-import { DENO_ENV } from "../src/runc/handoff.ts";
-import { FAST_PATH_FILE } from "../src/runc/fast_path.ts";
+import { DENO_ENV } from "../src/wrapper/handoff.ts";
+import { FAST_PATH_FILE } from "../src/wrapper/fast_path.ts";
 import { RESTORED_MARK } from "../src/registry/registry.ts";
 
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const dist = `${root}/dist`;
 const deno = Deno.execPath();
 
-const STAGE0_SRC = "src/runc/stage0.ts";
+const STAGE0_SRC = "src/wrapper/stage0.ts";
 
 async function run(cmd: string, args: string[]): Promise<void> {
   const out = await new Deno.Command(cmd, { args, cwd: root, stdout: "inherit", stderr: "inherit" }).output();
@@ -83,7 +83,7 @@ export function staticClosure(
   return { files: [...seen], bare };
 }
 
-/** The runc wrapper's stage 0 (`src/runc/stage0.ts`), bundled alone beside the program. */
+/** The runc wrapper's stage 0 (`src/wrapper/stage0.ts`), bundled alone beside the program. */
 export const STAGE0 = "runc-stage0.js";
 
 /**
@@ -105,10 +105,10 @@ exit 127
  * create/start/delete, and a start or delete of a container ARCH has no record of (the shim's
  * cleanup `delete --force` after the container is gone, or a container ARCH never knew). The
  * engine's `start` of a container ARCH restored is answered here (0, a no-op as in
- * `engine/lifecycle.ts`) while its mark is runc's state file of the id (a hard link,
+ * `wrapper/lifecycle.ts`) while its mark is runc's state file of the id (a hard link,
  * `registry/registry.ts`): a restore then starts one Deno process, not two. The real runc
  * and the state dir come from `<runc root>/${FAST_PATH_FILE}`, written by the wrapper at each
- * create (`src/runc/fast_path.ts`) and trusted only if root owns it (and the runc it names) and it is
+ * create (`src/wrapper/fast_path.ts`) and trusted only if root owns it (and the runc it names) and it is
  * not a symbolic link. Anything not understood
  * (an unknown global option, an unsafe id, no such file) takes the normal path. Builtins only.
  */

@@ -10,7 +10,7 @@
  */
 
 import { archCli, archDockerRun, eventually, startStack } from "../tests/integration/_env.ts";
-import { describeEngines } from "../tests/stack/engines.ts";
+import { describeEngines } from "../tests/harness/engines.ts";
 
 const say = (msg: string) => console.log(`\n== ${msg}`);
 const lastLines = (text: string, n: number) => text.trim().split("\n").slice(-n).map((l) => `   ${l}`).join("\n");

@@ -4,7 +4,7 @@
  * Integration tests need root and the engines; with CI=true they fail instead of skipping.
  */
 
-import { sweepScratch } from "../tests/stack/stack.ts";
+import { sweepScratch } from "../tests/harness/stack.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const stacks = `${root}.cache/stacks-${Deno.pid}.txt`;

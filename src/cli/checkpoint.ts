@@ -5,7 +5,7 @@
  *
  * `finalize` takes every running ARCH container on the node, in parallel (`--concurrency`,
  * measured during the run by default), within `--deadline` seconds, in the order that saves
- * the most running time (`engine/finalize_plan.ts`): no checkpoint starts after the
+ * the most running time (`checkpoint/finalize_plan.ts`): no checkpoint starts after the
  * deadline or when its estimate does not fit in the time left, and a dump still running at
  * the deadline is abandoned (its container resumed: a paused container is never abandoned).
  * It ends with one summary line: saved, failed, not started, unprotected (when any: containers
@@ -18,13 +18,13 @@
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
-import { checkpointContainer, type CheckpointResult } from "../engine/checkpoint.ts";
-import { runcStates } from "../engine/runc.ts";
-import { targetOf } from "../runc/command.ts";
-import { clearDraining, setDraining } from "../engine/drain.ts";
+import { checkpointContainer, type CheckpointResult } from "../checkpoint/checkpoint.ts";
+import { runcStates } from "../runc/status.ts";
+import { targetOf } from "../runc/client.ts";
+import { clearDraining, setDraining } from "../checkpoint/drain.ts";
 import { UsageError } from "../util/errors.ts";
-import { criuLogDir } from "../log/criu_logs.ts";
-import { releaseOnSignals } from "../engine/pause_guard.ts";
+import { criuLogDir } from "../criu/logs.ts";
+import { releaseOnSignals } from "../checkpoint/pause_guard.ts";
 import { loadSecret } from "../store/secret.ts";
 import { preferNodeCrypto } from "../util/digest.ts";
 import type { HostConfig } from "../config/host_schema.ts";
@@ -38,7 +38,7 @@ import {
   containerMemory,
   type FinalizeItem,
   orderForDeadline,
-} from "../engine/finalize_plan.ts";
+} from "../checkpoint/finalize_plan.ts";
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -96,7 +96,7 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
   });
 }
 
-/** One container's plan entry: its record, and what the ordering needs (see `engine/finalize_plan.ts`). */
+/** One container's plan entry: its record, and what the ordering needs (see `checkpoint/finalize_plan.ts`). */
 function planItem(record: ContainerRecord, now: number): FinalizeItem<ContainerRecord> {
   let pid = NaN;
   try {

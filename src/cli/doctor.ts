@@ -5,7 +5,7 @@
  * reason and the fix. Exit status 1 if any check failed; warnings alone exit 0. `--json` for
  * machines. Read-only.
  *
- * Checks: host configuration, runc, CRIU against the running kernel (`engine/compat.ts`: a CRIU
+ * Checks: host configuration, runc, CRIU against the running kernel (`criu/compat.ts`: a CRIU
  * that passes `criu check` can still fail every dump of a container with a network socket),
  * the kernel (exit status through pidfd needs Linux ≥ 6.15; soft-dirty tracking for iterative
  * checkpoints), each engine's runtime configuration (containerd, Docker, Podman), every
@@ -18,7 +18,7 @@
 
 import { type HostConfig, loadHostConfig } from "../config/host_schema.ts";
 import { runCommand } from "../process/exec.ts";
-import { criuProblem, parseMajorMinor } from "../engine/compat.ts";
+import { criuProblem, parseMajorMinor } from "../criu/compat.ts";
 import { rootProblem } from "../store/safe_dir.ts";
 import { archDirectories, tidyPath } from "../config/container_config.ts";
 import { mountAt } from "../util/mounts.ts";

@@ -1,6 +1,6 @@
 /**
  * `arch gc`: removes checkpoint directories that are no longer needed (retention rules in
- * `observe/gc.ts`): temporary ones left by dead writers, quarantined ones after host config
+ * `store/gc.ts`): temporary ones left by dead writers, quarantined ones after host config
  * `gc.quarantineDays` (or all with `--quarantined`), consumed ones, and committed ones past the
  * age or count limits (`--older-than`, `--keep`, host config `gc`).
  * The key's current checkpoint stays unless `--include-current`. `--dry-run` lists what would
@@ -8,8 +8,8 @@
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
-import { checkpointRootsOf, scanCheckpoints } from "../observe/catalog.ts";
-import { collectGarbage, type GcDecision, type GcPolicy, selectGarbage } from "../observe/gc.ts";
+import { checkpointRootsOf, scanCheckpoints } from "../store/listing.ts";
+import { collectGarbage, type GcDecision, type GcPolicy, selectGarbage } from "../store/gc.ts";
 import { UsageError } from "../util/errors.ts";
 import { humanBytes, parseDuration, printJson, printTable, terminalLine } from "./output.ts";
 

@@ -2,7 +2,7 @@
  * `arch inspect <key|scope/key>`: one key's checkpoint as a person wants to see it: its
  * manifest (when, which container and image, runc/CRIU/kernel versions, sizes, step times),
  * whether its signature is valid with this node's secret, the dumped process tree and memory
- * (read from CRIU's images, `observe/criu_images.ts`), and the saved writable layer (files,
+ * (read from CRIU's images, `criu/images.ts`), and the saved writable layer (files,
  * bytes, deleted entries). Read-only; nothing is followed out of the checkpoint roots: the
  * archive is read only under the store's own name (never a path from the manifest, which is
  * checked only for its signature), `manifest.json`/`manifest.hmac` through an opened file
@@ -11,14 +11,8 @@
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
-import {
-  type CheckpointEntry,
-  checkpointRootsOf,
-  findKeys,
-  type KeyEntry,
-  scanCheckpoints,
-} from "../observe/catalog.ts";
-import { type CriuSummary, pageBytes, readCriuImages } from "../observe/criu_images.ts";
+import { type CheckpointEntry, checkpointRootsOf, findKeys, type KeyEntry, scanCheckpoints } from "../store/listing.ts";
+import { type CriuSummary, pageBytes, readCriuImages } from "../criu/images.ts";
 import { listTarMembers } from "../rootfs/tar_index.ts";
 import { isOpaque, isWhiteout } from "../rootfs/layer_archive.ts";
 import { UsageError } from "../util/errors.ts";

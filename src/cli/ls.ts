@@ -3,14 +3,14 @@
  * their state, asked at most {@link RUNC_STATE_CONCURRENCY} at a time) and those that opted in
  * but that ARCH does not protect, found in runc's own roots (`registry/census.ts`), each with
  * its protection and, when unprotected, why — and the checkpoints on the node's checkpoint
- * roots (`observe/catalog.ts`). Read-only; never follows a symlink out of a root.
+ * roots (`store/listing.ts`). Read-only; never follows a symlink out of a root.
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
-import { runcState } from "../engine/runc.ts";
-import { targetOf } from "../runc/command.ts";
-import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints } from "../observe/catalog.ts";
+import { runcState } from "../runc/status.ts";
+import { targetOf } from "../runc/client.ts";
+import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints } from "../store/listing.ts";
 import { humanAge, humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
 import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 

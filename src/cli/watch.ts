@@ -3,7 +3,7 @@
  * `arch-watch.service`). Parses and validates its options (bad input: one sentence, nothing
  * started), takes the node's watcher lock (`<stateDir>/watch.lock`, flock: one watcher per
  * node), picks the cloud (`--provider auto` detects it and says what it found), then runs the
- * watch loop (`src/watch/loop.ts`) until SIGTERM or SIGINT, which end it cleanly (a running
+ * watch loop (`src/spot/loop.ts`) until SIGTERM or SIGINT, which end it cleanly (a running
  * finalize is awaited first).
  */
 
@@ -11,7 +11,7 @@ import { type HostConfig, loadHostConfig } from "../config/host_schema.ts";
 import { nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 import { Logger } from "../log/log.ts";
 import { PreconditionError, UsageError } from "../util/errors.ts";
-import { tryLockFile } from "../engine/pidfd.ts";
+import { tryLockFile } from "../exitwatch/pidfd.ts";
 import {
   DEFAULT_MARGIN_SECONDS,
   MAX_NOTICE_SECONDS,
@@ -19,14 +19,14 @@ import {
   printable,
   type ProviderName,
   PROVIDERS,
-} from "../watch/notice.ts";
-import { AwsSource } from "../watch/aws.ts";
-import { GcpSource } from "../watch/gcp.ts";
-import { AzureSource } from "../watch/azure.ts";
-import { detectProvider } from "../watch/detect.ts";
-import { handledFromStatus, type RebalancePolicy, Watcher } from "../watch/loop.ts";
-import { readStatus, statusPath } from "../watch/status.ts";
-import { spawnFinalize } from "../watch/finalize.ts";
+} from "../spot/notice.ts";
+import { AwsSource } from "../spot/aws.ts";
+import { GcpSource } from "../spot/gcp.ts";
+import { AzureSource } from "../spot/azure.ts";
+import { detectProvider } from "../spot/detect.ts";
+import { handledFromStatus, type RebalancePolicy, Watcher } from "../spot/loop.ts";
+import { readStatus, statusPath } from "../spot/status.ts";
+import { spawnFinalize } from "../spot/finalize.ts";
 
 /** The options of `arch watch` as commander hands them over. */
 export interface WatchCliOptions {

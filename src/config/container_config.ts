@@ -25,8 +25,8 @@ import { type BundleSpec, envOf, resolveKey } from "./container.ts";
 import type { HostConfig } from "./host_schema.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { rootProblem } from "../store/safe_dir.ts";
-import { containerPathProblem } from "../workdir/container_path.ts";
-import { notMounted, workdirPath } from "../workdir/workdir.ts";
+import { containerPathProblem } from "../sharedfs/container_path.ts";
+import { notMounted, type SharedFsConfig, workdirPath } from "../sharedfs/workdir.ts";
 
 /** A validated ARCH container's checkpoint root, key scope and key, and its shared-FS mode if it asked for one. */
 export interface ContainerConfig {
@@ -36,18 +36,8 @@ export interface ContainerConfig {
   readonly keySource: string;
   /** Whether a checkpoint already restored once may be restored again for this container. */
   readonly restoreConsumed: boolean;
-  /** Shared-FS mode: the job's work directory (`workdir/`). */
+  /** Shared-FS mode: the job's work directory (`sharedfs/`). */
   readonly sharedFs?: SharedFsConfig;
-}
-
-/** Shared-FS mode: where the job's files and checkpoints live on the shared file system. */
-export interface SharedFsConfig {
-  /** The real path of `ARCH_SHAREDFS_HOST_PATH`. */
-  readonly root: string;
-  /** The allowed shared file system (a mount point, host config `sharedFsRoots`) that holds it. */
-  readonly mountPoint: string;
-  /** `ARCH_WORKDIR_CONTAINER_PATH`: where the work directory appears in the container. */
-  readonly containerPath: string;
 }
 
 /** The result of {@link containerConfig}: the configuration, or the one sentence that refuses the container. */
@@ -181,7 +171,7 @@ export function mountsReachingRoot(
 ): string | undefined {
   const mounts = (spec.mounts ?? []) as { source?: string; type?: string; options?: string[] }[];
   for (const m of mounts) {
-    if (workdir !== undefined && m.source === workdir) continue; // ARCH's own (workdir/spec.ts withWorkdir)
+    if (workdir !== undefined && m.source === workdir) continue; // ARCH's own (sharedfs/config_json.ts withWorkdir)
     const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
     if (!bind || m.source === undefined || !m.source.startsWith("/")) continue;
     const source = realOrUndefined(m.source) ?? tidyPath(m.source);

@@ -85,7 +85,7 @@ export const HostConfigSchema = z.object({
   maxPauseSeconds: z.number().positive().default(300),
   /**
    * arch finalize: containers checkpointed at once ("auto": measured during the run, see
-   * engine/finalize_plan.ts), and the overall deadline.
+   * checkpoint/finalize_plan.ts), and the overall deadline.
    */
   finalizeConcurrency: z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default("auto"),
   finalizeDeadlineSeconds: z.number().positive().default(100),

@@ -8,7 +8,7 @@
  * lists stay. Pure planning.
  */
 
-import { HOOK_STAGES, hooksDFile } from "../workdir/spec.ts";
+import { HOOK_STAGES, hooksDFile } from "../sharedfs/config_json.ts";
 import { UsageError } from "../util/errors.ts";
 import { type FileChange, readText } from "./changes.ts";
 

@@ -1,12 +1,12 @@
 /**
  * `arch install watch`: the spot-notice watcher's systemd unit (text from
- * `watch/unit.ts`), and whether systemd can be asked to load and start it: only when systemd
+ * `spot/unit.ts`), and whether systemd can be asked to load and start it: only when systemd
  * runs this machine (`/run/systemd/system` exists, as `sd_booted(3)` checks) and the unit
  * is written where systemd reads units; otherwise the commands to run are printed. Pure
  * planning, plus {@link systemdRuns}, which reads one path.
  */
 
-import { WATCH_UNIT_NAME, watchUnitText } from "../watch/unit.ts";
+import { WATCH_UNIT_NAME, watchUnitText } from "../spot/unit.ts";
 import { UsageError } from "../util/errors.ts";
 import { type FileChange, readText } from "./changes.ts";
 

@@ -1,6 +1,6 @@
 /**
  * The one place ARCH starts child processes (the hand-off to runc by `execv` lives in
- * `runc/handoff.ts`). Callers describe a command; tests can swap the runner for a recorder.
+ * `wrapper/handoff.ts`). Callers describe a command; tests can swap the runner for a recorder.
  *
  * Guarantees: arguments go to the program as an argv array, never through a shell; a
  * failure carries the argv, exit status and captured stderr.

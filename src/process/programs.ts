@@ -33,11 +33,11 @@ export const PROGRAMS: readonly Program[] = [
   { name: "bash", by: "arch" },
   { name: "head", by: "arch" },
   { name: "setsid", by: "arch" },
-  // the pause watchdog's shell (engine/pause_guard.ts)
+  // the pause watchdog's shell (checkpoint/pause_guard.ts)
   { name: "sleep", by: "arch" },
-  // ARCH's CRIU action script (engine/criu_config.ts), run by CRIU after a restore
+  // ARCH's CRIU action script (criu/config.ts), run by CRIU after a restore
   { name: "nsenter", by: "arch" },
-  // the same script's restore gate (engine/restore_gate.ts): util-linux, like nsenter
+  // the same script's restore gate (restore/restore_gate.ts): util-linux, like nsenter
   { name: "flock", by: "arch" },
   // CRIU, when it dumps and restores a network namespace and locks the network; ARCH's action script
   { name: "ip", by: "criu" },
@@ -71,10 +71,10 @@ export const PROGRAMS: readonly Program[] = [
   { name: "script", by: "tests" },
   { name: "mkfifo", by: "tests" },
   { name: "mknod", by: "tests" },
-  // the private Podman of tests/stack/podman.ts (it starts conmon itself); its image load also
+  // the private Podman of tests/harness/podman.ts (it starts conmon itself); its image load also
   // runs `unshare`, `sh` and `mount`
   { name: "podman", by: "tests" },
-  // two nodes on one machine (tests/stack/nodes.ts): namespaces, and sshfs over an SFTP server;
+  // two nodes on one machine (tests/harness/nodes.ts): namespaces, and sshfs over an SFTP server;
   // also `ip`, `nsenter`, `mount`, `umount` and `sh`, listed above
   { name: "unshare", by: "tests" },
   { name: "hostname", by: "tests" },
@@ -90,7 +90,7 @@ export const PROGRAMS: readonly Program[] = [
   // the ECS/AWS Batch userdata (src/install/ecs.ts) downloads the artifact; its test runs it
   { name: "curl", by: "tests" },
   { name: "sync", by: "tests" },
-  // the shared-FS bench (tests/stack/sftp_mount.ts): bytes on the SFTP connections
+  // the shared-FS bench (tests/harness/sftp_mount.ts): bytes on the SFTP connections
   { name: "ss", by: "tests" },
 ];
 

@@ -11,7 +11,7 @@
  * `<root>/<id>/state.json` of the restored container, made after the record is written and
  * removed before it changes. The launcher answers the engine's `start` of that container (a
  * no-op) without starting Deno while the mark and runc's state are the same file
- * (`runc/fast_path.ts`): runc replaces its state file by a rename, and a new container of the id
+ * (`wrapper/fast_path.ts`): runc replaces its state file by a rename, and a new container of the id
  * gets a new one, so the mark never speaks for another container, whatever the clock does.
  * Where the link cannot be made (another file system), there is no mark and no shortcut.
  */

@@ -57,7 +57,7 @@ export class SizeLimitError extends Error {
  * larger than the cap is never written whole ({@link SizeLimitError}; the caller removes the
  * partial archive), and ARCH itself never writes into the checkpoint root while the
  * container is paused (a stuck shared file system blocks the child, never ARCH, which the
- * pause guard can then kill: `engine/pause_guard.ts`).
+ * pause guard can then kill: `checkpoint/pause_guard.ts`).
  */
 export async function captureUpperdir(upperdir: string, archive: string, maxBytes = Infinity): Promise<void> {
   const cap = Number.isFinite(maxBytes) ? Math.max(0, Math.floor(maxBytes)) + 1 : 0;

@@ -9,7 +9,7 @@
  * reason; the wrapper then hands the argv to runc untouched, so runc reports the error.
  */
 
-import { COMMAND_ALIASES, COMMAND_FLAGS, findFlag, type FlagSpec, GLOBAL_FLAGS, NO_REORDER } from "./spec.ts";
+import { COMMAND_ALIASES, COMMAND_FLAGS, findFlag, type FlagSpec, GLOBAL_FLAGS, NO_REORDER } from "./flags.ts";
 
 /** Parsed flags: canonical long name to value (`true` for booleans, all values for lists). */
 export type Options = Record<string, string | boolean | string[]>;

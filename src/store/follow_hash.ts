@@ -2,7 +2,7 @@
  * Hashes files while another process is still appending to them, so that when the writer is
  * done only the tail is left to hash: {@link HashFollower} follows the files of one directory
  * whose names match a pattern (CRIU's page images, `criu/pages-<n>.img`, see
- * `engine/checkpoint.ts`), polling every few milliseconds, and reads each file only up to
+ * `checkpoint/checkpoint.ts`), polling every few milliseconds, and reads each file only up to
  * its current size.
  *
  * Precondition (the caller's to establish): the writer only appends. A byte, once written,
@@ -12,7 +12,7 @@
  * the file position (`write_pages_loc` in `criu/page-xfer.c`, through `open_page_local_xfer`
  * for process memory and shared memory alike), with no seek, truncate or hole punch. That
  * holds for the dump ARCH asks for (`runc checkpoint --leave-running --image-path`, its CRIU
- * configuration: `runc/command.ts`, `engine/criu_config.ts`); it was checked against CRIU
+ * configuration: `runc/client.ts`, `criu/config.ts`); it was checked against CRIU
  * 4.2 for options ARCH does not use: hole punching only touches a parent dump's images with
  * `--auto-dedup`/`criu dedup`, and `--page-server`, `--lazy-pages`, `--pre-dump` and image
  * streaming write pages elsewhere or otherwise. Re-check before passing any of them.

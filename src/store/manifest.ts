@@ -14,7 +14,7 @@
  * `defer` selects, whose size is checked at once and whose sha256 {@link verifyFiles}
  * checks later. Only data CRIU copies without parsing (`criu/pages-*.img`, see
  * {@link isPageData}) may be deferred, and only when something holds the restored tasks
- * until that verdict (`engine/restore_gate.ts`).
+ * until that verdict (`restore/restore_gate.ts`).
  *
  * `manifest.json` and `manifest.hmac` are read without following a link or blocking on a
  * FIFO, and only as regular files of at most {@link MAX_MANIFEST_BYTES} and
@@ -51,7 +51,7 @@ export const ManifestSchema = z.object({
   /** Key scope (see `config/container_config.ts`): who may restore it. */
   scope: z.string(),
   key: z.string(),
-  /** Identity of the container's image (see `engine/image_identity.ts`). */
+  /** Identity of the container's image (see `rootfs/image_identity.ts`). */
   image: z.string(),
   createdAt: z.string(),
   arch: z.object({ version: z.string() }),

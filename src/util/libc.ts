@@ -6,7 +6,7 @@
  */
 
 const symbols = {
-  // process hand-off (runc/handoff.ts)
+  // process hand-off (wrapper/handoff.ts)
   execv: { parameters: ["buffer", "buffer"], result: "i32" },
   signal: { parameters: ["i32", "usize"], result: "usize" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
@@ -16,7 +16,7 @@ const symbols = {
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   lgetxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
-  // pidfds and the exit watcher (engine/pidfd.ts)
+  // pidfds and the exit watcher (exitwatch/pidfd.ts)
   syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
   /** Blocks a thread of Deno's pool until a descriptor is ready: one call at a time, never one per pidfd. */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },

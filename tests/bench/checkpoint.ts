@@ -11,7 +11,7 @@
  */
 
 import { ARCH, ARCH_RUNC, ROOT, RUNC } from "../integration/_env.ts";
-import { buildTestImage } from "../stack/image.ts";
+import { buildTestImage } from "../harness/image.ts";
 import { mustRun } from "../../src/process/exec.ts";
 
 const dec = new TextDecoder();

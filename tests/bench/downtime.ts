@@ -21,7 +21,7 @@
 
 import { archCli, archDockerRun, eventually, startStack, uniqueName } from "../integration/_env.ts";
 import { fullId, parseProgress } from "../integration/_workload.ts";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { mustRun } from "../../src/process/exec.ts";
 import { type Lab, makeBundle, makeLab, rawRestoreArgs, removeContainer, timed, unmountBundle } from "./checkpoint.ts";
 import { DOWNTIME_INTERVAL_MS, median, type TimedTick, timedTicks } from "./ticks.ts";

@@ -12,8 +12,8 @@
  */
 
 import { ARCH } from "../integration/_env.ts";
-import { spawnExitWatcher } from "../../src/engine/exit_watch_client.ts";
-import { watcherPaths } from "../../src/engine/exit_watch_protocol.ts";
+import { spawnExitWatcher } from "../../src/exitwatch/client.ts";
+import { watcherPaths } from "../../src/exitwatch/protocol.ts";
 import { Registry } from "../../src/registry/registry.ts";
 
 type Emit = (name: string, value: number, unit: string, baseline: number, extra?: Record<string, unknown>) => void;

@@ -16,8 +16,8 @@
  */
 
 import { ARCH, archDockerRun, startStack, uniqueName } from "../integration/_env.ts";
-import { TEST_IMAGE } from "../stack/stack.ts";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import { TEST_IMAGE } from "../harness/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { parseProgress } from "../integration/_workload.ts";
 import { runCommand } from "../../src/process/exec.ts";
 import { timed } from "./checkpoint.ts";

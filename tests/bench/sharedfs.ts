@@ -5,7 +5,7 @@
  * rounds interleaved (local, shared, local, shared...), medians reported.
  *
  * The network file system is sshfs (FUSE) over an SFTP server on loopback
- * (tests/stack/sftp_mount.ts, its default options `SFTP_MOUNT_OPTIONS`, or the comma-separated
+ * (tests/harness/sftp_mount.ts, its default options `SFTP_MOUNT_OPTIONS`, or the comma-separated
  * `-o` options of ARCH_BENCH_SSHFS_OPTIONS besides `directport`); the server's directory is
  * on the same disk as the local checkpoint root, so the difference is the network file
  * system (and shared-FS mode's work directory and OCI hooks), not the disk.
@@ -29,7 +29,7 @@
 
 import { ARCH, ARCH_RUNC, RUNC } from "../integration/_env.ts";
 import { type Lab, makeBundle, makeLab, removeContainer, startWorkload, timed, unmountBundle } from "./checkpoint.ts";
-import { addIo, type IoCounters, processIo, SftpMount } from "../stack/sftp_mount.ts";
+import { addIo, type IoCounters, processIo, SftpMount } from "../harness/sftp_mount.ts";
 import { mustRun, runCommand } from "../../src/process/exec.ts";
 
 type Emit = (name: string, value: number, unit: string, baseline: number, extra?: Record<string, unknown>) => void;

@@ -4,9 +4,9 @@
  * with CI=true it fails the run, so they never silently skip there.
  */
 
-import { EmbeddedStack, shareMounts, type StackOptions } from "../stack/stack.ts";
-import { describeEngines, type Engines, systemEngines, unpackedEngines } from "../stack/engines.ts";
-import { TEST_ENGINES_DIR } from "../../src/install/plan.ts";
+import { EmbeddedStack, shareMounts, type StackOptions } from "../harness/stack.ts";
+import { describeEngines, type Engines, systemEngines, unpackedEngines } from "../harness/engines.ts";
+import { TEST_ENGINES_DIR } from "../../scripts/setup/plan.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 export const ARCH = `${ROOT}/dist/arch`;

@@ -3,7 +3,7 @@
  * for the tests that assert continuity across a checkpoint and a restore.
  */
 
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { eventually } from "./_env.ts";
 
 export interface Progress {

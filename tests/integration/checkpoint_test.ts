@@ -5,9 +5,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
-import { criuLogDir } from "../../src/log/criu_logs.ts";
-import { mustRun } from "../../src/process/exec.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
+import { criuLogDir } from "../../src/criu/logs.ts";
 import { archCli, archCtrRun, archDockerRun, eventually, stackTestOnV1AndV2, uniqueName } from "./_env.ts";
 
 const IMAGE = "arch-test";

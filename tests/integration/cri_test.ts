@@ -10,8 +10,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
-import { nodePath, TEST_IMAGE } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
+import { nodePath, TEST_IMAGE } from "../harness/stack.ts";
 import {
   type ContainerConfig,
   type ContainerStatus,
@@ -19,8 +19,8 @@ import {
   criLogText,
   HOST_NETWORK,
   type PodSandboxConfig,
-} from "../stack/cri.ts";
-import type { Engines } from "../stack/engines.ts";
+} from "../harness/cri.ts";
+import type { Engines } from "../harness/engines.ts";
 import { mustRun } from "../../src/process/exec.ts";
 import { ARCH, ARCH_RUNC, archCli, eventually, stackTest, uniqueName } from "./_env.ts";
 import { parseProgress, type Progress } from "./_workload.ts";

@@ -6,7 +6,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { ARCH_RUNC, archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 interface Mode {

@@ -11,7 +11,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { faultFile, type FaultPoint } from "../../src/util/faults.ts";
 import { Registry } from "../../src/registry/registry.ts";

@@ -6,7 +6,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { faultFile } from "../../src/util/faults.ts";
 import { ARCH, archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";

@@ -18,11 +18,11 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
-import { describeEngines, type Engines, systemEngines } from "../stack/engines.ts";
-import { newScratch, sweepScratch, terminate } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
+import { describeEngines, type Engines, systemEngines } from "../harness/engines.ts";
+import { newScratch, sweepScratch, terminate } from "../harness/stack.ts";
 import { ARCH, ARCH_RUNC, archCli, ENGINES, eventually, SKIP, stackTest, startStack, uniqueName } from "./_env.ts";
-import { PrivatePodman } from "../stack/podman.ts";
+import { PrivatePodman } from "../harness/podman.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { runCommand } from "../../src/process/exec.ts";
 import { resolveProgram } from "../../src/process/programs.ts";

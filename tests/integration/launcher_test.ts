@@ -10,7 +10,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { launcherScript, runcShim, STAGE0, staticClosure } from "../../scripts/build.ts";
-import { FAST_PATH_FILE } from "../../src/runc/fast_path.ts";
+import { FAST_PATH_FILE } from "../../src/wrapper/fast_path.ts";
 import { Registry } from "../../src/registry/registry.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");

@@ -1,6 +1,6 @@
 /**
  * A job moves between two nodes through a real network file system (sshfs over SFTP, each
- * node with its own network namespace, mount, containerd and dockerd: tests/stack/nodes.ts).
+ * node with its own network namespace, mount, containerd and dockerd: tests/harness/nodes.ts).
  * Node A runs it in shared-FS mode and gets `arch finalize`; a NEW container with the same
  * key on node B resumes it: its memory (the workload's tick counter and checksum go on from
  * the checkpoint) and its work files. Then the faults: two nodes restoring one key at once,
@@ -10,8 +10,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { type Node, TwoNodes } from "../stack/nodes.ts";
-import { systemEngines } from "../stack/engines.ts";
+import { type Node, TwoNodes } from "../harness/nodes.ts";
+import { systemEngines } from "../harness/engines.ts";
 import { parseProgress, type Progress } from "./_workload.ts";
 import { ARCH, ARCH_RUNC, archCtrRun, archDockerRun, eventually, ROOT, SKIP, uniqueName } from "./_env.ts";
 

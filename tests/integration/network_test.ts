@@ -2,7 +2,7 @@
  * Containers with network state, checkpointed and restored into a NEW container with the same
  * key, with real CRIU (>= 4.2: Linux >= 6.16 broke every TCP/UDP dump of older CRIU):
  * a TCP listener, an established loopback connection and a UDP socket. ARCH's policy (see
- * engine/criu_config.ts): the dump never fails because of a connection; after the restore the
+ * criu/config.ts): the dump never fails because of a connection; after the restore the
  * connection is closed, so the workload sees an error and reconnects, never a hang; the
  * listener and the UDP socket work as before. Through `ctr run` (a network namespace runc
  * made, whose loopback CRIU brings back down), Docker without a network, and Docker on a real
@@ -10,7 +10,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 
 const PORT = "8080";

@@ -1,5 +1,5 @@
 /**
- * The two-nodes infrastructure of the migration tests (tests/stack/nodes.ts) does what those
+ * The two-nodes infrastructure of the migration tests (tests/harness/nodes.ts) does what those
  * tests rely on: two nodes, each with its own engines and namespaces, share one network file
  * system at the same path (which the host does not see mounted); containers of both engines
  * on both nodes use it through bind mounts; CRIU dumps a container with such a bind mount;
@@ -10,9 +10,9 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { type Node, SERVER_ADDRESS, TwoNodes } from "../stack/nodes.ts";
-import { processesMentioning, sweepScratch } from "../stack/stack.ts";
-import { describeEngines, systemEngines } from "../stack/engines.ts";
+import { type Node, SERVER_ADDRESS, TwoNodes } from "../harness/nodes.ts";
+import { processesMentioning, sweepScratch } from "../harness/stack.ts";
+import { describeEngines, systemEngines } from "../harness/engines.ts";
 import { ARCH, ARCH_RUNC, archDockerRun, eventually, ROOT, SKIP, uniqueName } from "./_env.ts";
 
 const IMAGE = "docker.io/library/arch-test:latest";
@@ -213,8 +213,8 @@ Deno.test({
  * it prints its directories and namespaces and waits to be killed.
  */
 const ORPHAN = (marker: string) => `
-import { TwoNodes } from ${JSON.stringify(new URL("../stack/nodes.ts", import.meta.url).href)};
-import { systemEngines } from ${JSON.stringify(new URL("../stack/engines.ts", import.meta.url).href)};
+import { TwoNodes } from ${JSON.stringify(new URL("../harness/nodes.ts", import.meta.url).href)};
+import { systemEngines } from ${JSON.stringify(new URL("../harness/engines.ts", import.meta.url).href)};
 const nodes = await TwoNodes.start({
   archRunc: ${JSON.stringify(ARCH_RUNC)},
   engines: systemEngines(),

@@ -11,7 +11,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { ARCH, archCli, archDockerRun, ENGINES, SKIP, startStack, uniqueName } from "./_env.ts";
 import { fullId, waitTicks } from "./_workload.ts";
 import { claimKey } from "../../src/store/claim.ts";

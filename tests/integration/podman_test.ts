@@ -1,5 +1,5 @@
 /**
- * ARCH under a real Podman (private, `tests/stack/podman.ts`), with real runc, conmon and
+ * ARCH under a real Podman (private, `tests/harness/podman.ts`), with real runc, conmon and
  * CRIU: `arch finalize` checkpoints Podman's ARCH containers with the stack's configuration,
  * a new Podman container with the same key resumes the workload where it stopped (not from
  * tick 1, its in-memory checksum verified), a restored container that ends with exit code 0
@@ -9,12 +9,12 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { systemEngines } from "../stack/engines.ts";
-import { PrivatePodman } from "../stack/podman.ts";
-import { shareMounts } from "../stack/stack.ts";
+import { systemEngines } from "../harness/engines.ts";
+import { PrivatePodman } from "../harness/podman.ts";
+import { shareMounts } from "../harness/stack.ts";
 import { resolveProgram } from "../../src/process/programs.ts";
 import { ARCH, archCli, eventually, SKIP, startStack, uniqueName } from "./_env.ts";
-import { HOOK_STAGES, hooksDFile } from "../../src/workdir/spec.ts";
+import { HOOK_STAGES, hooksDFile } from "../../src/sharedfs/config_json.ts";
 import { runCommand } from "../../src/process/exec.ts";
 import { SEARCH_PATH } from "../../src/process/programs.ts";
 import { parseProgress } from "./_workload.ts";

@@ -20,7 +20,7 @@ import {
   uniqueName,
   withoutArchRuntime,
 } from "./_env.ts";
-import { buildTestImage } from "../stack/image.ts";
+import { buildTestImage } from "../harness/image.ts";
 import { dockerProgress, fullId, parseProgress, waitTicks } from "./_workload.ts";
 import { mustRun, runCommand } from "../../src/process/exec.ts";
 import { ARCH_VERSION } from "../../src/version.ts";

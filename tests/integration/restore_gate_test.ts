@@ -10,8 +10,8 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
-import { criuLogDir } from "../../src/log/criu_logs.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
+import { criuLogDir } from "../../src/criu/logs.ts";
 import { dockerProgress, fullId, parseProgress, waitTicks } from "./_workload.ts";
 import { archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 

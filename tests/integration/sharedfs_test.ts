@@ -7,7 +7,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { archCli, archCtrRun, archDockerRun, eventually, sharedScratch, stackTest, uniqueName } from "./_env.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { runCommand } from "../../src/process/exec.ts";

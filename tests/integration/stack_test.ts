@@ -5,7 +5,7 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { namespaceId, processesInNamespace, processesMentioning, sweepScratch } from "../stack/stack.ts";
+import { namespaceId, processesInNamespace, processesMentioning, sweepScratch } from "../harness/stack.ts";
 import { ENGINES, eventually, ROOT, SKIP, startStack, uniqueName } from "./_env.ts";
 
 const mountsUnder = (dir: string) =>

@@ -8,11 +8,10 @@
  */
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import type { EmbeddedStack } from "../stack/stack.ts";
+import type { EmbeddedStack } from "../harness/stack.ts";
 import { archCli, archDockerRun, eventually, sharedScratch, stackTest, uniqueName } from "./_env.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { mustRun, runCommand } from "../../src/process/exec.ts";
-import { Dir } from "../../src/util/dirfd.ts";
 
 const base = sharedScratch("arch-tenant-test-");
 const SHARED = `${base}/shared`;

@@ -1,5 +1,5 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { criuLogDir, keepCriuLog, MAX_FAILED_PER_KEY, MAX_KEYS, MAX_LOG_BYTES } from "../../src/log/criu_logs.ts";
+import { criuLogDir, keepCriuLog, MAX_FAILED_PER_KEY, MAX_KEYS, MAX_LOG_BYTES } from "../../src/criu/logs.ts";
 
 Deno.test("CRIU logs kept with ARCH's logs, bounded", async (t) => {
   const dir = Deno.makeTempDirSync();

@@ -1,8 +1,8 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { CONTAINERD_CREATE, CONTAINERD_GLOBAL } from "./_argv_fixtures.ts";
-import { carriedGlobal, runcArgv, targetOf } from "../../src/runc/command.ts";
-import { decodeWaitStatus } from "../../src/engine/pidfd.ts";
-import { incompatibility, type ToolVersions } from "../../src/engine/versions.ts";
+import { carriedGlobal, runcArgv, targetOf } from "../../src/runc/client.ts";
+import { decodeWaitStatus } from "../../src/exitwatch/pidfd.ts";
+import { incompatibility, type ToolVersions } from "../../src/criu/versions.ts";
 import { checkRoot, mountsReachingRoot, resolveRoot } from "../../src/config/container_config.ts";
 import { parseRuncArgv } from "../../src/runc/argv.ts";
 import { HostConfigSchema } from "../../src/config/host_schema.ts";
@@ -186,7 +186,7 @@ Deno.test("HostConfigSchema defaults and refusals", () => {
 });
 
 Deno.test("config.json rewrite keeps 64-bit integers and every other value", async () => {
-  const { annotateBundle } = await import("../../src/engine/criu_config.ts");
+  const { annotateBundle } = await import("../../src/criu/config.ts");
   const dir = Deno.makeTempDirSync();
   const text =
     '{"process":{"rlimits":[{"type":"RLIMIT_MEMLOCK","hard":18446744073709551615,"soft":18446744073709551615}]},' +

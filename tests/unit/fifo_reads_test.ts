@@ -120,7 +120,7 @@ Deno.test("a FIFO owner.json, consumed or CRIU image is treated as unknown, with
     const result = await guarded(`
       import { claimKey } from ${module("store/claim.ts")};
       import { KeyStore } from ${module("store/store.ts")};
-      import { readCriuImages } from ${module("observe/criu_images.ts")};
+      import { readCriuImages } from ${module("criu/images.ts")};
       const out: Record<string, unknown> = {};
       try {
         (await claimKey(${JSON.stringify(keyDir)}, "restore", { waitMs: 200 })).release();

@@ -6,7 +6,7 @@ import {
   orderForDeadline,
   PRIOR_FIXED_MS,
   PRIOR_RATE_BYTES_PER_MS,
-} from "../../src/engine/finalize_plan.ts";
+} from "../../src/checkpoint/finalize_plan.ts";
 
 const MIB = 2 ** 20;
 

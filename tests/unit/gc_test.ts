@@ -6,8 +6,8 @@
  */
 
 import { deepEqual as assertEquals, ok, throws } from "node:assert/strict";
-import { type CheckpointEntry, type KeyEntry, readKeyDir, scanCheckpoints } from "../../src/observe/catalog.ts";
-import { collectGarbage, type GcPolicy, quarantinedAt, selectGarbage, selectKey } from "../../src/observe/gc.ts";
+import { type CheckpointEntry, type KeyEntry, readKeyDir, scanCheckpoints } from "../../src/store/listing.ts";
+import { collectGarbage, type GcPolicy, quarantinedAt, selectGarbage, selectKey } from "../../src/store/gc.ts";
 import { claimKey } from "../../src/store/claim.ts";
 import { gcPolicy } from "../../src/cli/gc.ts";
 import { UsageError } from "../../src/util/errors.ts";

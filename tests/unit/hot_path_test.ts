@@ -34,11 +34,11 @@ Deno.test("mod.ts statically reaches no npm or node: module", async () => {
   const seen = await staticClosure("mod.ts");
   assertEquals(heavy(seen), []);
   // and the walk did see the wrapper's modules
-  assertEquals(seen.some((s) => s.endsWith("/src/runc/handoff.ts")), true);
+  assertEquals(seen.some((s) => s.endsWith("/src/wrapper/handoff.ts")), true);
 });
 
 Deno.test("start and delete of an ARCH container load no npm or node: module (zod is for create)", async () => {
-  const seen = await staticClosure("src/engine/lifecycle.ts");
+  const seen = await staticClosure("src/wrapper/lifecycle.ts");
   assertEquals(heavy(seen), []);
   assertEquals(seen.some((s) => s.endsWith("/src/store/store.ts")), true);
 });

@@ -1,6 +1,6 @@
 import { deepEqual as assertEquals } from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { treeDigest } from "../../src/engine/image_identity.ts";
+import { treeDigest } from "../../src/rootfs/image_identity.ts";
 
 Deno.test("a layer's digest is the same hashed whole or streamed, and as node:crypto hashed it line by line", async () => {
   const dir = Deno.makeTempDirSync();

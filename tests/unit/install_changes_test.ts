@@ -30,7 +30,7 @@ const existsSync = (path: string) => {
   }
 };
 import { systemdRuns } from "../../src/install/systemd.ts";
-import { watchUnitText } from "../../src/watch/unit.ts";
+import { watchUnitText } from "../../src/spot/unit.ts";
 
 Deno.test("unifiedDiff", async (t) => {
   await t.step("equal: empty", () => assertEquals(unifiedDiff("/f", "a\n", "a\n"), ""));

@@ -13,13 +13,7 @@ import { Logger } from "../../src/log/log.ts";
 import { readHostBasics } from "../../src/config/host.ts";
 import { HostConfigSchema } from "../../src/config/host_schema.ts";
 import { UsageError } from "../../src/util/errors.ts";
-import {
-  decodeFields,
-  parseCoreComm,
-  parsePagemapPages,
-  parsePstree,
-  readCriuImages,
-} from "../../src/observe/criu_images.ts";
+import { decodeFields, parseCoreComm, parsePagemapPages, parsePstree, readCriuImages } from "../../src/criu/images.ts";
 import {
   containerdCheck,
   dockerCheck,

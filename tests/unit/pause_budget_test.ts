@@ -1,5 +1,5 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { recoverPaused } from "../../src/engine/pause_guard.ts";
+import { recoverPaused } from "../../src/checkpoint/pause_guard.ts";
 import { isAlive, processStartTime } from "../../src/process/liveness.ts";
 
 /**

@@ -6,7 +6,7 @@
 
 import { ok } from "node:assert/strict";
 import { PROGRAMS, resolveProgram, SEARCH_PATH } from "../../src/process/programs.ts";
-import { ALL_PLANNED_PACKAGES, PREREQUISITE_PACKAGES } from "../../src/install/plan.ts";
+import { ALL_PLANNED_PACKAGES, PREREQUISITE_PACKAGES } from "../../scripts/setup/plan.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const known = new Set(PROGRAMS.map((p) => p.name));
@@ -16,23 +16,23 @@ const DYNAMIC = new Map<string, string>([
   ["spec.cmd", "the one runner: its callers are scanned"],
   ["TOOLS", "tests/integration/tenant_test.ts: the tenant's tools, compiled from tests/fixtures/tenant_tools.c"],
   ["cmd", "a helper's parameter: its callers are scanned"],
-  ["binary", "EmbeddedStack#daemon: the engine generation's containerd or dockerd (tests/stack/engines.ts)"],
+  ["binary", "EmbeddedStack#daemon: the engine generation's containerd or dockerd (tests/harness/engines.ts)"],
   ["t.runc", "the configured real runc (root-owned ELF, see config/host.ts)"],
   ["runcPath", "the configured real runc"],
   ["runc", "the configured real runc"],
   ["ctx.runc", "the configured real runc"],
   ["this.runc", "the configured real runc"],
   ["RUNC", "the system's runc"],
-  ["this.engines.ctr", "the engine generation's ctr (tests/stack/engines.ts)"],
-  ["this.engines.docker", "the engine generation's docker CLI (tests/stack/engines.ts)"],
-  ["this.engines.runc", "the engine generation's runc (tests/stack/engines.ts)"],
+  ["this.engines.ctr", "the engine generation's ctr (tests/harness/engines.ts)"],
+  ["this.engines.docker", "the engine generation's docker CLI (tests/harness/engines.ts)"],
+  ["this.engines.runc", "the engine generation's runc (tests/harness/engines.ts)"],
   ["ARCH", "ARCH itself (dist/arch)"],
   ["ARCH_RUNC", "ARCH itself (dist/arch-runc)"],
   ["INSTALLED_ARCH", "ARCH itself, as the release file installs it on a node (release_test.ts)"],
   ["Deno.execPath()", "the pinned Deno"],
   ["`${dist}/arch`", "ARCH itself, just built"],
   ["`${prefix", "ARCH installed from the release artifact (tests/integration/release_test.ts)"],
-  ["stack.engines.runc", "the engine generation's runc (tests/stack/engines.ts)"],
+  ["stack.engines.runc", "the engine generation's runc (tests/harness/engines.ts)"],
 ]);
 
 function sources(dir: string): string[] {

@@ -5,8 +5,8 @@
  */
 
 import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
-import { CRIU_ACTION_SCRIPT, CRIU_CONFIG_ANNOTATION, criuConfig } from "../../src/engine/criu_config.ts";
-import { bundleHonoursGate, gateTimedOut, gateTimeoutSeconds, openGate } from "../../src/engine/restore_gate.ts";
+import { CRIU_ACTION_SCRIPT, CRIU_CONFIG_ANNOTATION, criuConfig } from "../../src/criu/config.ts";
+import { bundleHonoursGate, gateTimedOut, gateTimeoutSeconds, openGate } from "../../src/restore/restore_gate.ts";
 import {
   hashFiles,
   isPageData,
@@ -66,7 +66,7 @@ Deno.test("a fail verdict fails the script at once", async () => {
 Deno.test("ARCH killed while the script waits: the kernel releases the lock, the script fails at once", async () => {
   const dir = scratch();
   const work = `${dir}/work`;
-  const module = new URL("../../src/engine/restore_gate.ts", import.meta.url).href;
+  const module = new URL("../../src/restore/restore_gate.ts", import.meta.url).href;
   const holder = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",

@@ -20,7 +20,7 @@ import { loadSecret, sign } from "../../src/store/secret.ts";
 import { beneath, UnsafePathError } from "../../src/store/safe_dir.ts";
 import { claimKey, ClaimTimeout, isStale } from "../../src/store/claim.ts";
 import { parseStartTime, processStartTime } from "../../src/process/liveness.ts";
-import { releaseAction } from "../../src/engine/pause_guard.ts";
+import { releaseAction } from "../../src/checkpoint/pause_guard.ts";
 
 const SECRET = new TextEncoder().encode("0123456789abcdef0123456789abcdef");
 const EXPECTED = { scope: "moby", key: "job-1", image: "sha256:aa" };

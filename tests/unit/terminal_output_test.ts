@@ -8,7 +8,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { terminalLine, terminalLines, terminalSafe } from "../../src/cli/output.ts";
 import { summary } from "../../src/cli/checkpoint.ts";
-import { runArchFinalize } from "../../src/watch/finalize.ts";
+import { runArchFinalize } from "../../src/spot/finalize.ts";
 
 /** What a hostile tenant would like the terminal to obey: retitle, clear, overwrite, backspace, 8-bit CSI. */
 const HOSTILE = 'cannot read "/ckpt/\x1b]0;pwned\x07x\x1b[2J"\r\bfaked line\u009b2J\nsecond';

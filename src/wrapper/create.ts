@@ -1,0 +1,300 @@
+/**
+ * `runc create` of an ARCH-enabled container: validate its `ARCH_*` configuration (refused
+ * with one sentence on error), refuse while the node drains after `arch finalize`, record
+ * the container, and if its key has a committed checkpoint it may restore, restore it
+ * instead of creating (`runc restore --detach`) under the key's claim. A checkpoint of
+ * another scope or image is refused; a failed restore quarantines the checkpoint and the
+ * container starts fresh from the image's files (rootfs reset if the saved layer was
+ * applied), or is refused, per host configuration. After a successful `runc restore`
+ * nothing may turn the call into a `runc create`.
+ */
+
+import type { WrapperContext } from "./context.ts";
+import { envOf, rootfsPath } from "../config/container.ts";
+import { containerConfig } from "../config/container_config.ts";
+import { hostConfigFrom } from "../config/host_schema.ts";
+import { stringOption } from "../runc/argv.ts";
+import { carriedGlobal } from "../runc/client.ts";
+import { KeyStore } from "../store/store.ts";
+import { ensureDefaultRoot } from "../store/default_root.ts";
+import { criuLogDir } from "../criu/logs.ts";
+import {
+  ensureCriuConfig,
+  linkTarget,
+  rewriteBundle,
+  withCriuConfig,
+  withResolvedBindSources,
+} from "../criu/config.ts";
+import { hostOwner, withArchHooks, withWorkdir, withWorkdirSource } from "../sharedfs/config_json.ts";
+import { ensureWorkdir, workdirPath } from "../sharedfs/workdir.ts";
+import { isDraining } from "../checkpoint/drain.ts";
+import { findUpperdir } from "../rootfs/upperdir.ts";
+import { ClaimTimeout, KeyGone } from "../store/claim.ts";
+import { faultPoint } from "../util/faults.ts";
+import { watchExit } from "./watch_exit.ts";
+import { ensureSystemPath, SEARCH_PATH } from "../process/programs.ts";
+import { selfArch } from "../config/host.ts";
+
+/**
+ * The `arch` hook command the wrapper puts into an ARCH shared-FS container's config.json:
+ * the `arch` program next to this wrapper (the launcher names it), with this node's host
+ * configuration (runc runs hooks with the hook's environment only).
+ */
+function archHook(configPath: string): { path: string; env: string[] } {
+  const path = selfArch();
+  return { path, env: [`ARCH_CONFIG=${configPath}`, `PATH=${SEARCH_PATH}`] };
+}
+
+/**
+ * The wrapper's `runc create` of an ARCH container (see the module doc): an exit status if it refused (1) or
+ * restored (0) the container, `undefined` to let runc create it. Requires root; a restore also runc and CRIU.
+ */
+export async function onCreate(ctx: WrapperContext): Promise<number | undefined> {
+  let host;
+  try {
+    host = hostConfigFrom(ctx.host);
+  } catch (error) {
+    ctx.fail(`host configuration: ${(error as Error).message}`);
+    return 1;
+  }
+  if (isDraining(host.stateDir)) {
+    ctx.fail(
+      `node is draining after "arch finalize": ARCH containers are not started here; ` +
+        `run "arch finalize --undo" to lift the drain`,
+    );
+    return 1;
+  }
+  const bundle = stringOption(ctx.call.options, "bundle") ?? Deno.cwd();
+  const spec = ctx.spec!; // read once by the wrapper for create
+  const env = envOf(spec);
+  if (!env.has("ARCH_CHECKPOINT_HOST_PATH") && !env.has("ARCH_SHAREDFS_HOST_PATH")) {
+    try {
+      ensureDefaultRoot(host.defaultCheckpointRoot);
+    } catch (error) {
+      ctx.fail((error as Error).message);
+      return 1;
+    }
+  }
+  const resolved = containerConfig(spec, ctx.id, ctx.namespace, host);
+  if (!resolved.ok) {
+    ctx.fail(resolved.error);
+    return 1;
+  }
+  const rootfs = rootfsPath(spec, bundle);
+  let upperdir: string | undefined;
+  try {
+    upperdir = findUpperdir(rootfs);
+  } catch (error) {
+    ctx.fail(`cannot find the writable layer of this container: ${(error as Error).message}`);
+    return 1;
+  }
+  if (upperdir === undefined) {
+    ctx.fail(
+      `the rootfs of this container ("${rootfs}") is not an overlay mount, so ARCH could not save its files: ` +
+        `run it with an overlay snapshotter/storage driver, or without ARCH_ENABLE=1`,
+    );
+    return 1;
+  }
+  const { checkpointRoot, scope, key, keySource, sharedFs } = resolved.config;
+  let workdir: string | undefined;
+  if (sharedFs !== undefined) {
+    // Every refusal before the first write: a clashing mount, a user without a host identity.
+    const path = workdirPath(sharedFs.root, scope, key);
+    const owner = hostOwner(spec);
+    const clash = withWorkdir(spec, path, sharedFs.containerPath);
+    if (typeof owner === "string" || typeof clash === "string") {
+      ctx.fail(typeof owner === "string" ? owner : clash as string);
+      return 1;
+    }
+    try {
+      const { imageIdentity } = await import("../rootfs/image_identity.ts");
+      const image = await imageIdentity(rootfs, host.stateDir);
+      if (image === undefined) throw new Error("cannot identify the image of the container");
+      workdir = ensureWorkdir(sharedFs, scope, key, owner, image);
+    } catch (error) {
+      ctx.fail(`cannot prepare the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+      return 1;
+    }
+  }
+  try {
+    const criuConfig = ensureCriuConfig(host.criuConfigDir);
+    rewriteBundle(bundle, (original) => {
+      let next = withCriuConfig(original, criuConfig) ?? original;
+      // The engine's bind sources only: the work directory below is ARCH's own, checked as it is.
+      next = withResolvedBindSources(next, linkTarget) ?? next;
+      if (sharedFs !== undefined && workdir !== undefined) {
+        const mounted = withWorkdir(next, workdir, sharedFs.containerPath);
+        if (typeof mounted === "string") throw new Error(mounted); // checked above on the same file
+        next = mounted ?? next;
+        next = withArchHooks(next, archHook(ctx.host.configPath), ctx.namespace) ?? next;
+      }
+      return next === original ? undefined : next;
+    });
+  } catch (error) {
+    // Fail closed: left as it is, the annotation could name a CRIU configuration the
+    // container's owner chose, which CRIU would run as root at the next checkpoint.
+    ctx.fail(`cannot prepare the container's config.json for ARCH: ${(error as Error).message}`);
+    return 1;
+  }
+  const record = {
+    namespace: ctx.namespace,
+    id: ctx.id,
+    root: ctx.root,
+    runcGlobal: carriedGlobal(ctx.call.global),
+    bundle,
+    scope,
+    key,
+    keySource,
+    checkpointRoot,
+    ...(sharedFs !== undefined ? { sharedFs: { ...sharedFs, workdir } } : {}),
+    pidFile: stringOption(ctx.call.options, "pid-file"),
+    createdAt: new Date().toISOString(),
+  };
+  ctx.registry.put(record);
+  ctx.log.info("registered ARCH container", { scope, key, keySource, bundle });
+
+  const store = new KeyStore(checkpointRoot, scope, key);
+  if (!store.exists() || store.currentPath() === undefined) return undefined;
+  ensureSystemPath(); // runc restore runs criu from PATH; an engine started by hand may lack /usr/sbin
+  let claim;
+  try {
+    claim = await store.claim("restore", { waitMs: host.lockWaitSeconds * 1000 });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound || error instanceof KeyGone) return undefined;
+    const why = error instanceof ClaimTimeout ? error.message : `cannot claim it: ${(error as Error).message}`;
+    ctx.fail(`cannot restore checkpoint key "${key}": ${why}; start the container again later`);
+    return 1;
+  }
+  using _claim = claim;
+  // Under the claim: what was seen before may have changed (a commit, a delete, a restore).
+  const current = store.currentPath();
+  if (current === undefined) return undefined;
+  if (store.isConsumed() && !resolved.config.restoreConsumed) {
+    const by = store.consumedBy();
+    if (host.onConsumedCheckpoint === "refuse") {
+      ctx.fail(
+        `the checkpoint of key "${key}" was already restored${by !== undefined ? ` ${by}` : ""}, and this node ` +
+          `refuses a second container of the key (host config "onConsumedCheckpoint"): stop the other one, or ` +
+          `start this one with another ARCH_CHECKPOINT_ID`,
+      );
+      return 1;
+    }
+    ctx.log.info("checkpoint already restored once, starting fresh", { checkpoint: current, by });
+    return undefined;
+  }
+  let secret, image;
+  try {
+    const { loadSecret } = await import("../store/secret.ts");
+    const { imageIdentity } = await import("../rootfs/image_identity.ts");
+    secret = loadSecret(host.secretFile, false); // never made here: a new secret would authenticate nothing
+    image = await imageIdentity(rootfs, host.stateDir);
+    if (image === undefined) throw new Error(`cannot identify the image of the container`);
+  } catch (error) {
+    ctx.fail(`cannot verify checkpoint ${current}: ${(error as Error).message}`);
+    return 1;
+  }
+  const { restoreContainer } = await import("../restore/restore.ts");
+  // Shared-FS mode: runc and CRIU get the work directory as ARCH's own mount of the checked
+  // directory (`sharedfs/staging.ts`), never the path on the shared file system.
+  const staging = sharedFs !== undefined && workdir !== undefined
+    ? (await import("../sharedfs/staging.ts")).stagingPath(host.stateDir, ctx.namespace, ctx.id)
+    : undefined;
+  const unstage = async () => {
+    if (staging === undefined || sharedFs === undefined || workdir === undefined) return;
+    const { unstageWorkdir } = await import("../sharedfs/staging.ts");
+    unstageWorkdir(staging); // the container has its own copy of the mount
+    rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, workdir));
+    ctx.registry.put(record);
+  };
+  let outcome;
+  try {
+    if (staging !== undefined && sharedFs !== undefined) {
+      try {
+        const { stageWorkdir } = await import("../sharedfs/staging.ts");
+        stageWorkdir(host.stateDir, ctx.namespace, ctx.id, sharedFs, scope, key);
+        rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, staging));
+        ctx.registry.put({ ...record, sharedFs: { ...record.sharedFs!, staged: staging } });
+      } catch (error) {
+        ctx.fail(`cannot hand over the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+        return 1;
+      }
+    }
+    outcome = await restoreContainer(ctx.call, store, ctx.runc, {
+      stateDir: host.stateDir,
+      secret,
+      expected: { scope, key, image },
+      rootfs,
+      criuLogs: criuLogDir(ctx.host.logFile),
+    });
+  } catch (error) {
+    // Never back to the wrapper (its fail-open would create the container on a rootfs the
+    // restore may have changed): refuse; the checkpoint stays, the engine may retry.
+    ctx.fail(`restore of checkpoint ${current} failed unexpectedly: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    try {
+      await unstage();
+    } catch (error) {
+      // config.json or the record still name the staging path: a create of this bundle would
+      // get nothing mounted there, never the shared path unchecked (the hook compares them)
+      ctx.log.error("cannot put back the work directory's source after the restore", { error: String(error) });
+    }
+  }
+  if (outcome.kind === "restored") {
+    // The container runs now: whatever fails below must not turn this call into a create.
+    const restored = { ...record, restored: true, restoredFrom: outcome.from };
+    try {
+      faultPoint(host.stateDir, "restore-after-restored");
+      store.markConsumed({ container: ctx.id, node: Deno.hostname() });
+    } catch (error) {
+      // Not marked: unpublish it instead (a rename needs no space), or it could run twice.
+      ctx.log.error("restored, but cannot mark the checkpoint consumed", { error: String(error) });
+      try {
+        if (!resolved.config.restoreConsumed) store.quarantine();
+      } catch { /* logged above */ }
+    }
+    try {
+      ctx.registry.put(restored);
+      ctx.log.info("restored from checkpoint", { checkpoint: outcome.from, timings: outcome.timings });
+    } catch (error) {
+      ctx.log.error("restored, but cannot record it", { checkpoint: outcome.from, error: String(error) });
+    }
+    await watchExit(ctx, restored);
+    return 0;
+  }
+  if (outcome.kind === "refused") {
+    if (outcome.applied) {
+      // The saved files went into this rootfs: a later create of this container must not find them.
+      try {
+        const { resetRootfs } = await import("../rootfs/reset.ts");
+        await resetRootfs(rootfs);
+      } catch (error) {
+        ctx.log.error("cannot reset the rootfs after a refused restore", { error: String(error) });
+      }
+    }
+    ctx.fail(`${outcome.reason}; the checkpoint is kept for a node that can restore it`);
+    return 1;
+  }
+  if (outcome.kind === "foreign") {
+    ctx.fail(`${outcome.reason}: remove ${store.dir} to start this container fresh, or start it with its own image`);
+    return 1;
+  }
+  ctx.log.error("restore failed, checkpoint quarantined", { reason: outcome.reason, quarantined: outcome.quarantined });
+  if (host.onRestoreFailure === "fail") {
+    ctx.fail(`restore failed (checkpoint kept in ${outcome.quarantined}): ${outcome.reason}`);
+    return 1;
+  }
+  if (outcome.applied) {
+    try {
+      const { resetRootfs } = await import("../rootfs/reset.ts");
+      await resetRootfs(rootfs);
+    } catch (error) {
+      ctx.fail(
+        `restore failed (checkpoint kept in ${outcome.quarantined}) after the saved files were applied, and the ` +
+          `rootfs cannot be reset (${(error as Error).message}): start the container again to start it fresh`,
+      );
+      return 1;
+    }
+  }
+  return undefined;
+}
