@@ -26,6 +26,7 @@
 import { RUNC_CANDIDATES } from "../src/config/host.ts";
 import { DENO_ENV } from "../src/wrapper/handoff.ts";
 import { FAST_PATH_FILE } from "../src/wrapper/fast_path.ts";
+import { type FlagSpec, GLOBAL_FLAGS } from "../src/runc/flags.ts";
 import { RESTORED_MARK } from "../src/registry/registry.ts";
 
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -99,6 +100,14 @@ exit 127
 `;
 }
 
+/** Global flags that make runc print and exit (`--help`, `--version`): the launcher leaves them to the normal path. */
+const ASKS_RUNC_ITSELF = new Set(["help", "version"]);
+
+/** A shell `case` pattern matching each flag's names with one or two dashes (Go's `flag` takes both). */
+function flagPattern(flags: readonly FlagSpec[]): string {
+  return flags.flatMap((f) => [f.name, ...(f.aliases ?? [])]).flatMap((n) => [`--${n}`, `-${n}`]).join("|");
+}
+
 /**
  * Shell lines that hand a call straight to the real runc, without starting Deno (~0.1 s of CPU
  * per call here), when ARCH would hand it over unchanged anyway: every command but
@@ -124,8 +133,8 @@ for arch_a in "$@"; do
     case $arch_a in
       --root=*|-root=*) arch_root=\${arch_a#*=} ;;
       --root|-root) arch_val=root ;;
-      --log|-log|--log-format|-log-format|--criu|-criu|--rootless|-rootless) arch_val=skip ;;
-      --debug|-debug|--systemd-cgroup|-systemd-cgroup|--*=*|-*=*) ;;
+      ${flagPattern(GLOBAL_FLAGS.filter((f) => f.kind !== "bool" && f.name !== "root"))}) arch_val=skip ;;
+      ${flagPattern(GLOBAL_FLAGS.filter((f) => f.kind === "bool" && !ASKS_RUNC_ITSELF.has(f.name)))}|--*=*|-*=*) ;;
       -*) arch_cmd=? ;;
       *) arch_cmd=$arch_a ;;
     esac

@@ -22,7 +22,7 @@
  */
 
 import { containerMemory } from "./finalize_plan.ts";
-import { ArchError } from "../util/errors.ts";
+import { ArchError, errorMessage } from "../util/errors.ts";
 import type { ContainerRecord, Registry } from "../registry/registry.ts";
 import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
 import {
@@ -37,8 +37,7 @@ import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
 import { SpaceBudget } from "./space_budget.ts";
-import { runc, runcArgv, type RuncTarget } from "../runc/status.ts";
-import { targetOf } from "../runc/client.ts";
+import { Runc, RuncError, type RuncTarget, targetOf } from "../runc/client.ts";
 import { toolVersions } from "../criu/versions.ts";
 import { readBundleSpec, rootfsPath } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
@@ -220,24 +219,26 @@ export async function checkpointContainer(
     let files: Manifest["files"];
     let settling: Promise<unknown> | undefined; // the hash and fsync, once started
     try {
-      const dumping = runc(
-        target,
-        runcArgv.checkpoint(target, `${tmp}/criu`, `${tmp}/work`),
+      const dumping = new Runc(target).checkpoint(
+        `${tmp}/criu`,
+        `${tmp}/work`,
         left === undefined ? {} : { timeoutMs: left },
-      );
+      ).then(() => undefined, (error: unknown) => error);
       faultPoint(options.stateDir, "checkpoint-during-dump");
       const flushing = flushWhile(tmp, dumping);
       flushing.catch(() => {}); // awaited below, unless the dump's spawn fails first
-      const dump = await dumping;
+      const failed = await dumping;
       await flushing;
       lap("dump", t);
       const criuLog = options.criuLogs === undefined
         ? undefined
-        : keepCriuLog(options.criuLogs, scope, record.key, "dump", dump.code === 0, `${tmp}/work/dump.log`);
-      if (dump.code !== 0) {
-        const why = dump.signal === "SIGKILL" && left !== undefined
-          ? "the finalize deadline passed"
-          : lastLine(dump.stderr);
+        : keepCriuLog(options.criuLogs, scope, record.key, "dump", failed === undefined, `${tmp}/work/dump.log`);
+      if (failed !== undefined) {
+        const why = failed instanceof RuncError
+          ? (failed.signal === "SIGKILL" && left !== undefined
+            ? "the finalize deadline passed"
+            : lastLine(failed.stderrTail))
+          : errorMessage(failed);
         throw new CheckpointError(
           `runc checkpoint of "${record.id}" failed: ${why}` + (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
           "dump",
@@ -345,6 +346,7 @@ export async function checkpointContainer(
   return { id: record.id, key: record.key, dir: committed, bytes: treeBytes(committed), timings };
 }
 
-function lastLine(text: string): string {
-  return text.trim().split("\n").pop() ?? "";
+/** The last of the stderr lines a {@link RuncError} keeps. */
+function lastLine(tail: string): string {
+  return tail.split(" | ").pop() ?? "";
 }

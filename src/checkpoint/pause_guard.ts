@@ -25,10 +25,10 @@
 
 import { isSafeSegment } from "../util/paths.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
-import { runc, runcArgv, runcState, type RuncTarget } from "../runc/status.ts";
-import { targetOf } from "../runc/client.ts";
+import { Runc, RuncError, type RuncTarget, targetOf } from "../runc/client.ts";
 import { runCommand } from "../process/exec.ts";
 import { selfArch } from "../config/host.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /**
  * `paused`: nothing committed, resume. `committing`: the commit of `checkpoint` is under
@@ -203,30 +203,38 @@ const released = (status: string | undefined) => status === "gone" || status ===
  * Returns `undefined` once `runc state` confirms it is not paused any more, else why not.
  */
 export async function release(target: RuncTarget, action: "stop" | "resume"): Promise<string | undefined> {
+  const runc = new Runc(target);
   const bounded = { timeoutMs: RUNC_CALL_MS };
+  const attempt = (call: Promise<void>) => call.then(() => undefined, (e: unknown) => failure(e));
   let status: string | undefined;
   if (action === "stop") {
     // Never resume a committed container whose kill failed: it would run past its checkpoint.
-    const kill = await runc(target, runcArgv.kill(target, "KILL"), bounded);
-    status = await runcState(target, RUNC_CALL_MS);
-    if (kill.code !== 0 && !released(status)) return `runc kill failed: ${kill.stderr.trim() || `exit ${kill.code}`}`;
+    const kill = await attempt(runc.kill("KILL", bounded));
+    status = await runc.status(RUNC_CALL_MS);
+    if (kill !== undefined && !released(status)) return `runc kill failed: ${kill}`;
     // runc >= 1.1 thaws a paused container it sends SIGKILL to (cgroup v2 kills frozen tasks
     // anyway): then there is nothing to resume. Older runc leaves it paused; and when runc could
     // not tell, a resume after a kill that worked is safe.
     if (released(status)) return undefined;
   }
-  let resume = await runc(target, runcArgv.resume(target), bounded);
-  status = await runcState(target, RUNC_CALL_MS);
+  let resume = await attempt(runc.resume(bounded));
+  status = await runc.status(RUNC_CALL_MS);
   // Seen once in CI (runc 1.1.15, cgroup v1): runc answered "container not paused" to a resume while its state
   // said "paused" a moment later, a freezer still changing state. Try again for up to 2 s before calling the
   // container stuck.
   for (let i = 0; i < 20 && status === "paused"; i++) {
     await new Promise((r) => setTimeout(r, 100));
-    resume = await runc(target, runcArgv.resume(target), bounded);
-    status = await runcState(target, RUNC_CALL_MS);
+    resume = await attempt(runc.resume(bounded));
+    status = await runc.status(RUNC_CALL_MS);
   }
   if (released(status)) return undefined;
-  return `runc resume failed (state ${status ?? "unknown"}): ${resume.stderr.trim() || `exit ${resume.code}`}`;
+  return `runc resume failed (state ${status ?? "unknown"}): ${resume ?? "no error, still paused"}`;
+}
+
+/** What a failed runc call says: runc's stderr tail, or how it ended. */
+function failure(error: unknown): string {
+  if (error instanceof RuncError) return error.stderrTail || (error.signal ?? `exit ${error.status}`);
+  return errorMessage(error);
 }
 
 /** One pause of one container by this process. */
@@ -258,11 +266,12 @@ export class PauseGuard {
     this.#held = true;
     active.add(this);
     await startWatchdog(markerPath(this.stateDir, this.namespace, this.target.id), this.budgetMs);
-    const r = await runc(this.target, runcArgv.pause(this.target), { timeoutMs: RUNC_CALL_MS });
-    if (r.code !== 0) {
+    try {
+      await new Runc(this.target).pause({ timeoutMs: RUNC_CALL_MS });
+    } catch (error) {
       const why = await release(this.target, "resume"); // a pause that timed out may have half-happened
       if (why === undefined) this.#drop();
-      throw new Error(`cannot pause "${this.target.id}": ${r.stderr.trim() || `exit ${r.code}`}`);
+      throw new Error(`cannot pause "${this.target.id}": ${failure(error)}`);
     }
   }
 
@@ -368,7 +377,7 @@ export async function recoverPaused(stateDir: string, runcPath: string): Promise
       );
     }
     const target = targetOf(runcPath, marker);
-    const status = await runcState(target, RUNC_CALL_MS);
+    const status = await new Runc(target).status(RUNC_CALL_MS);
     if (status === "gone") {
       removeMarker(stateDir, marker.namespace, marker.id); // the container is gone
       continue;

@@ -19,8 +19,7 @@
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { checkpointContainer, type CheckpointResult } from "../checkpoint/checkpoint.ts";
-import { runcStates } from "../runc/status.ts";
-import { targetOf } from "../runc/client.ts";
+import { runcStatuses, targetOf } from "../runc/client.ts";
 import { clearDraining, setDraining } from "../checkpoint/drain.ts";
 import { UsageError } from "../util/errors.ts";
 import { criuLogDir } from "../criu/logs.ts";
@@ -251,7 +250,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
   // runc, not the registry, says what runs: an opted-in container ARCH cannot protect is named.
   // The census runs beside the state query and never stops the finalize.
   const [states, census] = await Promise.all([
-    runcStates(records.map((r) => targetOf(host.runcPath, r)), 5_000),
+    runcStatuses(records.map((r) => targetOf(host.runcPath, r)), 5_000),
     nodeCensus(host, runcLister(host.runcPath, 5_000)).catch((error): Census => ({
       containers: [],
       problems: [`cannot count the node's containers: ${(error as Error).message}`],

@@ -8,8 +8,7 @@
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
-import { runcState } from "../runc/status.ts";
-import { targetOf } from "../runc/client.ts";
+import { Runc, targetOf } from "../runc/client.ts";
 import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints } from "../store/listing.ts";
 import { humanAge, humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
 import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
@@ -121,7 +120,7 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
   const [states, census] = await Promise.all([
     mapBounded(records, RUNC_STATE_CONCURRENCY, async (r): Promise<string> => {
       try {
-        return await runcState(targetOf(host.runcPath, r), 2_000) ?? "unknown";
+        return await new Runc(targetOf(host.runcPath, r)).status(2_000) ?? "unknown";
       } catch {
         return "unknown";
       }

@@ -225,19 +225,16 @@ function dropStaleNotes(
 /** Lists a runc root with `runc list --format json` (bounded in time). */
 export function runcLister(runc: string, timeoutMs = 5_000): RuncLister {
   return async (root) => {
-    const { runCommand } = await import("../process/exec.ts");
-    let r;
+    const { Runc, RuncError } = await import("../runc/client.ts");
     try {
-      r = await runCommand({ cmd: runc, args: ["--root", root, "list", "--format", "json"], timeoutMs });
+      const list = await new Runc({ runc, global: { root }, id: "" }).list(timeoutMs);
+      return { ok: true, list: list.filter((e) => typeof e.id === "string") as unknown as RuncListEntry[] };
     } catch (error) {
+      if (error instanceof SyntaxError) return { ok: false, error: "runc printed no JSON" };
+      if (error instanceof RuncError) {
+        return { ok: false, error: error.stderrTail.split(" | ").at(-1) || error.message };
+      }
       return { ok: false, error: `cannot run "${runc}": ${(error as Error).message}` };
-    }
-    if (r.code !== 0) return { ok: false, error: r.stderr.trim().split("\n").at(-1) || `exit status ${r.code}` };
-    try {
-      const parsed = JSON.parse(r.stdout || "[]") as RuncListEntry[] | null;
-      return { ok: true, list: (parsed ?? []).filter((e) => typeof e?.id === "string") };
-    } catch {
-      return { ok: false, error: "runc printed no JSON" };
     }
   };
 }

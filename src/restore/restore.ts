@@ -23,8 +23,9 @@
  * inherits this process's stdin/stdout/stderr. Requires root, runc and CRIU.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { type RuncCall, stringOption } from "../runc/argv.ts";
-import { carriedGlobal, runcArgv } from "../runc/client.ts";
+import { carriedGlobal, restoreForCreate, Runc, RuncError } from "../runc/client.ts";
 import type { KeyStore } from "../store/store.ts";
 import {
   type Expected,
@@ -47,7 +48,6 @@ import {
 import { applyToRootfs, LayerRefusedError } from "../rootfs/layer_archive.ts";
 import { onLocalFileSystem } from "../util/mounts.ts";
 import { incompatibility, toolVersions } from "../criu/versions.ts";
-import { runCommand } from "../process/exec.ts";
 import { keepCriuLog } from "../criu/logs.ts";
 import { faultPoint } from "../util/faults.ts";
 import { recordEvent } from "../observe/events.ts";
@@ -227,12 +227,10 @@ async function restoreCurrent(
       if (why !== undefined) return fail(`checkpoint ${dir} failed verification: ${why}`);
     }
   }
-  const restoring = runCommand({
-    cmd: runcPath,
-    args: runcArgv.restore(create, `${dir}/criu`, work),
+  const restoring = restoreForCreate(runcPath, create, `${dir}/criu`, work, {
     stdio: "inherit",
     env: gate?.env ?? NO_GATE_ENV,
-  });
+  }).then(() => undefined, (error: unknown) => error);
   const open = gate;
   if (open !== undefined) {
     settled.then((why) => open.settle(why === undefined)).catch(() => {
@@ -240,18 +238,18 @@ async function restoreCurrent(
     });
   }
   faultPoint(options.stateDir, "restore-during-runc-restore");
-  const result = await restoring;
+  const failed = await restoring;
   const pagesWhy = await settled; // settled already, unless runc failed before the gate
   try {
     gate?.settle(false); // no-op after the verdict
   } catch { /* as above: no verdict fails the script */ }
   const kept = options.criuLogs === undefined
     ? undefined
-    : keepCriuLog(options.criuLogs, store.scope, store.key, "restore", result.code === 0, `${work}/restore.log`);
+    : keepCriuLog(options.criuLogs, store.scope, store.key, "restore", failed === undefined, `${work}/restore.log`);
   // Defence in depth: a restore that succeeded although its page data does not match (its
   // script did not honour the gate) must not run on: it fails like one the gate stopped.
-  const bypassed = result.code === 0 && pagesWhy !== undefined;
-  if (result.code !== 0 || bypassed) {
+  const bypassed = failed === undefined && pagesWhy !== undefined;
+  if (failed !== undefined || bypassed) {
     let log = "";
     try {
       const errors = Deno.readTextFileSync(`${work}/restore.log`).split("\n").filter((l) => l.includes("Error"));
@@ -260,7 +258,7 @@ async function restoreCurrent(
     // Whatever runc left of the half-restored container must go, or a fresh create of the
     // same id would fail.
     const target = { runc: runcPath, global: carriedGlobal(create.global), id: create.args[0]! };
-    await runCommand({ cmd: runcPath, args: runcArgv.forceDelete(target) });
+    await new Runc(target).forceDelete().catch(() => {}); // nothing left to delete is fine
     if (pagesWhy !== undefined) return fail(`checkpoint ${dir} failed verification: ${pagesWhy}`);
     if (gate !== undefined && gateTimedOut(work)) {
       // The data was good, only slow to verify: the checkpoint stays current.
@@ -272,7 +270,8 @@ async function restoreCurrent(
         applied,
       };
     }
-    return fail(`runc restore exited with ${result.code}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
+    const exit = failed instanceof RuncError ? `exited with ${failed.signal ?? failed.status}` : errorMessage(failed);
+    return fail(`runc restore ${exit}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
   }
   lap("restore");
   return { kind: "restored", from: dir, timings };

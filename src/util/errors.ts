@@ -25,3 +25,8 @@ export class PreconditionError extends ArchError {
     super(message, code, 3);
   }
 }
+
+/** The message of anything thrown (an `Error`'s message, else the value as a string). */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,6 +1,10 @@
-/** Host configuration trust rules. Creating files owned by another uid needs root. */
+/**
+ * Host configuration trust rules (src/config/host.ts) and the schema's defaults and refusals
+ * (src/config/host_schema.ts). Creating files owned by another uid needs root.
+ */
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { readHostBasics, unsafeOwnership, unusableRunc } from "../../src/config/host.ts";
+import { HostConfigSchema } from "../../src/config/host_schema.ts";
 
 const isRoot = Deno.uid() === 0;
 
@@ -57,4 +61,20 @@ Deno.test({
 Deno.test("a missing configuration means defaults", () => {
   const basics = readHostBasics("/nonexistent/arch.json", []);
   assertEquals([basics.stateDir, basics.problems], ["/run/arch", []]);
+});
+
+Deno.test("HostConfigSchema defaults and refusals", () => {
+  const d = HostConfigSchema.parse({});
+  assertEquals([d.stateDir, d.checkpointRoots, d.onRestoreFailure, d.restoreConsumed, d.secretFile], [
+    "/run/arch",
+    [], // only defaultCheckpointRoot, unless the admin lists more
+    "fresh",
+    "never",
+    "/etc/arch/secret",
+  ]);
+  assertEquals(HostConfigSchema.safeParse({ restoreConsumed: true }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ scope: "a+b" }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ stateDir: "relative" }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ checkpointRoots: ["/a/../b"] }).success, false);
+  assertEquals(HostConfigSchema.safeParse({ unknownField: 1 }).success, false);
 });

@@ -17,7 +17,7 @@ const DYNAMIC = new Map<string, string>([
   ["TOOLS", "tests/integration/tenant_test.ts: the tenant's tools, compiled from tests/fixtures/tenant_tools.c"],
   ["cmd", "a helper's parameter: its callers are scanned"],
   ["binary", "EmbeddedStack#daemon: the engine generation's containerd or dockerd (tests/harness/engines.ts)"],
-  ["t.runc", "the configured real runc (root-owned ELF, see config/host.ts)"],
+  ["this.target.runc", "the configured real runc (the runc client, src/runc/client.ts)"],
   ["runcPath", "the configured real runc"],
   ["runc", "the configured real runc"],
   ["ctx.runc", "the configured real runc"],

@@ -1,0 +1,150 @@
+/**
+ * src/checkpoint/checkpoint.ts phase by phase against a fake runc (`_fake_runc.ts`), on a
+ * real overlay rootfs and a real checkpoint root: what each phase leaves behind when it
+ * succeeds or fails. Requires root (an overlay mount); the real runc and CRIU are the
+ * integration tests' part.
+ */
+import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { checkpointContainer, CheckpointError } from "../../src/checkpoint/checkpoint.ts";
+import { listMarkers } from "../../src/checkpoint/pause_guard.ts";
+import { Registry } from "../../src/registry/registry.ts";
+import type { ContainerRecord } from "../../src/registry/registry.ts";
+import { KeyStore } from "../../src/store/store.ts";
+import { FakeRunc } from "./_fake_runc.ts";
+
+const isRoot = Deno.uid() === 0;
+const must = (cmd: string, ...args: string[]) => {
+  const out = new Deno.Command(cmd, { args, stderr: "piped" }).outputSync();
+  if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+};
+
+/** A bundle whose rootfs is an overlay mount (lower, upper with one file), a state dir and a checkpoint root. */
+function lab(): { dir: string; record: ContainerRecord; registry: Registry; state: string; [Symbol.dispose](): void } {
+  const dir = Deno.makeTempDirSync({ prefix: "arch-ckpt-phases-" });
+  for (const d of ["lower/etc", "upper", "work", "bundle/rootfs", "state", "roots/ckpt"]) {
+    Deno.mkdirSync(`${dir}/${d}`, { recursive: true, mode: 0o700 });
+  }
+  Deno.writeTextFileSync(`${dir}/lower/etc/os-release`, "ID=test\n");
+  Deno.writeTextFileSync(`${dir}/upper/progress`, "41\n");
+  must(
+    "mount",
+    "-t",
+    "overlay",
+    "overlay",
+    "-o",
+    `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work`,
+    `${dir}/bundle/rootfs`,
+  );
+  Deno.writeTextFileSync(
+    `${dir}/bundle/config.json`,
+    JSON.stringify({ ociVersion: "1.0.2", root: { path: "rootfs" } }),
+  );
+  const record: ContainerRecord = {
+    namespace: "moby",
+    id: "c1",
+    root: "/run/fake",
+    bundle: `${dir}/bundle`,
+    key: "job-1",
+    createdAt: new Date().toISOString(),
+    checkpointRoot: `${dir}/roots/ckpt`,
+    scope: "tenant-a",
+  };
+  const registry = new Registry(`${dir}/state`);
+  registry.put(record);
+  return {
+    dir,
+    record,
+    registry,
+    state: `${dir}/state`,
+    [Symbol.dispose]() {
+      must("umount", `${dir}/bundle/rootfs`);
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
+const options = (state: string) => ({ stateDir: state, secret: new Uint8Array(32).fill(7) });
+const committed = (l: ReturnType<typeof lab>) => new KeyStore(l.record.checkpointRoot as string, "tenant-a", "job-1");
+/** Whatever is left in the key's directory besides committed checkpoints (tmp, aborted). */
+const leftovers = (l: ReturnType<typeof lab>) => {
+  const store = committed(l);
+  return existsSync(store.dir)
+    ? [...Deno.readDirSync(store.dir)].map((e) => e.name).filter((n) =>
+      !n.startsWith("ckpt-") && n !== "current" && !n.startsWith(".")
+    )
+    : [];
+};
+
+Deno.test({
+  name: "checkpoint: pause → layer → dump → manifest → commit → stop, in that order",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running");
+    const result = await checkpointContainer(l.record, "/usr/sbin/runc", l.registry, options(l.state));
+    assertEquals(runc.calls.map((c) => c.split(" ")[0]), ["pause", "checkpoint", "kill", "state"]);
+    assertEquals(runc.status, "stopped");
+    ok(result.dir.startsWith(committed(l).dir), result.dir);
+    assertEquals(committed(l).currentPath(), result.dir);
+    for (const f of ["manifest.json", "manifest.hmac", "criu/pages-1.img", "criu/inventory.img"]) {
+      ok(existsSync(`${result.dir}/${f}`), f);
+    }
+    const manifest = JSON.parse(Deno.readTextFileSync(`${result.dir}/manifest.json`));
+    assertEquals([manifest.scope, manifest.key, manifest.containerId], ["tenant-a", "job-1", "c1"]);
+    ok(manifest.files.some((f: { path: string }) => f.path === "criu/pages-1.img"));
+    assertEquals(listMarkers(l.state), []);
+    assertEquals(l.registry.get("moby", "c1"), undefined); // stopped by its checkpoint: the record goes
+  },
+});
+
+Deno.test({
+  name: "checkpoint: a failed dump resumes the container, commits nothing, leaves no temporary directory",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running", { checkpoint: "criu failed: type NOTIFY errno 0" });
+    const error = await checkpointContainer(l.record, "/usr/sbin/runc", l.registry, options(l.state)).catch((e) => e);
+    ok(error instanceof CheckpointError, String(error));
+    assertEquals([error.step, error.code], ["dump", "checkpoint-dump"]);
+    ok(error.message.includes("criu failed"), error.message);
+    assertEquals(runc.status, "running");
+    assertEquals(runc.calls.map((c) => c.split(" ")[0]), ["pause", "checkpoint", "resume", "state"]);
+    assertEquals(committed(l).currentPath(), undefined);
+    assertEquals(leftovers(l), []);
+    assertEquals(listMarkers(l.state), []);
+    ok(l.registry.get("moby", "c1") !== undefined);
+  },
+});
+
+Deno.test({
+  name: "checkpoint: a failed pause changes nothing",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running", { pause: "container not running" });
+    await rejects(
+      checkpointContainer(l.record, "/usr/sbin/runc", l.registry, options(l.state)),
+      (e: unknown) => e instanceof CheckpointError && e.step === "pause" && /container not running/.test(e.message),
+    );
+    assertEquals(runc.status, "running");
+    assertEquals(committed(l).currentPath(), undefined);
+    assertEquals(leftovers(l), []);
+    assertEquals(listMarkers(l.state), []);
+  },
+});
+
+Deno.test({
+  name: "checkpoint: committed but the container cannot be stopped: the error says so, the record comes back",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running", { kill: "permission denied" });
+    const error = await checkpointContainer(l.record, "/usr/sbin/runc", l.registry, options(l.state)).catch((e) => e);
+    ok(error instanceof CheckpointError && error.step === "release", String(error));
+    ok(committed(l).currentPath() !== undefined, "the checkpoint stays committed");
+    assertEquals(runc.status, "paused"); // never resumed past its checkpoint
+    assertEquals(listMarkers(l.state).map((m) => m.phase), ["committed"]); // the next arch command retries
+    ok(l.registry.get("moby", "c1") !== undefined);
+  },
+});
