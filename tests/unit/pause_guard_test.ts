@@ -28,7 +28,7 @@ Deno.test("release(stop) resumes after the kill when runc left it paused (runc <
 Deno.test("release(stop) never resumes a committed container whose kill failed", async () => {
   using runc = new FakeRunc("paused", { kill: "permission denied" });
   const why = await release(target, "stop");
-  ok(why?.startsWith("runc kill failed:") && why.includes("permission denied"), why);
+  ok(why?.startsWith("runc kill failed:") && why.includes("permission denied"), String(why));
   assertEquals(runc.status, "paused");
   ok(!runc.calls.some((c) => c.startsWith("resume")), runc.calls.join(", "));
 });
@@ -46,7 +46,7 @@ Deno.test("release(resume) tries again while the freezer still says paused", asy
 Deno.test("release(resume) reports a container it cannot thaw, with runc's words", async () => {
   using runc = new FakeRunc("paused", { resume: "freezer is stuck" });
   const why = await release(target, "resume");
-  ok(why?.includes("state paused") && why.includes("freezer is stuck"), why);
+  ok(why?.includes("state paused") && why.includes("freezer is stuck"), String(why));
   assertEquals(runc.status, "paused");
 });
 

@@ -113,6 +113,6 @@ Deno.test("status(): gone when runc says so, undefined when runc cannot tell", a
 
 Deno.test("RuncError.of: a timeout (SIGKILL) is a failure; exit 0 is none", () => {
   const error = RuncError.of(["runc", "checkpoint", "c1"], { code: 137, signal: "SIGKILL", stdout: "", stderr: "" });
-  ok(error !== undefined && error.message === "runc checkpoint failed: killed by SIGKILL", error?.message);
+  ok(error !== undefined && error.message === "runc checkpoint failed: killed by SIGKILL", String(error?.message));
   assertEquals(RuncError.of(["runc", "state", "c1"], { code: 0, signal: null, stdout: "{}", stderr: "" }), undefined);
 });
