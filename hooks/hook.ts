@@ -21,6 +21,7 @@
  * from the container's own annotations or environment alone.
  */
 
+import { errorMessage } from "../src/util/errors.ts";
 import { envOf, readBundleSpec } from "../src/config/container.ts";
 import { NAMESPACE_ANNOTATION } from "../src/sharedfs/config_json.ts";
 import { isSafeSegment, samePath } from "../src/util/paths.ts";
@@ -92,7 +93,7 @@ export async function runHook(args: readonly string[]): Promise<number> {
   try {
     host = loadHostConfig();
   } catch (error) {
-    return stage === "createRuntime" ? refuse(`host configuration: ${(error as Error).message}`) : 0;
+    return stage === "createRuntime" ? refuse(`host configuration: ${errorMessage(error)}`) : 0;
   }
   const log = new Logger(host.logFile, { component: "hook", stage, id: state.id });
   const namespace = annotations[NAMESPACE_ANNOTATION];

@@ -122,7 +122,7 @@ export async function checkpointContainer(
     upperdir = findUpperdir(rootfs);
   } catch (error) {
     throw new CheckpointError(
-      `cannot find the writable layer of "${record.id}": ${(error as Error).message}`,
+      `cannot find the writable layer of "${record.id}": ${errorMessage(error)}`,
       "config",
     );
   }
@@ -140,7 +140,7 @@ export async function checkpointContainer(
     image = await imageIdentity(rootfs, options.stateDir);
   } catch (error) {
     throw new CheckpointError(
-      `cannot prepare the checkpoint of "${record.id}": ${(error as Error).message}`,
+      `cannot prepare the checkpoint of "${record.id}": ${errorMessage(error)}`,
       "prepare",
     );
   }
@@ -159,7 +159,7 @@ export async function checkpointContainer(
     });
   } catch (error) {
     if (error instanceof ClaimTimeout) throw new CheckpointError(error.message, "claim");
-    throw new CheckpointError(`cannot claim checkpoint key "${record.key}": ${(error as Error).message}`, "claim");
+    throw new CheckpointError(`cannot claim checkpoint key "${record.key}": ${errorMessage(error)}`, "claim");
   }
   using _claim = claim;
 
@@ -173,7 +173,7 @@ export async function checkpointContainer(
   try {
     await guard.pause();
   } catch (error) {
-    throw new CheckpointError((error as Error).message, "pause");
+    throw new CheckpointError(errorMessage(error), "pause");
   }
   lap("pause", t0);
   faultPoint(options.stateDir, "checkpoint-after-pause");
@@ -284,7 +284,7 @@ export async function checkpointContainer(
       image,
       createdAt: new Date().toISOString(),
       ...(await versions.catch((error) => {
-        throw new CheckpointError(`cannot read the runc/CRIU versions: ${(error as Error).message}`, "prepare");
+        throw new CheckpointError(`cannot read the runc/CRIU versions: ${errorMessage(error)}`, "prepare");
       })),
       rootfs: { archive: ROOTFS_ARCHIVE, upperdir },
       timings,
@@ -314,7 +314,7 @@ export async function checkpointContainer(
     if (error instanceof CheckpointError) {
       throw new CheckpointError(error.message + stuck, error.step, error.criuLog);
     }
-    throw new CheckpointError(`checkpoint of "${record.id}" failed: ${(error as Error).message}${stuck}`, "capture");
+    throw new CheckpointError(`checkpoint of "${record.id}" failed: ${errorMessage(error)}${stuck}`, "capture");
   }
   try {
     const current = registry.get(record.namespace, record.id)?.createdAt === record.createdAt;

@@ -21,7 +21,7 @@ import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { checkpointContainer, type CheckpointResult } from "../checkpoint/checkpoint.ts";
 import { runcStatuses, targetOf } from "../runc/client.ts";
 import { clearDraining, setDraining } from "../checkpoint/drain.ts";
-import { UsageError } from "../util/errors.ts";
+import { ArchError, errorMessage, UsageError } from "../util/errors.ts";
 import { criuLogDir } from "../criu/logs.ts";
 import { releaseOnSignals } from "../checkpoint/pause_guard.ts";
 import { loadSecret } from "../store/secret.ts";
@@ -90,7 +90,7 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
     ...(typeof record.scope === "string" ? { scope: record.scope } : {}),
     durationMs: Math.round(ms),
     ...(outcome instanceof Error
-      ? { error: outcome.message }
+      ? { error: outcome.message, ...(outcome instanceof ArchError ? { code: outcome.code } : {}) }
       : { bytes: outcome.bytes, timings: outcome.timings, checkpoint: outcome.dir }),
   });
 }
@@ -253,7 +253,7 @@ export async function finalize(opts: { concurrency?: string; deadline?: string; 
     runcStatuses(records.map((r) => targetOf(host.runcPath, r)), 5_000),
     nodeCensus(host, runcLister(host.runcPath, 5_000)).catch((error): Census => ({
       containers: [],
-      problems: [`cannot count the node's containers: ${(error as Error).message}`],
+      problems: [`cannot count the node's containers: ${errorMessage(error)}`],
     })),
   ]);
   const running = records.filter((_, i) => states[i] === "running");

@@ -16,6 +16,7 @@
  * `ARCH_DOCTOR_DOCKER_CONFIG` and `ARCH_DOCTOR_HOOKS_DIRS` (colon-separated).
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { type HostConfig, loadHostConfig } from "../config/host_schema.ts";
 import { runCommand } from "../process/exec.ts";
 import { criuProblem, parseMajorMinor } from "../criu/compat.ts";
@@ -142,7 +143,7 @@ export function dockerCheck(path: string): CheckResult {
     if (error instanceof Deno.errors.NotFound) {
       return warn(name, `not configured (no ${path}): run "arch install docker"`);
     }
-    return warn(name, `${path} is not readable JSON (${(error as Error).message}): fix it, then "arch install docker"`);
+    return warn(name, `${path} is not readable JSON (${errorMessage(error)}): fix it, then "arch install docker"`);
   }
   const runtimes = config?.runtimes !== null && typeof config?.runtimes === "object" ? config.runtimes : {};
   const found = Object.entries(runtimes).find(([, r]) => typeof r?.path === "string" && /arch-runc/.test(r.path));
@@ -347,7 +348,7 @@ export async function runChecks(paths: EnginePaths = enginePaths()): Promise<Che
       const r = await fn();
       out.push(...(Array.isArray(r) ? r : [r]));
     } catch (error) {
-      out.push(fail(name, error instanceof Error ? error.message : String(error)));
+      out.push(fail(name, errorMessage(error)));
     }
   };
   let host: HostConfig | undefined;

@@ -15,7 +15,7 @@ import { type CheckpointEntry, checkpointRootsOf, findKeys, type KeyEntry, scanC
 import { type CriuSummary, pageBytes, readCriuImages } from "../criu/images.ts";
 import { listTarMembers } from "../rootfs/tar_index.ts";
 import { isOpaque, isWhiteout } from "../rootfs/layer_archive.ts";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { ROOTFS_ARCHIVE } from "../store/manifest.ts";
 import { humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
 
@@ -175,7 +175,7 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
   try {
     if (Deno.lstatSync(archive).isFile) layer = layerSummary(archive);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) layer = { error: (error as Error).message };
+    if (!(error instanceof Deno.errors.NotFound)) layer = { error: errorMessage(error) };
   }
   const criu = readCriuImages(`${chosen.path}/criu`);
   return {

@@ -9,7 +9,7 @@
 
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type Level, LEVEL_RANK } from "../log/log.ts";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { parseDuration, safeJson, terminalSafe } from "./output.ts";
 
 /** `arch log`'s options as commander gives them. */
@@ -187,7 +187,7 @@ export async function log(opts: LogOptions): Promise<number> {
   try {
     readMore();
   } catch (error) {
-    console.error(`arch: cannot read log file "${path}": ${(error as Error).message}`);
+    console.error(`arch: cannot read log file "${path}": ${errorMessage(error)}`);
     return 1;
   }
   if (!opts.follow) {

@@ -6,6 +6,7 @@
  * roots (`store/listing.ts`). Read-only; never follows a symlink out of a root.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { Runc, targetOf } from "../runc/client.ts";
@@ -127,7 +128,7 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
     }),
     nodeCensus(host, runcLister(host.runcPath)).catch((error): Census => ({
       containers: [],
-      problems: [`cannot count the node's containers: ${(error as Error).message}`],
+      problems: [`cannot count the node's containers: ${errorMessage(error)}`],
     })),
   ]);
   recordCensus(host, census);

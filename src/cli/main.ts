@@ -6,7 +6,7 @@
  */
 
 import { Command, CommanderError } from "commander";
-import { UsageError } from "../util/errors.ts";
+import { ArchError, errorMessage } from "../util/errors.ts";
 import { ensureSystemPath } from "../process/programs.ts";
 import { ARCH_VERSION } from "../version.ts";
 import { terminalLine, terminalLines } from "./output.ts";
@@ -303,11 +303,8 @@ export async function runCli(argv: string[]): Promise<number> {
     return code;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;
-    if (error instanceof UsageError) {
-      printError(error.message);
-      return 2;
-    }
-    printError(error instanceof Error ? error.message : String(error));
-    return 1;
+    // Every ARCH failure says its exit status (usage 2, precondition 3, else 1); anything else is 1.
+    printError(errorMessage(error));
+    return error instanceof ArchError ? error.exitCode : 1;
   }
 }

@@ -12,6 +12,8 @@
  * ARCH-enabled paths validate the whole file with the schema in `host_schema.ts`.
  */
 
+import { errorMessage } from "../util/errors.ts";
+
 /** Default location, overridable for private stacks with `ARCH_CONFIG`. */
 export const DEFAULT_CONFIG_PATH = "/etc/arch/config.json";
 
@@ -114,7 +116,7 @@ export function readHostBasics(configPath: string, self: readonly string[]): Hos
     }
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) {
-      problems.push(`ignoring host configuration "${configPath}": ${(error as Error).message}`);
+      problems.push(`ignoring host configuration "${configPath}": ${errorMessage(error)}`);
     }
   }
   let runc: string | undefined;

@@ -11,6 +11,7 @@
  * checkpoint data is kept). Nothing is written to stdout or stderr.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { closeFd, openPidfd } from "./pidfd.ts";
 import { encodeRequest, parseReply, parseRequest, type Reply, watcherPaths, type WatchTarget } from "./protocol.ts";
 import { runCommand } from "../process/exec.ts";
@@ -89,7 +90,7 @@ export async function handOverPidfd(
   // connect and reply may or may not have taken the pidfd, and taking it twice is harmless.
   while (Date.now() < deadline) {
     const conn = await beforeDeadline(Deno.connect({ transport: "unix", path: socket }), deadline).catch((error) => {
-      lastError = new Error(`cannot reach the exit watcher: ${(error as Error).message}`);
+      lastError = new Error(`cannot reach the exit watcher: ${errorMessage(error)}`);
       return undefined;
     });
     if (conn === undefined && !started && Date.now() < deadline) {
@@ -97,7 +98,7 @@ export async function handOverPidfd(
       await startWatcher(arch, stateDir, deadline).catch((error) => lastError = error);
     }
     const reply = conn === undefined ? undefined : await exchange(conn, line, deadline).catch((error) => {
-      lastError = new Error(`no answer from the exit watcher: ${(error as Error).message}`);
+      lastError = new Error(`no answer from the exit watcher: ${errorMessage(error)}`);
       return undefined;
     });
     if (reply?.ok === true) return;

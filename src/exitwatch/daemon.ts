@@ -19,6 +19,7 @@
  * Requires root and `--allow-all` (FFI, /proc).
  */
 
+import { errorMessage } from "../util/errors.ts";
 import {
   closeFd,
   copyFdOf,
@@ -259,7 +260,7 @@ async function serveOne(daemon: ExitWatchDaemon, conn: Deno.Conn): Promise<void>
     try {
       reply = daemon.register(await readLine(conn, REQUEST_TIMEOUT_MS));
     } catch (error) {
-      reply = { ok: false, error: (error as Error).message };
+      reply = { ok: false, error: errorMessage(error) };
     }
     if (!reply.ok) daemon.log.warn("watch request refused", { error: reply.error });
     await conn.write(new TextEncoder().encode(encodeReply(reply)));

@@ -14,7 +14,7 @@
  */
 
 import { writeFileAtomic } from "../util/atomic.ts";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 
 /** Default path of the install record. */
 export const DEFAULT_RECORD = "/var/lib/arch/install.json";
@@ -94,7 +94,7 @@ export function loadRecord(path: string): InstallRecord {
     return { version: 1, entries: value.entries, enabledUnits: value.enabledUnits ?? [] };
   } catch (error) {
     throw new Error(
-      `the install record "${path}" is damaged (${(error as Error).message}): restore it from a backup or remove it`,
+      `the install record "${path}" is damaged (${errorMessage(error)}): restore it from a backup or remove it`,
     );
   }
 }

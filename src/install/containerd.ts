@@ -28,7 +28,7 @@
  */
 
 import { parse, stringify } from "smol-toml";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { type FileChange, readText } from "./changes.ts";
 
 /** Default paths of the containerd target. */
@@ -122,7 +122,7 @@ function parseToml(path: string, text: string): Table {
   try {
     return parse(text) as Table;
   } catch (error) {
-    const why = (error as Error).message.split("\n")[0];
+    const why = errorMessage(error).split("\n")[0];
     throw new UsageError(`containerd config "${path}" is not valid TOML (${why}): fix it, then run arch install again`);
   }
 }

@@ -7,7 +7,7 @@
  * (unless forced). Pure planning: reads the file, writes nothing.
  */
 
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { type FileChange, readText } from "./changes.ts";
 
 /** Default path of Docker's daemon configuration. */
@@ -23,9 +23,7 @@ export function parseDaemonJson(path: string, text: string): Json {
     value = text.trim() === "" ? {} : JSON.parse(text);
   } catch (error) {
     throw new UsageError(
-      `docker config "${path}" is not valid JSON (${
-        (error as Error).message
-      }): fix the file, then run arch install again`,
+      `docker config "${path}" is not valid JSON (${errorMessage(error)}): fix the file, then run arch install again`,
     );
   }
   if (!isObject(value)) {

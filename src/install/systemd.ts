@@ -7,7 +7,7 @@
  */
 
 import { WATCH_UNIT_NAME, watchUnitText } from "../spot/unit.ts";
-import { UsageError } from "../util/errors.ts";
+import { errorMessage, UsageError } from "../util/errors.ts";
 import { type FileChange, readText } from "./changes.ts";
 
 /** Default path of the watcher's unit. */
@@ -36,7 +36,7 @@ export function planWatch(opts: { unit: string; arch: string; provider: string }
   try {
     text = watchUnitText(opts.arch, opts.provider);
   } catch (error) {
-    throw new UsageError((error as Error).message.replace(/^Cannot/, "cannot"));
+    throw new UsageError(errorMessage(error).replace(/^Cannot/, "cannot"));
   }
   return [{ target: "watch", path: opts.unit, before: readText(opts.unit), after: text, mode: 0o644 }];
 }

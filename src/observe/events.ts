@@ -27,6 +27,8 @@ export interface ArchEvent extends MetricsEvent {
   /** The checkpoint directory written or restored. */
   readonly checkpoint?: string;
   readonly error?: string;
+  /** The failure's stable code (`ArchError.code`, e.g. `checkpoint-dump`, `restore-verify`), for alerts and scripts. */
+  readonly code?: string;
   /** Finalize: the concurrency it ran at, from when (ms since its start), with the measured rate. */
   readonly concurrency?: readonly { readonly atMs: number; readonly concurrency: number; readonly rate?: number }[];
 }

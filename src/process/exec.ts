@@ -6,6 +6,8 @@
  * failure carries the argv, exit status and captured stderr.
  */
 
+import { ArchError } from "../util/errors.ts";
+
 /** A command to run: the program, its argv (never through a shell) and how to run it. */
 export interface CommandSpec {
   readonly cmd: string;
@@ -28,11 +30,10 @@ export interface CommandResult {
 }
 
 /** A command that exited non-zero. */
-export class CommandError extends Error {
+export class CommandError extends ArchError {
   constructor(readonly spec: CommandSpec, readonly result: CommandResult) {
     const tail = result.stderr.trim().split("\n").slice(-3).join(" | ");
-    super(`${spec.cmd} ${spec.args.join(" ")} exited with ${result.code}${tail ? `: ${tail}` : ""}`);
-    this.name = "CommandError";
+    super(`${spec.cmd} ${spec.args.join(" ")} exited with ${result.code}${tail ? `: ${tail}` : ""}`, "command-failed");
   }
 }
 

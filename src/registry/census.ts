@@ -16,6 +16,7 @@
  * stops `arch finalize`. The wrapper's part is `unprotected.ts` (no metrics, no npm module).
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { type ContainerRecord, Registry } from "./registry.ts";
 import { isSafeSegment, lastElement, resolvedPath, samePath } from "../util/paths.ts";
 import { recordMetrics } from "../observe/metrics.ts";
@@ -234,7 +235,7 @@ export function runcLister(runc: string, timeoutMs = 5_000): RuncLister {
       if (error instanceof RuncError) {
         return { ok: false, error: error.stderrTail.split(" | ").at(-1) || error.message };
       }
-      return { ok: false, error: `cannot run "${runc}": ${(error as Error).message}` };
+      return { ok: false, error: `cannot run "${runc}": ${errorMessage(error)}` };
     }
   };
 }

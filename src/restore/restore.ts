@@ -121,8 +121,10 @@ function reportRestore(
     ...(seen.bytes !== undefined ? { bytes: seen.bytes } : {}),
     durationMs: Math.round(ms),
     ...(outcome?.kind === "restored" ? { timings: outcome.timings } : {}),
-    ...(outcome !== undefined && outcome.kind !== "restored" ? { error: outcome.reason } : {}),
-    ...(outcome === undefined ? { error: "unexpected error" } : {}),
+    ...(outcome !== undefined && outcome.kind !== "restored"
+      ? { error: outcome.reason, code: `restore-${outcome.kind}` }
+      : {}),
+    ...(outcome === undefined ? { error: "unexpected error", code: "restore-error" } : {}),
   });
 }
 
@@ -168,7 +170,7 @@ async function restoreCurrent(
     try {
       versions = await here;
     } catch (error) {
-      return { kind: "refused", reason: `cannot read this node's runc/CRIU versions: ${(error as Error).message}` };
+      return { kind: "refused", reason: `cannot read this node's runc/CRIU versions: ${errorMessage(error)}` };
     }
     const why = incompatibility(manifest, versions);
     if (why !== undefined) {
@@ -184,12 +186,12 @@ async function restoreCurrent(
     if (error instanceof UnauthenticatedCheckpoint) {
       return { kind: "refused", reason: `checkpoint ${dir} cannot be trusted on this node: ${error.message}` };
     }
-    return fail(`checkpoint ${dir} failed verification: ${(error as Error).message}`);
+    return fail(`checkpoint ${dir} failed verification: ${errorMessage(error)}`);
   }
   // The page data, hashed from here on; its verdict opens the gate (or fails the restore).
   const pages: Promise<string | undefined> = verifyFiles(dir, deferred).then(
     () => undefined,
-    (error) => (error as Error).message,
+    (error) => errorMessage(error),
   );
   const settled = pages.then((why) => {
     timings.pagesVerified = Math.round(performance.now() - t0);
@@ -211,7 +213,7 @@ async function restoreCurrent(
     }
     const why = await settled; // a mismatching page file is the better reason
     if (why !== undefined) return fail(`checkpoint ${dir} failed verification: ${why}`);
-    return fail(`cannot apply the saved writable layer: ${(error as Error).message}`);
+    return fail(`cannot apply the saved writable layer: ${errorMessage(error)}`);
   }
   lap("rootfs");
   const work = Deno.makeTempDirSync({ dir: bundle, prefix: "arch-restore-" });

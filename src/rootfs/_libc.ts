@@ -4,13 +4,13 @@
  * Requires `--allow-ffi`; mount and umount2 require root (CAP_SYS_ADMIN).
  */
 
+import { ArchError } from "../util/errors.ts";
 import { cString, lastError, libc as lib } from "../util/libc.ts";
 
 /** A failed system call: its name, argument and the reason the kernel gave. */
-export class SyscallError extends Error {
+export class SyscallError extends ArchError {
   constructor(call: string, readonly reason: string) {
-    super(`${call} failed: ${reason}`);
-    this.name = "SyscallError";
+    super(`${call} failed: ${reason}`, "syscall");
   }
 }
 

@@ -38,6 +38,7 @@
  * Requires root, GNU tar and `--allow-ffi`.
  */
 
+import { ArchError, errorMessage } from "../util/errors.ts";
 import { CommandError, mustRun, runCommand } from "../process/exec.ts";
 import { listTarMembers, type TarMember } from "./tar_index.ts";
 import { statvfs } from "../util/statvfs.ts";
@@ -47,8 +48,10 @@ const TAR_META = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
 const OVERLAY_XATTRS = ["--xattrs-exclude=trusted.overlay.*", "--xattrs-exclude=user.overlay.*"];
 
 /** A writer stopped because the checkpoint reached its size limit or the root its free-space reserve. */
-export class SizeLimitError extends Error {
-  override name = "SizeLimitError";
+export class SizeLimitError extends ArchError {
+  constructor(message: string) {
+    super(message, "size-limit");
+  }
 }
 
 /**
@@ -257,10 +260,9 @@ async function crossCheck(archive: string, members: readonly TarMember[]): Promi
 }
 
 /** The layer was refused before anything was written: the rootfs is as it was (no reset needed). */
-export class LayerRefusedError extends Error {
+export class LayerRefusedError extends ArchError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "LayerRefusedError";
+    super(message, "layer-refused", 1, options);
   }
 }
 
@@ -282,7 +284,7 @@ async function checkLayer(archive: string, rootfs: string): Promise<ApplyPlan> {
   try {
     members = listTarMembers(archive);
   } catch (error) {
-    throw new Error(`cannot read the rootfs archive "${archive}": ${(error as Error).message}`);
+    throw new Error(`cannot read the rootfs archive "${archive}": ${errorMessage(error)}`);
   }
   await crossCheck(archive, members);
   const space = statvfs(rootfs);
@@ -315,7 +317,7 @@ export async function applyToRootfs(archive: string, rootfs: string): Promise<vo
   try {
     plan = await checkLayer(archive, rootfs);
   } catch (error) {
-    throw new LayerRefusedError((error as Error).message, { cause: error });
+    throw new LayerRefusedError(errorMessage(error), { cause: error });
   }
   // Every check passed: from here on the rootfs changes.
   for (const rel of plan.remove) removeIfPresent(`${rootfs}${rel}`);

@@ -26,6 +26,7 @@
  * layer paths are relative. Requires root and `--allow-ffi`.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { mount, umount } from "./_libc.ts";
 import { overlayFromMountinfo, type OverlayMount, type OverlayPaths, resolveOverlayPaths } from "./upperdir.ts";
 
@@ -131,7 +132,7 @@ function assertDirectory(path: string, what: string, follow: boolean): void {
   try {
     info = follow ? Deno.statSync(path) : Deno.lstatSync(path);
   } catch (error) {
-    throw new Error(`the ${what} "${path}" cannot be read: ${(error as Error).message}`);
+    throw new Error(`the ${what} "${path}" cannot be read: ${errorMessage(error)}`);
   }
   if (!info.isDirectory) throw new Error(`the ${what} "${path}" is not a directory`);
 }
@@ -159,7 +160,7 @@ function reset(rootfs: string): void {
   try {
     mountPoint = Deno.realPathSync(rootfs);
   } catch (error) {
-    return fail((error as Error).message, error);
+    return fail(errorMessage(error), error);
   }
   const overlay = overlayFromMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"), mountPoint);
   if (overlay === undefined) return fail("it is not an overlay mount");
@@ -172,7 +173,7 @@ function reset(rootfs: string): void {
     assertDirectory(paths.workdir!, "workdir", false);
     for (const lower of paths.lowerdirs) assertDirectory(lower, "lowerdir", true); // Docker's l/<id> are symlinks
   } catch (error) {
-    return fail((error as Error).message, error);
+    return fail(errorMessage(error), error);
   }
   const upperdir = paths.upperdir!;
   const workdir = paths.workdir!;
@@ -184,7 +185,7 @@ function reset(rootfs: string): void {
   try {
     umount(mountPoint);
   } catch (error) {
-    return fail(`${(error as Error).message} (is a process or another container still using it?)`, error);
+    return fail(`${errorMessage(error)} (is a process or another container still using it?)`, error);
   }
   let emptying: unknown;
   try {
@@ -199,11 +200,11 @@ function reset(rootfs: string): void {
     if (paths.base !== undefined) Deno.chdir(paths.base);
     mount(overlay.source, mountPoint, "overlay", args.flags, args.data);
   } catch (error) {
-    return fail(`the overlay was unmounted but could not be mounted again: ${(error as Error).message}`, error);
+    return fail(`the overlay was unmounted but could not be mounted again: ${errorMessage(error)}`, error);
   } finally {
     if (cwd !== undefined) Deno.chdir(cwd);
   }
   if (emptying !== undefined) {
-    return fail(`cannot empty its upperdir or workdir: ${(emptying as Error).message}`, emptying);
+    return fail(`cannot empty its upperdir or workdir: ${errorMessage(emptying)}`, emptying);
   }
 }

@@ -11,6 +11,7 @@
  * Listing stops where GNU tar stops: at the first zero block or at the end of the file.
  * Not supported (refused): multi-volume and incremental-dump members.
  */
+import { ArchError } from "../util/errors.ts";
 import { openRegularFile } from "../util/dirfd.ts";
 
 /** What a member is. */
@@ -35,10 +36,9 @@ export interface TarMember {
 }
 
 /** A tar archive ARCH cannot read: damaged, or of a kind it does not take. */
-export class TarFormatError extends Error {
+export class TarFormatError extends ArchError {
   constructor(message: string) {
-    super(message);
-    this.name = "TarFormatError";
+    super(message, "tar-format");
   }
 }
 

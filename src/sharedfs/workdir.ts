@@ -22,6 +22,7 @@
  * Requires root.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { beneath } from "../store/safe_dir.ts";
 import { mountAt } from "../util/mounts.ts";
 import { isSafeSegment } from "../util/paths.ts";
@@ -140,7 +141,7 @@ export function workdirProblem(path: string, mountPoint: string): string | undef
     const info = Deno.lstatSync(path);
     if (!info.isDirectory) return `the work directory "${path}" is not a directory`;
   } catch (error) {
-    return `the work directory "${path}" cannot be found: ${(error as Error).message}`;
+    return `the work directory "${path}" cannot be found: ${errorMessage(error)}`;
   }
   return undefined;
 }
@@ -171,7 +172,7 @@ export function mountedWorkdirProblem(
     want = Deno.statSync(dir.at());
   } catch (error) {
     return `the work directory "${workdirPath(shared.root, scope, key)}" cannot be opened safely: ` +
-      (error as Error).message;
+      errorMessage(error);
   }
   let got: Deno.FileInfo;
   try {
@@ -179,7 +180,7 @@ export function mountedWorkdirProblem(
     using mounted = container.openInRoot(containerPath);
     got = Deno.statSync(mounted.at());
   } catch (error) {
-    return `the container's work path "${containerPath}" cannot be checked: ${(error as Error).message}`;
+    return `the container's work path "${containerPath}" cannot be checked: ${errorMessage(error)}`;
   }
   if (got.dev !== want.dev || got.ino !== want.ino) {
     return `the directory mounted at "${containerPath}" is not "${

@@ -7,6 +7,7 @@
  * vendor only breaks a tie and names the likely cloud when no probe answered. Never throws.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { httpRequest } from "./http.ts";
 import { type ProviderName, PROVIDERS } from "./notice.ts";
 import { AWS_DEFAULT_ENDPOINT } from "./aws.ts";
@@ -91,7 +92,7 @@ async function probe(provider: ProviderName, endpoint: string, timeoutMs: number
     } catch { /* below */ }
     return "instance metadata answered without a compute document (vmId, name)";
   } catch (error) {
-    return (error as Error).message;
+    return errorMessage(error);
   }
 }
 

@@ -9,6 +9,7 @@
  * escaped.
  */
 
+import { ArchError, errorMessage } from "../util/errors.ts";
 import http from "node:http";
 import { clampTimerMs, printable } from "./notice.ts";
 
@@ -32,10 +33,9 @@ export interface HttpResponse {
 }
 
 /** A request that got no complete answer (refused, reset, timed out, aborted, too large). */
-export class MetadataHttpError extends Error {
+export class MetadataHttpError extends ArchError {
   constructor(message: string, readonly timedOut = false) {
-    super(message);
-    this.name = "MetadataHttpError";
+    super(message, timedOut ? "metadata-timeout" : "metadata-unreachable");
   }
 }
 
@@ -110,7 +110,7 @@ export function httpRequest(req: HttpRequest): Promise<HttpResponse> {
       });
     } catch (e) {
       // e.g. a header value with CR/LF: node:http throws before sending anything.
-      reject(new MetadataHttpError(`${what}: ${printable((e as Error).message)}`));
+      reject(new MetadataHttpError(`${what}: ${printable(errorMessage(e))}`));
       return;
     }
     const timer = setTimeout(
@@ -126,9 +126,11 @@ export function httpRequest(req: HttpRequest): Promise<HttpResponse> {
 }
 
 /** An HTTP status the server answered that the protocol does not expect. */
-export class UnexpectedStatusError extends Error {
+export class UnexpectedStatusError extends ArchError {
   constructor(readonly what: string, readonly status: number, body: string) {
-    super(`${what} answered HTTP ${status}${body.trim() ? `: ${printable(body.trim().slice(0, 200))}` : ""}`);
-    this.name = "UnexpectedStatusError";
+    super(
+      `${what} answered HTTP ${status}${body.trim() ? `: ${printable(body.trim().slice(0, 200))}` : ""}`,
+      "metadata-status",
+    );
   }
 }

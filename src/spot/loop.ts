@@ -19,6 +19,7 @@
  * characters escaped.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import type { Logger } from "../log/log.ts";
 import {
   clampTimerMs,
@@ -148,7 +149,7 @@ export class Watcher {
       this.options.logger?.error("cannot write the watch status", {
         component: "watch",
         path: this.options.statusFile,
-        error: (error as Error).message,
+        error: errorMessage(error),
       });
     }
   }
@@ -193,7 +194,7 @@ export class Watcher {
         partial = true;
       }
     } catch (e) {
-      error = printable((e as Error).message);
+      error = printable(errorMessage(e));
     }
     this.#polls++;
     if (this.#stopped && error !== null && notices.length === 0) return false; // aborted by stop()
@@ -254,7 +255,7 @@ export class Watcher {
     try {
       exitCode = await this.options.finalize(deadline, notice);
     } catch (error) {
-      this.#event("error", `arch finalize could not run: ${(error as Error).message}`, { error: String(error) });
+      this.#event("error", `arch finalize could not run: ${errorMessage(error)}`, { error: String(error) });
     }
     const endedAt = new Date().toISOString();
     const secs = ((Date.parse(endedAt) - Date.parse(startedAt)) / 1000).toFixed(1);
@@ -288,7 +289,7 @@ export class Watcher {
         this.#pendingAck.delete(id);
         this.#event("info", `acknowledged ${id}: the cloud may proceed`, { notice: id });
       } catch (error) {
-        this.#event("warn", `acknowledging ${id} failed, retrying: ${(error as Error).message}`, { notice: id });
+        this.#event("warn", `acknowledging ${id} failed, retrying: ${errorMessage(error)}`, { notice: id });
       }
     }
   }

@@ -15,6 +15,7 @@
  * only a well-formed owner (short strings without control characters) is believed.
  */
 
+import { ArchError } from "../util/errors.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
 import { readRegularFile } from "../util/dirfd.ts";
 
@@ -34,10 +35,18 @@ export interface Claim extends Disposable {
 }
 
 /** A claim not obtained within `waitMs`; the message names the holder. */
-export class ClaimTimeout extends Error {}
+export class ClaimTimeout extends ArchError {
+  constructor(message: string) {
+    super(message, "claim-timeout");
+  }
+}
 
 /** Outcome of a claim attempt on a key directory that vanished (the key was deleted). */
-export class KeyGone extends Error {}
+export class KeyGone extends ArchError {
+  constructor(message: string) {
+    super(message, "key-gone");
+  }
+}
 
 /** How long {@link claimKey} waits, when an untouched claim is stale, and how often its holder touches it. */
 export interface ClaimOptions {

@@ -5,6 +5,8 @@
  * they must exist and pass the allowlist (`config/container_config.ts`).
  */
 
+import { errorMessage } from "../util/errors.ts";
+
 /**
  * Creates `root` (and missing parents, each 0700) unless it exists. Throws with one sentence
  * if it cannot be created or is not a directory. Requires root.
@@ -21,7 +23,7 @@ export function ensureDefaultRoot(root: string): void {
     Deno.chmodSync(root, 0o700);
   } catch (error) {
     throw new Error(
-      `cannot create defaultCheckpointRoot "${root}" (host config): ${(error as Error).message}: ` +
+      `cannot create defaultCheckpointRoot "${root}" (host config): ${errorMessage(error)}: ` +
         `create it (root-owned, mode 0700) or fix the host configuration`,
     );
   }

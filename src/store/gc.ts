@@ -18,6 +18,7 @@
  * directory it names, and removes with `Deno.remove` (which never follows a symlink).
  */
 
+import { errorMessage } from "../util/errors.ts";
 import { Dir } from "../util/dirfd.ts";
 import { ClaimTimeout, KeyGone } from "./claim.ts";
 import { CURRENT_LINK, KeyStore, QUARANTINE_PREFIX } from "./store.ts";
@@ -194,7 +195,7 @@ export async function collectGarbage(keys: readonly KeyEntry[], policy: GcPolicy
     } catch (error) {
       if (error instanceof ClaimTimeout) skipped.push(`${key.scope}/${key.key}: ${error.message}`);
       else if (!(error instanceof KeyGone) && !(error instanceof Deno.errors.NotFound)) {
-        skipped.push(`${key.scope}/${key.key}: ${(error as Error).message}`);
+        skipped.push(`${key.scope}/${key.key}: ${errorMessage(error)}`);
       }
       continue;
     }
@@ -213,7 +214,7 @@ export async function collectGarbage(keys: readonly KeyEntry[], policy: GcPolicy
           removed.push(d);
           bytes += d.entry.bytes;
         } catch (error) {
-          skipped.push(`${d.entry.path}: ${(error as Error).message}`);
+          skipped.push(`${d.entry.path}: ${errorMessage(error)}`);
         }
       }
     } finally {

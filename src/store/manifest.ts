@@ -21,6 +21,7 @@
  * {@link MAX_HMAC_BYTES}: a planted FIFO or device is an error, never a hang.
  */
 
+import { ArchError, errorMessage } from "../util/errors.ts";
 import { z } from "zod";
 import { sha256Hex, streamingSha256, WHOLE_FILE_LIMIT } from "../util/digest.ts";
 import { openRegularFile, readRegularFile } from "../util/dirfd.ts";
@@ -135,13 +136,21 @@ export interface Expected {
 }
 
 /** A checkpoint that is authentic and intact but belongs to another scope, key or image. */
-export class ForeignCheckpoint extends Error {}
+export class ForeignCheckpoint extends ArchError {
+  constructor(message: string) {
+    super(message, "checkpoint-foreign");
+  }
+}
 
 /**
  * A checkpoint this node cannot authenticate: not signed with its secret. Most often the
  * node lacks the cluster's secret, so the checkpoint is left alone, not quarantined.
  */
-export class UnauthenticatedCheckpoint extends Error {}
+export class UnauthenticatedCheckpoint extends ArchError {
+  constructor(message: string) {
+    super(message, "checkpoint-unauthenticated");
+  }
+}
 
 /** Every regular file below `dir` (relative); throws on anything else than files and directories. */
 function strictListing(dir: string, rel = ""): string[] {
@@ -172,7 +181,7 @@ function readSignature(dir: string): string {
     if (error instanceof Deno.errors.NotFound) {
       throw new UnauthenticatedCheckpoint("its manifest has no signature (manifest.hmac)");
     }
-    throw new UnauthenticatedCheckpoint(`its manifest signature cannot be read: ${(error as Error).message}`);
+    throw new UnauthenticatedCheckpoint(`its manifest signature cannot be read: ${errorMessage(error)}`);
   }
 }
 

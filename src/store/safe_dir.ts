@@ -9,6 +9,7 @@
  * there is refused instead of followed. Directories ARCH creates are 0700.
  */
 
+import { ArchError } from "../util/errors.ts";
 import { isSafeSegment } from "../util/paths.ts";
 
 /** Why `info` is not a directory only root can change, or `undefined`. */
@@ -37,7 +38,11 @@ export function rootProblem(root: string): string | undefined {
  * A checkpoint root, or a path beneath it, that ARCH refuses: a symlink, not a directory, a directory others can
  * change, or an unsafe path element.
  */
-export class UnsafePathError extends Error {}
+export class UnsafePathError extends ArchError {
+  constructor(message: string) {
+    super(message, "unsafe-path");
+  }
+}
 
 /**
  * `root/segments...`, each component checked (and created 0700 if `create`). Returns the

@@ -23,6 +23,7 @@
  * Requires `--allow-ffi` and `/proc`.
  */
 
+import { ArchError } from "./errors.ts";
 import { cString, errno, lastError, libc } from "./libc.ts";
 
 const O_RDONLY = 0;
@@ -48,8 +49,10 @@ const ENOTDIR = 20;
 const ENOENT = 2;
 
 /** A directory or file ARCH refuses to enter or read: a symbolic link, the wrong type, another file system, too big. */
-export class UnsafeEntryError extends Error {
-  override name = "UnsafeEntryError";
+export class UnsafeEntryError extends ArchError {
+  constructor(message: string) {
+    super(message, "unsafe-entry");
+  }
 }
 
 /** What a directory must be to be entered: by default any real directory on the same file system as its parent. */

@@ -1,7 +1,32 @@
 /**
- * ARCH's error types. Each has a stable `code` for logs and scripts and an exit status.
- * Messages follow one rule: one sentence saying what, which value, and how to fix it;
- * lower case start, values quoted, no trailing period.
+ * ARCH's one error model. Every ARCH failure is an {@link ArchError}: a one-sentence message
+ * (what, which value, how to fix it; lower case start, values quoted, no trailing period), a
+ * stable `code` for logs, events and scripts, and the exit status `arch` ends with. Only two
+ * places turn one into what a user sees: `runCli` (`cli/main.ts`: `arch: <message>` on
+ * stderr and the exit status) and the runc wrapper (`wrapper/wrapper.ts`: one line in runc's
+ * `--log` file, where `docker`/`ctr` read it). Events carry the code (`observe/events.ts`).
+ *
+ * Exit statuses of `arch`: 0 done; 1 failed; 2 bad input ({@link UsageError}, nothing
+ * changed); 3 the node does not allow it now ({@link PreconditionError}); 70 an internal
+ * error (the last guard, `mod.ts`).
+ *
+ * Codes, by where they are thrown:
+ * | code | class | module |
+ * |---|---|---|
+ * | `usage` | UsageError | every command's option and config checks |
+ * | `precondition`, `watch-running`, `no-cloud` | PreconditionError | `cli/watch.ts` |
+ * | `checkpoint-<step>` (config, prepare, size, claim, pause, dump, capture, release) | CheckpointError | `checkpoint/checkpoint.ts` |
+ * | `restore-<outcome>` (foreign, refused, failed, error) | event only | `restore/restore.ts` |
+ * | `runc-<command>` | RuncError | `runc/client.ts` |
+ * | `checkpoint-foreign`, `checkpoint-unauthenticated` | ForeignCheckpoint, UnauthenticatedCheckpoint | `store/manifest.ts` |
+ * | `claim-timeout`, `key-gone` | ClaimTimeout, KeyGone | `store/claim.ts` |
+ * | `unsafe-path` | UnsafePathError | `store/safe_dir.ts` |
+ * | `unsafe-entry` | UnsafeEntryError | `util/dirfd.ts` |
+ * | `size-limit`, `layer-refused` | SizeLimitError, LayerRefusedError | `rootfs/layer_archive.ts` |
+ * | `tar-format` | TarFormatError | `rootfs/tar_index.ts` |
+ * | `syscall` | SyscallError | `rootfs/_libc.ts` |
+ * | `command-failed` | CommandError | `process/exec.ts` |
+ * | `metadata-timeout`, `metadata-unreachable`, `metadata-status` | MetadataHttpError, UnexpectedStatusError | `spot/http.ts` |
  */
 
 /** Base of ARCH's errors: a one-sentence message, a stable `code` and an exit status (default 1). */

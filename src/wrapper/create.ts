@@ -9,6 +9,7 @@
  * nothing may turn the call into a `runc create`.
  */
 
+import { errorMessage } from "../util/errors.ts";
 import type { WrapperContext } from "./context.ts";
 import { envOf, rootfsPath } from "../config/container.ts";
 import { containerConfig } from "../config/container_config.ts";
@@ -54,7 +55,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   try {
     host = hostConfigFrom(ctx.host);
   } catch (error) {
-    ctx.fail(`host configuration: ${(error as Error).message}`);
+    ctx.fail(`host configuration: ${errorMessage(error)}`);
     return 1;
   }
   if (isDraining(host.stateDir)) {
@@ -71,7 +72,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     try {
       ensureDefaultRoot(host.defaultCheckpointRoot);
     } catch (error) {
-      ctx.fail((error as Error).message);
+      ctx.fail(errorMessage(error));
       return 1;
     }
   }
@@ -85,7 +86,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   try {
     upperdir = findUpperdir(rootfs);
   } catch (error) {
-    ctx.fail(`cannot find the writable layer of this container: ${(error as Error).message}`);
+    ctx.fail(`cannot find the writable layer of this container: ${errorMessage(error)}`);
     return 1;
   }
   if (upperdir === undefined) {
@@ -112,7 +113,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       if (image === undefined) throw new Error("cannot identify the image of the container");
       workdir = ensureWorkdir(sharedFs, scope, key, owner, image);
     } catch (error) {
-      ctx.fail(`cannot prepare the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+      ctx.fail(`cannot prepare the work directory of checkpoint key "${key}": ${errorMessage(error)}`);
       return 1;
     }
   }
@@ -133,7 +134,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   } catch (error) {
     // Fail closed: left as it is, the annotation could name a CRIU configuration the
     // container's owner chose, which CRIU would run as root at the next checkpoint.
-    ctx.fail(`cannot prepare the container's config.json for ARCH: ${(error as Error).message}`);
+    ctx.fail(`cannot prepare the container's config.json for ARCH: ${errorMessage(error)}`);
     return 1;
   }
   const record = {
@@ -161,7 +162,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     claim = await store.claim("restore", { waitMs: host.lockWaitSeconds * 1000 });
   } catch (error) {
     if (error instanceof Deno.errors.NotFound || error instanceof KeyGone) return undefined;
-    const why = error instanceof ClaimTimeout ? error.message : `cannot claim it: ${(error as Error).message}`;
+    const why = error instanceof ClaimTimeout ? error.message : `cannot claim it: ${errorMessage(error)}`;
     ctx.fail(`cannot restore checkpoint key "${key}": ${why}; start the container again later`);
     return 1;
   }
@@ -190,7 +191,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     image = await imageIdentity(rootfs, host.stateDir);
     if (image === undefined) throw new Error(`cannot identify the image of the container`);
   } catch (error) {
-    ctx.fail(`cannot verify checkpoint ${current}: ${(error as Error).message}`);
+    ctx.fail(`cannot verify checkpoint ${current}: ${errorMessage(error)}`);
     return 1;
   }
   const { restoreContainer } = await import("../restore/restore.ts");
@@ -215,7 +216,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
         rewriteBundle(bundle, (spec) => withWorkdirSource(spec, sharedFs.containerPath, staging));
         ctx.registry.put({ ...record, sharedFs: { ...record.sharedFs!, staged: staging } });
       } catch (error) {
-        ctx.fail(`cannot hand over the work directory of checkpoint key "${key}": ${(error as Error).message}`);
+        ctx.fail(`cannot hand over the work directory of checkpoint key "${key}": ${errorMessage(error)}`);
         return 1;
       }
     }
@@ -229,7 +230,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   } catch (error) {
     // Never back to the wrapper (its fail-open would create the container on a rootfs the
     // restore may have changed): refuse; the checkpoint stays, the engine may retry.
-    ctx.fail(`restore of checkpoint ${current} failed unexpectedly: ${(error as Error).message}`);
+    ctx.fail(`restore of checkpoint ${current} failed unexpectedly: ${errorMessage(error)}`);
     return 1;
   } finally {
     try {
@@ -291,7 +292,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     } catch (error) {
       ctx.fail(
         `restore failed (checkpoint kept in ${outcome.quarantined}) after the saved files were applied, and the ` +
-          `rootfs cannot be reset (${(error as Error).message}): start the container again to start it fresh`,
+          `rootfs cannot be reset (${errorMessage(error)}): start the container again to start it fresh`,
       );
       return 1;
     }

@@ -1,5 +1,5 @@
 /**
- * The runc wrapper runs on every runc call: no npm package (zod, dax, commander) and no
+ * The runc wrapper runs on every runc call: no npm package (zod, commander, smol-toml) and no
  * `node:` module may be statically reachable from mod.ts; they are loaded by `import()`.
  */
 import { deepEqual as assertEquals } from "node:assert/strict";

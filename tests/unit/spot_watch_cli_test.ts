@@ -197,7 +197,7 @@ Deno.test({
     args: ["run", "-A", MOD, "watch", "--provider", "aws", "--endpoint", imds.url],
     env: { ARCH_CONFIG: n.config },
   }).output();
-  equal(second.code, 1);
+  equal(second.code, 3); // PreconditionError: another watcher runs
   equal(
     text(second.stderr).trim(),
     `arch: another arch watch (pid ${first.pid}) already watches this node: stop it first (systemctl stop arch-watch)`,
@@ -253,7 +253,7 @@ Deno.test({ name: "program: --provider auto says what it detected, or that it fo
     ],
     env: { ARCH_CONFIG: n.config },
   }).output();
-  equal(none.code, 1);
+  equal(none.code, 3); // PreconditionError: no cloud detected
   ok(text(none.stderr).startsWith("arch: no cloud detected: no metadata server answered within"), text(none.stderr));
   ok(text(none.stderr).includes(`DMI vendor "Google" suggests gcp: pass --provider aws, gcp or azure`));
   Deno.removeSync(n.dir, { recursive: true });
