@@ -21,19 +21,21 @@
  *   others by a fixed bound. Requires root, runc and CRIU.
  */
 
-import { containerMemory } from "./finalize_plan.ts";
-import { ArchError, errorMessage } from "../util/errors.ts";
-import type { ContainerRecord, Registry } from "../registry/registry.ts";
-import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
 import {
-  hashFiles,
-  listFiles,
-  type Manifest,
+  CRIU_DIR,
+  CRIU_WORK_DIR,
+  MANIFEST_FILE,
   MANIFEST_VERSION,
+  PAGES_IMAGE,
   ROOTFS_ARCHIVE,
-  writeManifest,
-} from "../store/manifest.ts";
-import { HashFollower, PAGES_IMAGE } from "../store/follow_hash.ts";
+  SIGNATURE_FILE,
+} from "../store/layout.ts";
+import { memoryToDump } from "./memory.ts";
+import { ArchError, errorMessage } from "../util/errors.ts";
+import { type ContainerRecord, initPid, type Registry } from "../registry/registry.ts";
+import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
+import { hashFiles, listFiles, type Manifest, writeManifest } from "../store/manifest.ts";
+import { HashFollower } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
 import { SpaceBudget } from "./space_budget.ts";
@@ -145,9 +147,9 @@ export async function checkpointContainer(
     );
   }
   if (image === undefined) throw new CheckpointError(`cannot identify the image of "${record.id}"`, "prepare");
-  const pid = typeof record.pidFile === "string" ? Number(Deno.readTextFileSync(record.pidFile).trim()) : NaN;
+  const pid = initPid(record);
   // What CRIU will write (anonymous + shared memory), not the page cache a v1 usage counts.
-  const memory = pid > 0 ? containerMemory(pid) : undefined;
+  const memory = pid !== undefined ? memoryToDump(pid) : undefined;
   const space = new SpaceBudget(root, options.maxBytes ?? Infinity, options.reserveBytes ?? 0);
   const wontFit = space.cannotFit(memory ?? 0);
   if (wontFit !== undefined) throw new CheckpointError(`cannot checkpoint "${record.id}": ${wontFit}`, "size");
@@ -182,7 +184,7 @@ export async function checkpointContainer(
   try {
     // Measured again now that the container is frozen (it cannot grow any more): what CRIU
     // will write is checked against the limit and the reserve before CRIU starts.
-    const frozen = pid > 0 ? containerMemory(pid) ?? memory : memory;
+    const frozen = pid !== undefined ? memoryToDump(pid) ?? memory : memory;
     const grown = frozen !== undefined && frozen !== memory ? space.cannotFit(frozen) : undefined;
     if (grown !== undefined) throw new CheckpointError(`cannot checkpoint "${record.id}": ${grown}`, "size");
     tmp = store.beginCheckpoint();
@@ -215,13 +217,13 @@ export async function checkpointContainer(
     // appends to them); after the dump only their tail and the small files are left to hash.
     t = performance.now();
     const left = remaining();
-    const follower = new HashFollower(tmp, "criu", PAGES_IMAGE);
+    const follower = new HashFollower(tmp, CRIU_DIR, PAGES_IMAGE);
     let files: Manifest["files"];
     let settling: Promise<unknown> | undefined; // the hash and fsync, once started
     try {
       const dumping = new Runc(target).checkpoint(
-        `${tmp}/criu`,
-        `${tmp}/work`,
+        `${tmp}/${CRIU_DIR}`,
+        `${tmp}/${CRIU_WORK_DIR}`,
         left === undefined ? {} : { timeoutMs: left },
       ).then(() => undefined, (error: unknown) => error);
       faultPoint(options.stateDir, "checkpoint-during-dump");
@@ -230,9 +232,14 @@ export async function checkpointContainer(
       const failed = await dumping;
       await flushing;
       lap("dump", t);
-      const criuLog = options.criuLogs === undefined
-        ? undefined
-        : keepCriuLog(options.criuLogs, scope, record.key, "dump", failed === undefined, `${tmp}/work/dump.log`);
+      const criuLog = options.criuLogs === undefined ? undefined : keepCriuLog(
+        options.criuLogs,
+        scope,
+        record.key,
+        "dump",
+        failed === undefined,
+        `${tmp}/${CRIU_WORK_DIR}/dump.log`,
+      );
       if (failed !== undefined) {
         const why = failed instanceof RuncError
           ? (failed.signal === "SIGKILL" && left !== undefined
@@ -245,7 +252,7 @@ export async function checkpointContainer(
           criuLog,
         );
       }
-      Deno.removeSync(`${tmp}/work`, { recursive: true });
+      Deno.removeSync(`${tmp}/${CRIU_WORK_DIR}`, { recursive: true });
       if (options.maxBytes !== undefined && treeBytes(tmp) > options.maxBytes) {
         throw new CheckpointError(
           `the checkpoint of "${record.id}" is ${gib(treeBytes(tmp))}, more than the limit of ` +
@@ -291,8 +298,8 @@ export async function checkpointContainer(
       files,
     };
     await writeManifest(tmp, manifest, options.secret);
-    fsyncPath(`${tmp}/manifest.json`);
-    fsyncPath(`${tmp}/manifest.hmac`);
+    fsyncPath(`${tmp}/${MANIFEST_FILE}`);
+    fsyncPath(`${tmp}/${SIGNATURE_FILE}`);
     faultPoint(options.stateDir, "checkpoint-before-commit");
     t = performance.now();
     const name = newCheckpointName();

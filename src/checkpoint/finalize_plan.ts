@@ -24,8 +24,6 @@
  * and stays between 1 and 4 × CPUs (at most 16).
  */
 
-import { readCgroupFile } from "../util/cgroups.ts";
-
 /** One container finalize may checkpoint. */
 export interface FinalizeItem<T> {
   readonly item: T;
@@ -138,32 +136,5 @@ export class ConcurrencyController {
     this.#windowWork = 0;
     this.#windowCount = 0;
     this.history.push({ atMs: Math.round(now - this.#started), concurrency: this.#current, rate });
-  }
-}
-
-/**
- * Bytes CRIU will write for the container whose init is `pid`: anonymous plus shared memory of
- * its memory cgroup and the cgroups below it, as the kernel counts them once (`memory.stat`:
- * v2 `anon` + `shmem`, v1 `total_rss` + `total_shmem`), so shared memory mapped by many
- * processes is not counted once per process; the init's own RssAnon + RssShmem when the
- * cgroup cannot be read; `undefined` when nothing can.
- */
-export function containerMemory(pid: number): number | undefined {
-  // v1 `total_*` counts the cgroups below too; v2 `memory.stat` always does.
-  const text = readCgroupFile(pid, "memory", { v1: "memory.stat", v2: "memory.stat" });
-  if (text !== undefined) {
-    const v1 = /^total_rss /m.test(text);
-    const keys = v1 ? ["total_rss", "total_shmem"] : ["anon", "shmem"];
-    const values = keys.map((k) => text.match(new RegExp(`^${k} (\\d+)$`, "m"))?.[1]);
-    if (values.every((v) => v !== undefined)) return values.reduce((n, v) => n + Number(v), 0);
-  }
-  try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    return ["RssAnon", "RssShmem"].reduce((n, field) => {
-      const m = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
-      return n + (m ? Number(m[1]) * 1024 : 0);
-    }, 0);
-  } catch {
-    return undefined;
   }
 }

@@ -23,6 +23,7 @@
  * them stopped until the file system answers again, and the marker until CRIU is gone.
  */
 
+import { CURRENT_LINK } from "../store/layout.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { isAlive, type ProcessIdentity, selfIdentity } from "../process/liveness.ts";
 import { Runc, RuncError, type RuncTarget, targetOf } from "../runc/client.ts";
@@ -61,7 +62,7 @@ export interface PauseMarker {
 function isCurrent(checkpoint: string): boolean {
   const slash = checkpoint.lastIndexOf("/");
   try {
-    return Deno.readLinkSync(`${checkpoint.slice(0, slash)}/current`) === checkpoint.slice(slash + 1);
+    return Deno.readLinkSync(`${checkpoint.slice(0, slash)}/${CURRENT_LINK}`) === checkpoint.slice(slash + 1);
   } catch {
     return false;
   }

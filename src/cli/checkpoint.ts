@@ -17,7 +17,8 @@
  */
 
 import { loadHostConfig } from "../config/host_schema.ts";
-import { type ContainerRecord, Registry } from "../registry/registry.ts";
+import { type ContainerRecord, initPid, Registry } from "../registry/registry.ts";
+import { memoryToDump } from "../checkpoint/memory.ts";
 import { checkpointContainer, type CheckpointResult } from "../checkpoint/checkpoint.ts";
 import { runcStatuses, targetOf } from "../runc/client.ts";
 import { clearDraining, setDraining } from "../checkpoint/drain.ts";
@@ -34,7 +35,6 @@ import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/c
 import {
   CheckpointEstimator,
   ConcurrencyController,
-  containerMemory,
   type FinalizeItem,
   orderForDeadline,
 } from "../checkpoint/finalize_plan.ts";
@@ -97,16 +97,13 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
 
 /** One container's plan entry: its record, and what the ordering needs (see `checkpoint/finalize_plan.ts`). */
 function planItem(record: ContainerRecord, now: number): FinalizeItem<ContainerRecord> {
-  let pid = NaN;
-  try {
-    if (typeof record.pidFile === "string") pid = Number(Deno.readTextFileSync(record.pidFile).trim());
-  } catch { /* unknown */ }
+  const pid = initPid(record);
   const since = [record.createdAt, record.checkpointedAt]
     .map((t) => (typeof t === "string" ? Date.parse(t) : NaN))
     .filter((t) => Number.isFinite(t));
   return {
     item: record,
-    memoryBytes: pid > 0 ? containerMemory(pid) : undefined,
+    memoryBytes: pid !== undefined ? memoryToDump(pid) : undefined,
     atRiskSeconds: since.length === 0 ? 0 : Math.max(0, (now - Math.max(...since)) / 1000),
   };
 }

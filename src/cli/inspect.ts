@@ -10,13 +10,14 @@
  * (process names, paths, ids) are printed without control characters.
  */
 
+import { CRIU_DIR, MANIFEST_FILE, ROOTFS_ARCHIVE, SIGNATURE_FILE, TMP_PREFIX } from "../store/layout.ts";
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type CheckpointEntry, checkpointRootsOf, findKeys, type KeyEntry, scanCheckpoints } from "../store/listing.ts";
 import { type CriuSummary, pageBytes, readCriuImages } from "../criu/images.ts";
 import { listTarMembers } from "../rootfs/tar_index.ts";
 import { isOpaque, isWhiteout } from "../rootfs/layer_archive.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
-import { ROOTFS_ARCHIVE } from "../store/manifest.ts";
+
 import { humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
 
 /** The saved writable layer, summarized. */
@@ -140,7 +141,7 @@ async function signatureOf(
   secretFile: string,
   loadSecret: typeof import("../store/secret.ts"),
 ): Promise<string> {
-  const bytes = readBounded(`${dir}/manifest.hmac`, MAX_HMAC);
+  const bytes = readBounded(`${dir}/${SIGNATURE_FILE}`, MAX_HMAC);
   if (bytes === undefined) return "unsigned";
   const mac = new TextDecoder().decode(bytes);
   let secret: Uint8Array;
@@ -157,12 +158,12 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
   const host = loadHostConfig();
   const key = resolveKey(findKeys(scanCheckpoints(checkpointRootsOf(host)), wanted), wanted);
   const chosen = key.checkpoints.find((c) => c.status === "committed" || c.status === "consumed") ??
-    key.checkpoints.find((c) => !c.name.startsWith(".tmp-")) ?? key.checkpoints[0];
+    key.checkpoints.find((c) => !c.name.startsWith(TMP_PREFIX)) ?? key.checkpoints[0];
   if (chosen === undefined) {
     throw new UsageError(`checkpoint key "${key.scope}/${key.key}" holds no checkpoint (${key.keyDir})`);
   }
   let raw: Record<string, unknown> | undefined;
-  const manifestBytes = readBounded(`${chosen.path}/manifest.json`, MAX_MANIFEST);
+  const manifestBytes = readBounded(`${chosen.path}/${MANIFEST_FILE}`, MAX_MANIFEST);
   try {
     const v = manifestBytes === undefined ? undefined : JSON.parse(new TextDecoder().decode(manifestBytes));
     if (v !== null && typeof v === "object" && !Array.isArray(v)) raw = v;
@@ -177,7 +178,7 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) layer = { error: errorMessage(error) };
   }
-  const criu = readCriuImages(`${chosen.path}/criu`);
+  const criu = readCriuImages(`${chosen.path}/${CRIU_DIR}`);
   return {
     scope: key.scope,
     key: key.key,

@@ -19,6 +19,7 @@
  * Requires root and `--allow-all` (FFI, /proc).
  */
 
+import { processStartTime } from "../process/liveness.ts";
 import { errorMessage } from "../util/errors.ts";
 import {
   closeFd,
@@ -30,7 +31,6 @@ import {
   openWakeFd,
   pidOfPidfd,
   pollReadable,
-  startTimeOf,
   tryLockFile,
   wake,
 } from "./pidfd.ts";
@@ -113,7 +113,7 @@ export class ExitWatchDaemon {
     for (const entry of entries) {
       const fd = openPidfd(entry.pid);
       // Read after the open: if the start time still matches, the pidfd is of that process.
-      const same = fd !== undefined && entry.startTime !== null && startTimeOf(entry.pid) === entry.startTime;
+      const same = fd !== undefined && entry.startTime !== null && processStartTime(entry.pid) === entry.startTime;
       if (same) {
         this.#watched.set(entryKey(entry), { entry, fd });
         reopened++;
@@ -140,7 +140,7 @@ export class ExitWatchDaemon {
       return { ok: false, error: `fd ${remoteFd} of process ${wrapperPid} is not a pidfd of process ${target.pid}` };
     }
     // The start time belongs to the pidfd's process if that one was not reaped after the read.
-    const startTime = pid === -1 ? undefined : startTimeOf(target.pid);
+    const startTime = pid === -1 ? undefined : processStartTime(target.pid);
     const entry = { ...target, startTime: startTime !== undefined && pidOfPidfd(fd) === pid ? startTime : null };
     const key = entryKey(entry);
     const previous = this.#watched.get(key);

@@ -102,39 +102,6 @@ export function pidOfPidfd(fd: number): number | undefined {
 }
 
 /**
- * The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since boot),
- * which tells a reused pid from the process first seen; `undefined` if it is gone.
- */
-export function startTimeOf(pid: number): number | undefined {
-  try {
-    return parseStatStartTime(Deno.readTextFileSync(`/proc/${pid}/stat`));
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name (field 2) is in
- * parentheses and may itself contain spaces and parentheses: fields are counted after the
- * last `)`.
- *
- * @example
- * ```ts
- * import { parseStatStartTime } from "./pidfd.ts";
- * const line = "42 (a) b) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
- * if (parseStatStartTime(line) !== 98765) throw new Error();
- * ```
- */
-export function parseStatStartTime(stat: string): number | undefined {
-  const close = stat.lastIndexOf(")");
-  if (close < 0) return undefined;
-  const field = stat.slice(close + 1).trim().split(/\s+/)[19]; // fields 3.. after the name
-  if (field === undefined || !/^\d{1,19}$/.test(field)) return undefined;
-  const value = Number(field);
-  return Number.isSafeInteger(value) ? value : undefined;
-}
-
-/**
  * One poll(2) over `fds` (readable, hung up or invalid all count as ready): the indices of
  * the ready ones, empty on timeout or interruption. `timeoutMs` -1 waits without limit. At
  * most one such call should be in flight per process: each occupies a thread until it returns.

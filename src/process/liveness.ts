@@ -23,8 +23,9 @@ export function processStartTime(pid: number): number | undefined {
 }
 
 /**
- * Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and
- * parentheses, so fields are counted after its last `)`.
+ * Field 22 (`starttime`) of a `/proc/<pid>/stat` line, `undefined` unless it is a whole
+ * number. The command name (field 2) may hold spaces, parentheses and newlines, so fields
+ * are counted after its last `)`.
  *
  * @example
  * ```ts
@@ -34,9 +35,11 @@ export function processStartTime(pid: number): number | undefined {
  * ```
  */
 export function parseStartTime(stat: string): number | undefined {
-  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // rest[0] is field 3 (state), so field 22 is rest[19]
-  const value = Number(rest[19]);
+  const close = stat.lastIndexOf(")");
+  if (close < 0) return undefined;
+  const field = stat.slice(close + 1).trim().split(/\s+/)[19]; // rest[0] is field 3 (state), so field 22 is [19]
+  if (field === undefined || !/^\d{1,19}$/.test(field)) return undefined;
+  const value = Number(field);
   return Number.isSafeInteger(value) ? value : undefined;
 }
 

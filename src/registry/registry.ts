@@ -34,6 +34,21 @@ export interface ContainerRecord {
   readonly [extra: string]: unknown;
 }
 
+/**
+ * The pid of the container's init process, from the pid file runc wrote at create (the
+ * engine's `--pid-file`, recorded as `pidFile`); `undefined` when there is none, it cannot be
+ * read, or it does not hold a pid.
+ */
+export function initPid(record: ContainerRecord): number | undefined {
+  if (typeof record.pidFile !== "string") return undefined;
+  try {
+    const pid = Number(Deno.readTextFileSync(record.pidFile).trim());
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The node's container records, under `<stateDir>/registry` (see the module doc). */
 export class Registry {
   constructor(readonly stateDir: string) {}

@@ -23,6 +23,7 @@
  * inherits this process's stdin/stdout/stderr. Requires root, runc and CRIU.
  */
 
+import { CRIU_DIR, isPageData } from "../store/layout.ts";
 import { errorMessage } from "../util/errors.ts";
 import { type RuncCall, stringOption } from "../runc/argv.ts";
 import { carriedGlobal, restoreForCreate, Runc, RuncError } from "../runc/client.ts";
@@ -30,7 +31,6 @@ import type { KeyStore } from "../store/store.ts";
 import {
   type Expected,
   ForeignCheckpoint,
-  isPageData,
   type ManifestFile,
   UnauthenticatedCheckpoint,
   verifyCheckpointExcept,
@@ -229,7 +229,7 @@ async function restoreCurrent(
       if (why !== undefined) return fail(`checkpoint ${dir} failed verification: ${why}`);
     }
   }
-  const restoring = restoreForCreate(runcPath, create, `${dir}/criu`, work, {
+  const restoring = restoreForCreate(runcPath, create, `${dir}/${CRIU_DIR}`, work, {
     stdio: "inherit",
     env: gate?.env ?? NO_GATE_ENV,
   }).then(() => undefined, (error: unknown) => error);

@@ -32,9 +32,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { sha256File } from "./manifest.ts";
 
-/** CRIU's page images, relative to a checkpoint directory: the only big files a dump writes. */
-export const PAGES_IMAGE = /^pages-\d+\.img$/;
-
 /** Size and sha256 of one file, as `sha256File` gives them. */
 export interface Digest {
   readonly size: number;

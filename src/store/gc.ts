@@ -18,10 +18,11 @@
  * directory it names, and removes with `Deno.remove` (which never follows a symlink).
  */
 
+import { CURRENT_LINK, QUARANTINE_PREFIX } from "./layout.ts";
 import { errorMessage } from "../util/errors.ts";
 import { Dir } from "../util/dirfd.ts";
 import { ClaimTimeout, KeyGone } from "./claim.ts";
-import { CURRENT_LINK, KeyStore, QUARANTINE_PREFIX } from "./store.ts";
+import { KeyStore } from "./store.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { type CheckpointEntry, type KeyEntry, readKeyDir } from "./listing.ts";
 

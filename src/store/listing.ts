@@ -23,9 +23,20 @@
  * opened without following a link or blocking (`util/dirfd.ts`): a planted FIFO never hangs.
  */
 
+import {
+  CHECKPOINT_PREFIX,
+  CRIU_DIR,
+  CRIU_WORK_DIR,
+  CURRENT_LINK,
+  MANIFEST_FILE,
+  QUARANTINE_PREFIX,
+  REMOVED_PREFIX,
+  ROOTFS_ARCHIVE,
+  TMP_PREFIX,
+  UNLISTED,
+} from "./layout.ts";
 import { CLAIM_DIR, type ClaimOwner, isStale } from "./claim.ts";
-import { ROOTFS_ARCHIVE, UNLISTED } from "./manifest.ts";
-import { CHECKPOINT_PREFIX, CURRENT_LINK, QUARANTINE_PREFIX, REMOVED_PREFIX, TMP_PREFIX } from "./store.ts";
+
 import { rootProblem } from "./safe_dir.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { readRegularFile } from "../util/dirfd.ts";
@@ -145,7 +156,7 @@ function list(dir: string): Deno.DirEntry[] {
 
 const MARKER_PREFIXES = [CHECKPOINT_PREFIX, QUARANTINE_PREFIX, TMP_PREFIX];
 /** What a checkpoint directory (and a temporary one being written) may hold at its top. */
-const CHECKPOINT_ENTRIES = new Set([ROOTFS_ARCHIVE, "criu", "work", ...UNLISTED]);
+const CHECKPOINT_ENTRIES = new Set([ROOTFS_ARCHIVE, CRIU_DIR, CRIU_WORK_DIR, ...UNLISTED]);
 
 /** A checkpoint directory's name: `ckpt-*`, `quarantine-*` or `.tmp-*`. */
 function isMarker(name: string): boolean {
@@ -191,7 +202,7 @@ function isKeyDir(dir: string, entries: readonly Deno.DirEntry[]): boolean {
     }
     if (!e.isDirectory || e.isSymlink) continue;
     if (e.name.startsWith(CHECKPOINT_PREFIX) || e.name.startsWith(QUARANTINE_PREFIX)) {
-      if (isFile(`${path}/manifest.json`)) return true;
+      if (isFile(`${path}/${MANIFEST_FILE}`)) return true;
     } else if (e.name === CLAIM_DIR) {
       if (isFile(`${path}/owner.json`) && looksLikeClaim(path)) return true;
       if (looksLikeClaim(path)) weak = true;
@@ -206,7 +217,7 @@ function isKeyDir(dir: string, entries: readonly Deno.DirEntry[]): boolean {
     const path = `${dir}/${e.name}`;
     const sub = list(path);
     return sub.some((s) => s.name === CURRENT_LINK && s.isSymlink) ||
-      sub.some((s) => s.isDirectory && isMarker(s.name) && isFile(`${path}/${s.name}/manifest.json`));
+      sub.some((s) => s.isDirectory && isMarker(s.name) && isFile(`${path}/${s.name}/${MANIFEST_FILE}`));
   });
 }
 
@@ -338,7 +349,7 @@ function readKey(keyDir: string, entries: readonly Deno.DirEntry[], now: number)
     const path = `${keyDir}/${e.name}`;
     const info = lstat(path);
     if (info === undefined || !info.isDirectory) continue;
-    const manifest = e.name.startsWith(TMP_PREFIX) ? undefined : readSmallJson(`${path}/manifest.json`, 64 << 20);
+    const manifest = e.name.startsWith(TMP_PREFIX) ? undefined : readSmallJson(`${path}/${MANIFEST_FILE}`, 64 << 20);
     const consumed = readSmallJson(`${path}/consumed`, 4096);
     let status: CheckpointStatus;
     if (e.name.startsWith(TMP_PREFIX)) status = claim?.live ? "in-progress" : "stale";

@@ -21,25 +21,17 @@
  * {@link MAX_HMAC_BYTES}: a planted FIFO or device is an error, never a hang.
  */
 
+import { MANIFEST_FILE, MANIFEST_VERSION, ROOTFS_ARCHIVE, SIGNATURE_FILE, UNLISTED } from "./layout.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { z } from "zod";
 import { sha256Hex, streamingSha256, WHOLE_FILE_LIMIT } from "../util/digest.ts";
 import { openRegularFile, readRegularFile } from "../util/dirfd.ts";
 import { sign, verifySignature } from "./secret.ts";
 
-/** The manifest format this ARCH writes, and the only one it accepts. */
-export const MANIFEST_VERSION = 2;
-
-/** The archive of the writable layer: the only name a manifest may give it. */
-export const ROOTFS_ARCHIVE = "rootfs.tar";
-
 /** Largest `manifest.json` read, bytes (one entry of about 150 bytes per checkpoint file). */
 export const MAX_MANIFEST_BYTES = 64 << 20;
 /** Largest `manifest.hmac` read, bytes (ARCH writes 65). */
 export const MAX_HMAC_BYTES = 4096;
-
-/** Files of a checkpoint directory that the manifest does not list. */
-export const UNLISTED = new Set(["manifest.json", "manifest.hmac", "consumed"]);
 
 /** A relative path of plain elements: no `/` at either end, no `.`/`..`, no odd characters. */
 const RELATIVE = /^(?!.*(^|\/)\.{1,2}(\/|$))[A-Za-z0-9_.+-]+(\/[A-Za-z0-9_.+-]+)*$/;
@@ -124,8 +116,8 @@ export async function hashFiles(dir: string, files: readonly string[]): Promise<
 /** Writes `manifest.json` and its `manifest.hmac` into `dir` (files 0600, not yet fsync'ed). */
 export async function writeManifest(dir: string, manifest: Manifest, secret: Uint8Array): Promise<void> {
   const bytes = new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n");
-  Deno.writeFileSync(`${dir}/manifest.json`, bytes, { mode: 0o600 });
-  Deno.writeTextFileSync(`${dir}/manifest.hmac`, (await sign(secret, bytes)) + "\n", { mode: 0o600 });
+  Deno.writeFileSync(`${dir}/${MANIFEST_FILE}`, bytes, { mode: 0o600 });
+  Deno.writeTextFileSync(`${dir}/${SIGNATURE_FILE}`, (await sign(secret, bytes)) + "\n", { mode: 0o600 });
 }
 
 /** What the restoring container is: a checkpoint of anything else is refused. */
@@ -170,13 +162,13 @@ function strictListing(dir: string, rel = ""): string[] {
  * (read without following a link or blocking: see the module doc); throws otherwise.
  */
 export function readManifestBytes(dir: string): Uint8Array {
-  return readRegularFile(`${dir}/manifest.json`, MAX_MANIFEST_BYTES);
+  return readRegularFile(`${dir}/${MANIFEST_FILE}`, MAX_MANIFEST_BYTES);
 }
 
 /** The text of `dir/manifest.hmac`; {@link UnauthenticatedCheckpoint} if absent or not a small regular file. */
 function readSignature(dir: string): string {
   try {
-    return new TextDecoder().decode(readRegularFile(`${dir}/manifest.hmac`, MAX_HMAC_BYTES));
+    return new TextDecoder().decode(readRegularFile(`${dir}/${SIGNATURE_FILE}`, MAX_HMAC_BYTES));
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       throw new UnauthenticatedCheckpoint("its manifest has no signature (manifest.hmac)");
@@ -203,12 +195,6 @@ export interface PartlyVerified {
   /** Listed files of the right size whose content is not verified yet (in manifest order). */
   readonly deferred: readonly ManifestFile[];
 }
-
-/**
- * CRIU's raw page data (`criu/pages-<n>.img`): CRIU copies these bytes into the restored
- * memory at the offsets its (verified) pagemap images give, and parses nothing in them.
- */
-export const isPageData = (path: string): boolean => /^criu\/pages-[0-9]+\.img$/.test(path);
 
 /**
  * {@link verifyCheckpoint} except the sha256 of the files `defer` selects, which are only

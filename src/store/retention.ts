@@ -5,6 +5,7 @@
  * container of the key made a newer checkpoint since this one started.
  */
 
+import { MANIFEST_FILE } from "./layout.ts";
 import { readRegularFile } from "../util/dirfd.ts";
 import type { ContainerRecord, Registry } from "../registry/registry.ts";
 import type { KeyStore } from "./store.ts";
@@ -40,7 +41,7 @@ export function keepReason(record: ContainerRecord, store: KeyStore): string | u
   const current = store.currentPath();
   if (current === undefined) return undefined;
   try {
-    const made = JSON.parse(new TextDecoder().decode(readRegularFile(`${current}/manifest.json`, 64 * 2 ** 20))) as {
+    const made = JSON.parse(new TextDecoder().decode(readRegularFile(`${current}/${MANIFEST_FILE}`, 64 * 2 ** 20))) as {
       containerId?: string;
       createdAt?: string;
     };

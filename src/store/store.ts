@@ -20,25 +20,21 @@
  * never follows a link and never leaves the tree it was given.
  */
 
+import {
+  CHECKPOINT_PREFIX,
+  CONSUMED_FILE,
+  CURRENT_LINK,
+  CURRENT_TMP_PREFIX,
+  QUARANTINE_PREFIX,
+  REMOVED_PREFIX,
+  TMP_PREFIX,
+} from "./layout.ts";
 import { isSafeSegment } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { beneath } from "./safe_dir.ts";
 import { Dir } from "../util/dirfd.ts";
 import { whilePending } from "../util/while_pending.ts";
 import { type Claim, CLAIM_DIR, claimKey, type ClaimOptions } from "./claim.ts";
-
-/** Name prefix of a committed checkpoint directory in a key directory. */
-export const CHECKPOINT_PREFIX = "ckpt-";
-/** Name prefix of a checkpoint being written. */
-export const TMP_PREFIX = ".tmp-";
-/** Name prefix of a checkpoint moved aside after a failed restore. */
-export const QUARANTINE_PREFIX = "quarantine-";
-/** The symlink naming the committed checkpoint. */
-export const CURRENT_LINK = "current";
-/** Name prefix of the new `current` link before its atomic rename. */
-export const CURRENT_TMP_PREFIX = ".current-";
-/** Name prefix (in the scope directory) of a key being deleted. */
-export const REMOVED_PREFIX = ".removed-";
 
 /**
  * Why `key` may not be a checkpoint key although it is a safe path element: it begins with
@@ -199,7 +195,7 @@ export class KeyStore {
     try {
       // a regular file of at most 1 KiB, never through a link, never blocking on a FIFO (`util/dirfd.ts`)
       using dir = Dir.open(current);
-      const bytes = dir.readFile("consumed", 1024);
+      const bytes = dir.readFile(CONSUMED_FILE, 1024);
       const { at, container, node } = JSON.parse(new TextDecoder().decode(bytes)) as Record<
         string,
         unknown

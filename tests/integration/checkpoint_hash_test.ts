@@ -6,9 +6,10 @@
  * left after the dump: the tail of the page images and the small files).
  */
 
+import { PAGES_IMAGE, UNLISTED } from "../../src/store/layout.ts";
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { listFiles, sha256File, UNLISTED } from "../../src/store/manifest.ts";
-import { PAGES_IMAGE } from "../../src/store/follow_hash.ts";
+import { listFiles, sha256File } from "../../src/store/manifest.ts";
+
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 import { archCli, archDockerRun, stackTest, uniqueName } from "./_env.ts";
 

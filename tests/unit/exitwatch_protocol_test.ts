@@ -16,7 +16,6 @@ import {
   watcherPaths,
   type WatchRequest,
 } from "../../src/exitwatch/protocol.ts";
-import { parseStatStartTime } from "../../src/exitwatch/pidfd.ts";
 import { recordExit } from "../../src/exitwatch/daemon.ts";
 import { Registry } from "../../src/registry/registry.ts";
 
@@ -104,18 +103,6 @@ Deno.test("watcherPaths keeps every file in one private directory", () => {
     lock: "/run/arch/exit-watcher/lock",
     state: "/run/arch/exit-watcher/watched.json",
   });
-});
-
-Deno.test("parseStatStartTime reads field 22 whatever the command name holds", () => {
-  const tail = "S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
-  assertEquals(parseStatStartTime(`42 (sleep) ${tail}`), 98765);
-  assertEquals(parseStatStartTime(`42 (a ) b) (c) ${tail}`), 98765);
-  assertEquals(parseStatStartTime(`42 (x)\n${tail}`), 98765);
-  assertEquals(parseStatStartTime("42 (short) S 1 2"), undefined);
-  assertEquals(parseStatStartTime("no parenthesis"), undefined);
-  assertEquals(parseStatStartTime(`42 (x) ${tail.replace("98765", "-5")}`), undefined);
-  const self = parseStatStartTime(Deno.readTextFileSync("/proc/self/stat"));
-  ok(self !== undefined && self > 0);
 });
 
 Deno.test("recordExit writes on the same container only and never replaces a known status", () => {

@@ -2,7 +2,6 @@ import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import {
   CheckpointEstimator,
   ConcurrencyController,
-  containerMemory,
   orderForDeadline,
   PRIOR_FIXED_MS,
   PRIOR_RATE_BYTES_PER_MS,
@@ -77,10 +76,4 @@ Deno.test("concurrency: a fixed number never changes", () => {
   for (let i = 0; i < 50; i++) c.completed(1);
   assertEquals(c.current, 3);
   assertEquals(c.history.length, 1);
-});
-
-Deno.test("containerMemory: this process's resident memory, undefined for a pid that does not exist", () => {
-  const own = containerMemory(Deno.pid);
-  ok(own !== undefined && own > MIB, `own memory ${own}`);
-  assertEquals(containerMemory(2 ** 30), undefined);
 });

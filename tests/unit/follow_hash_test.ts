@@ -5,8 +5,9 @@
  * left once `finish` or `abort` has settled.
  */
 
+import { PAGES_IMAGE } from "../../src/store/layout.ts";
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
-import { HashFollower, PAGES_IMAGE } from "../../src/store/follow_hash.ts";
+import { HashFollower } from "../../src/store/follow_hash.ts";
 import { sha256File } from "../../src/store/manifest.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -4,14 +4,13 @@
  * of a signed checkpoint (page data deferred, everything else checked at once).
  */
 
+import { isPageData, MANIFEST_VERSION } from "../../src/store/layout.ts";
 import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { CRIU_ACTION_SCRIPT, CRIU_CONFIG_ANNOTATION, criuConfig } from "../../src/criu/config.ts";
 import { bundleHonoursGate, gateTimedOut, gateTimeoutSeconds, openGate } from "../../src/restore/restore_gate.ts";
 import {
   hashFiles,
-  isPageData,
   type Manifest,
-  MANIFEST_VERSION,
   verifyCheckpoint,
   verifyCheckpointExcept,
   verifyFiles,

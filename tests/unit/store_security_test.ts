@@ -4,6 +4,7 @@
  * claim. Real files in a temporary directory, as root; no engine.
  */
 
+import { MANIFEST_VERSION } from "../../src/store/layout.ts";
 import { deepEqual as assertEquals, ok, rejects, throws } from "node:assert/strict";
 import { KeyStore, makeDurable } from "../../src/store/store.ts";
 import {
@@ -11,7 +12,6 @@ import {
   hashFiles,
   listFiles,
   type Manifest,
-  MANIFEST_VERSION,
   UnauthenticatedCheckpoint,
   verifyCheckpoint,
   writeManifest,
