@@ -29,6 +29,7 @@ import { type RuncCall, stringOption } from "../runc/argv.ts";
 import { carriedGlobal, restoreForCreate, Runc, RuncError } from "../runc/client.ts";
 import type { KeyStore } from "../store/store.ts";
 import {
+  CheckpointVersionError,
   type Expected,
   ForeignCheckpoint,
   type ManifestFile,
@@ -185,6 +186,9 @@ async function restoreCurrent(
     }
     if (error instanceof UnauthenticatedCheckpoint) {
       return { kind: "refused", reason: `checkpoint ${dir} cannot be trusted on this node: ${error.message}` };
+    }
+    if (error instanceof CheckpointVersionError) {
+      return { kind: "refused", reason: `checkpoint ${dir} cannot be read by this ARCH: ${error.message}` };
     }
     return fail(`checkpoint ${dir} failed verification: ${errorMessage(error)}`);
   }

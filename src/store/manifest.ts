@@ -21,6 +21,7 @@
  * {@link MAX_HMAC_BYTES}: a planted FIFO or device is an error, never a hang.
  */
 
+import { ARCH_VERSION } from "../version.ts";
 import { MANIFEST_FILE, MANIFEST_VERSION, ROOTFS_ARCHIVE, SIGNATURE_FILE, UNLISTED } from "./layout.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { z } from "zod";
@@ -127,6 +128,16 @@ export interface Expected {
   readonly image: string;
 }
 
+/**
+ * An authentic checkpoint whose manifest is of another format version than this ARCH's
+ * (`MANIFEST_VERSION`): written by an ARCH of another format, left for a node that reads it.
+ */
+export class CheckpointVersionError extends ArchError {
+  constructor(message: string) {
+    super(message, "checkpoint-version");
+  }
+}
+
 /** A checkpoint that is authentic and intact but belongs to another scope, key or image. */
 export class ForeignCheckpoint extends ArchError {
   constructor(message: string) {
@@ -214,7 +225,17 @@ export async function verifyCheckpointExcept(
       "its manifest is not signed with this node's checkpoint secret (made with another secret, or modified)",
     );
   }
-  const manifest = ManifestSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
+  const parsed: unknown = JSON.parse(new TextDecoder().decode(bytes));
+  const version = (parsed as { version?: unknown } | null)?.version;
+  if (version !== MANIFEST_VERSION) {
+    // Authentic (signed with this node's secret) but of another format: a node with the ARCH
+    // that wrote it can restore it, so it is left as it is, never quarantined as damaged.
+    throw new CheckpointVersionError(
+      `its manifest is of format version ${JSON.stringify(version ?? null)}, and this ARCH ` +
+        `(${ARCH_VERSION}) reads version ${MANIFEST_VERSION}: restore it on a node whose ARCH reads that version`,
+    );
+  }
+  const manifest = ManifestSchema.parse(parsed);
   if (manifest.scope !== expected.scope || manifest.key !== expected.key) {
     throw new ForeignCheckpoint(
       `it belongs to key "${manifest.key}" of scope "${manifest.scope}", not "${expected.key}" of "${expected.scope}"`,

@@ -8,6 +8,7 @@ import { MANIFEST_VERSION } from "../../src/store/layout.ts";
 import { deepEqual as assertEquals, ok, rejects, throws } from "node:assert/strict";
 import { KeyStore, makeDurable } from "../../src/store/store.ts";
 import {
+  CheckpointVersionError,
   ForeignCheckpoint,
   hashFiles,
   listFiles,
@@ -245,4 +246,24 @@ Deno.test("point 5: what a release does in each phase of a checkpoint", () => {
   assertEquals(releaseAction({ phase: "committing", checkpoint: ckpt, keepRunning: false }), "resume");
   assertEquals(releaseAction({ phase: "committed", keepRunning: false }), "stop");
   assertEquals(releaseAction({ phase: "committed", keepRunning: true }), "resume");
+});
+
+Deno.test("a signed checkpoint of another format version is left for an ARCH that reads it, never taken for damage", async () => {
+  const root = tempRoot();
+  try {
+    for (const version of [MANIFEST_VERSION + 1, 1, "2", null]) {
+      const store = await makeCheckpoint(root);
+      await forge(store, (m) => (m.version = version), SECRET); // authentic: signed with this node's secret
+      await rejects(
+        verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED),
+        (e: unknown) =>
+          e instanceof CheckpointVersionError && e.code === "checkpoint-version" &&
+          e.message.includes(`reads version ${MANIFEST_VERSION}`),
+      );
+      await forge(store, (m) => (m.containerId = "c2")); // a change without the secret: the signature is checked first
+      await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED), UnauthenticatedCheckpoint);
+    }
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
 });
