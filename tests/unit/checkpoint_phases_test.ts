@@ -8,61 +8,9 @@ import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { checkpointContainer, CheckpointError } from "../../src/checkpoint/checkpoint.ts";
 import { listMarkers } from "../../src/checkpoint/pause_guard.ts";
-import { Registry } from "../../src/registry/registry.ts";
-import type { ContainerRecord } from "../../src/registry/registry.ts";
 import { KeyStore } from "../../src/store/store.ts";
 import { FakeRunc } from "./_fake_runc.ts";
-
-const isRoot = Deno.uid() === 0;
-const must = (cmd: string, ...args: string[]) => {
-  const out = new Deno.Command(cmd, { args, stderr: "piped" }).outputSync();
-  if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-};
-
-/** A bundle whose rootfs is an overlay mount (lower, upper with one file), a state dir and a checkpoint root. */
-function lab(): { dir: string; record: ContainerRecord; registry: Registry; state: string; [Symbol.dispose](): void } {
-  const dir = Deno.makeTempDirSync({ prefix: "arch-ckpt-phases-" });
-  for (const d of ["lower/etc", "upper", "work", "bundle/rootfs", "state", "roots/ckpt"]) {
-    Deno.mkdirSync(`${dir}/${d}`, { recursive: true, mode: 0o700 });
-  }
-  Deno.writeTextFileSync(`${dir}/lower/etc/os-release`, "ID=test\n");
-  Deno.writeTextFileSync(`${dir}/upper/progress`, "41\n");
-  must(
-    "mount",
-    "-t",
-    "overlay",
-    "overlay",
-    "-o",
-    `lowerdir=${dir}/lower,upperdir=${dir}/upper,workdir=${dir}/work`,
-    `${dir}/bundle/rootfs`,
-  );
-  Deno.writeTextFileSync(
-    `${dir}/bundle/config.json`,
-    JSON.stringify({ ociVersion: "1.0.2", root: { path: "rootfs" } }),
-  );
-  const record: ContainerRecord = {
-    namespace: "moby",
-    id: "c1",
-    root: "/run/fake",
-    bundle: `${dir}/bundle`,
-    key: "job-1",
-    createdAt: new Date().toISOString(),
-    checkpointRoot: `${dir}/roots/ckpt`,
-    scope: "tenant-a",
-  };
-  const registry = new Registry(`${dir}/state`);
-  registry.put(record);
-  return {
-    dir,
-    record,
-    registry,
-    state: `${dir}/state`,
-    [Symbol.dispose]() {
-      must("umount", `${dir}/bundle/rootfs`);
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
-}
+import { isRoot, lab } from "./_overlay_lab.ts";
 
 const options = (state: string) => ({ stateDir: state, secret: new Uint8Array(32).fill(7) });
 const committed = (l: ReturnType<typeof lab>) => new KeyStore(l.record.checkpointRoot as string, "tenant-a", "job-1");
