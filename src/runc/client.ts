@@ -67,17 +67,31 @@ export const runcArgv = {
   /** Every container of the target's `--root`, as JSON (the target's id is not used). */
   list: (t: RuncTarget) => [...base(t), "list", "--format", "json"],
   forceDelete: (t: RuncTarget) => [...base(t), "delete", "--force", t.id],
-  /** A dump that leaves the container running (ARCH stops it after the commit). */
-  checkpoint: (t: RuncTarget, imagePath: string, workPath: string) => [
+  /**
+   * A dump; by default it leaves the container running (ARCH stops it after the commit), with
+   * `leaveRunning: false` runc stops it (the bench's bare-runc floor).
+   */
+  checkpoint: (t: RuncTarget, imagePath: string, workPath: string, { leaveRunning = true } = {}) => [
     ...base(t),
     "checkpoint",
-    "--leave-running",
+    ...(leaveRunning ? ["--leave-running"] : []),
     "--image-path",
     imagePath,
     "--work-path",
     workPath,
     t.id,
   ],
+  /** The engine's create and start, as the bench plays the engine (ARCH itself never creates a container). */
+  create: (t: RuncTarget, bundle: string, pidFile: string) => [
+    ...base(t),
+    "create",
+    "--bundle",
+    bundle,
+    "--pid-file",
+    pidFile,
+    t.id,
+  ],
+  start: (t: RuncTarget) => [...base(t), "start", t.id],
   /**
    * The `runc restore` that stands in for the engine's `runc create` call.
    *

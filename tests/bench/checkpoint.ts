@@ -10,6 +10,8 @@
  * Requires root, runc, CRIU, and dist/ built.
  */
 
+import { runcArgv, type RuncTarget } from "../../src/runc/client.ts";
+import { parseRuncArgv } from "../../src/runc/argv.ts";
 import { ARCH, ARCH_RUNC, ROOT, RUNC } from "../integration/_env.ts";
 import { buildTestImage } from "../harness/image.ts";
 import { mustRun } from "../../src/process/exec.ts";
@@ -54,21 +56,14 @@ export async function makeLab(): Promise<Lab> {
   return { dir, root: `${dir}/runc`, config, env: { ARCH_CONFIG: config }, lower };
 }
 
-/** `runc restore -d` of `images` into `bundle` (the floor's restore), as argv after the binary. */
+/** The container `id` of the lab's runc root, as the runc client names it. */
+export const labTarget = (lab: Lab, id: string): RuncTarget => ({ runc: RUNC, global: { root: lab.root }, id });
+
+/** `runc restore --detach` of `images` into `bundle` (the floor's restore), as argv after the binary. */
 export function rawRestoreArgs(lab: Lab, bundle: string, images: string, id: string): string[] {
-  return [
-    "--root",
-    lab.root,
-    "restore",
-    "-d",
-    "--bundle",
-    bundle,
-    "--image-path",
-    images,
-    "--work-path",
-    `${images}-rw`,
-    id,
-  ];
+  const create = parseRuncArgv(runcArgv.create(labTarget(lab, id), bundle, `${bundle}/pid`));
+  if (!create.ok) throw new Error(create.reason);
+  return runcArgv.restore(create.call, images, `${images}-rw`);
 }
 
 /** A bundle with an overlay rootfs running `workload --mem <mib>`. */
@@ -101,7 +96,7 @@ export async function makeBundle(lab: Lab, name: string, mib: number, key: strin
 export async function startWorkload(lab: Lab, runc: string, bundle: string, id: string): Promise<Deno.ChildProcess> {
   // runc create keeps our pipes as the container's stdout; "start mem" means it is ready.
   const create = new Deno.Command(runc, {
-    args: ["--root", lab.root, "create", "--bundle", bundle, "--pid-file", `${bundle}/pid`, id],
+    args: runcArgv.create(labTarget(lab, id), bundle, `${bundle}/pid`),
     env: lab.env,
     stdin: "null",
     stdout: "piped",
@@ -110,7 +105,7 @@ export async function startWorkload(lab: Lab, runc: string, bundle: string, id: 
   create.stderr.pipeTo(new WritableStream()).catch(() => {});
   const created = await create.status;
   if (!created.success) throw new Error(`create of ${id} failed with ${created.code}`);
-  await mustRun({ cmd: runc, args: ["--root", lab.root, "start", id], env: lab.env });
+  await mustRun({ cmd: runc, args: runcArgv.start(labTarget(lab, id)), env: lab.env });
   await waitForLine(create.stdout, "verify ok");
   return create;
 }
@@ -134,7 +129,7 @@ export async function timed(fn: () => Promise<unknown>): Promise<number> {
 }
 
 export async function removeContainer(lab: Lab, id: string): Promise<void> {
-  await new Deno.Command(RUNC, { args: ["--root", lab.root, "delete", "--force", id], stdout: "null", stderr: "null" })
+  await new Deno.Command(RUNC, { args: runcArgv.forceDelete(labTarget(lab, id)), stdout: "null", stderr: "null" })
     .output();
 }
 
@@ -152,7 +147,7 @@ export async function rawRound(lab: Lab, mib: number, n: number) {
   const checkpoint = await timed(async () => {
     await mustRun({
       cmd: RUNC,
-      args: ["--root", lab.root, "checkpoint", "--image-path", images, "--work-path", `${images}-w`, id],
+      args: runcArgv.checkpoint(labTarget(lab, id), images, `${images}-w`, { leaveRunning: false }),
     });
     await mustRun({ cmd: "sync", args: ["--file-system", images] });
   });
@@ -175,19 +170,19 @@ export async function archRound(lab: Lab, mib: number, n: number) {
   const bundle = await makeBundle(lab, id, mib, id);
   await startWorkload(lab, ARCH_RUNC, bundle, id);
   const checkpoint = await timed(() => mustRun({ cmd: ARCH, args: ["checkpoint", id], env: lab.env }));
-  await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "delete", "--force", id], env: lab.env });
+  await mustRun({ cmd: ARCH_RUNC, args: runcArgv.forceDelete(labTarget(lab, id)), env: lab.env });
   const restore = await timed(async () => {
     await mustRun({
       cmd: ARCH_RUNC,
-      args: ["--root", lab.root, "create", "--bundle", bundle, "--pid-file", `${bundle}/pid`, id],
+      args: runcArgv.create(labTarget(lab, id), bundle, `${bundle}/pid`),
       env: lab.env,
       stdio: "null",
     });
-    await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "start", id], env: lab.env });
+    await mustRun({ cmd: ARCH_RUNC, args: runcArgv.start(labTarget(lab, id)), env: lab.env });
   });
-  const state = JSON.parse((await mustRun({ cmd: RUNC, args: ["--root", lab.root, "state", id] })).stdout);
+  const state = JSON.parse((await mustRun({ cmd: RUNC, args: runcArgv.state(labTarget(lab, id)) })).stdout);
   if (state.status !== "running") throw new Error(`restored container is ${state.status}`);
-  await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "delete", "--force", id], env: lab.env });
+  await mustRun({ cmd: ARCH_RUNC, args: runcArgv.forceDelete(labTarget(lab, id)), env: lab.env });
   await unmountBundle(bundle);
   return { checkpoint, restore };
 }

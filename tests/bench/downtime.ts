@@ -19,11 +19,21 @@
  * start would look like a tiny downtime). Requires root, the engines, CRIU and the built dist/.
  */
 
+import { runcArgv } from "../../src/runc/client.ts";
 import { archCli, archDockerRun, eventually, startStack, uniqueName } from "../integration/_env.ts";
 import { fullId, parseProgress } from "../integration/_workload.ts";
 import type { EmbeddedStack } from "../harness/stack.ts";
 import { mustRun } from "../../src/process/exec.ts";
-import { type Lab, makeBundle, makeLab, rawRestoreArgs, removeContainer, timed, unmountBundle } from "./checkpoint.ts";
+import {
+  type Lab,
+  labTarget,
+  makeBundle,
+  makeLab,
+  rawRestoreArgs,
+  removeContainer,
+  timed,
+  unmountBundle,
+} from "./checkpoint.ts";
 import { DOWNTIME_INTERVAL_MS, median, type TimedTick, timedTicks } from "./ticks.ts";
 import type { BenchRecord } from "./report.ts";
 
@@ -82,7 +92,7 @@ async function rawMigration(lab: Lab, runc: string, mib: number, n: number): Pro
     Deno.writeTextFileSync(`${bundle}/config.json`, JSON.stringify(spec));
     // runc create leaves our pipes as the container's stdout (a host file would make CRIU refuse the dump).
     const create = new Deno.Command(runc, {
-      args: ["--root", lab.root, "create", "--bundle", bundle, "--pid-file", `${bundle}/pid`, id],
+      args: runcArgv.create(labTarget(lab, id), bundle, `${bundle}/pid`),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -90,11 +100,11 @@ async function rawMigration(lab: Lab, runc: string, mib: number, n: number): Pro
     const before = new Collected(create.stdout);
     const createErr = new Collected(create.stderr);
     if (!(await create.status).success) throw new Error(`runc create ${id}: ${createErr.text}`);
-    await mustRun({ cmd: runc, args: ["--root", lab.root, "start", id] });
+    await mustRun({ cmd: runc, args: runcArgv.start(labTarget(lab, id)) });
     await eventually(`${id} ticking`, () => timedTicks(before.text).length >= TICKS_BEFORE || undefined, 120_000);
     await mustRun({
       cmd: runc,
-      args: ["--root", lab.root, "checkpoint", "--image-path", images, "--work-path", `${images}-w`, id],
+      args: runcArgv.checkpoint(labTarget(lab, id), images, `${images}-w`, { leaveRunning: false }),
     });
     await mustRun({ cmd: "sync", args: ["--file-system", images] });
     const t0 = Date.now();

@@ -15,6 +15,7 @@
  * Requires root, the engines, CRIU and the built dist/.
  */
 
+import { runcArgv } from "../../src/runc/client.ts";
 import { ARCH, archDockerRun, startStack, uniqueName } from "../integration/_env.ts";
 import { TEST_IMAGE } from "../harness/stack.ts";
 import type { EmbeddedStack } from "../harness/stack.ts";
@@ -125,16 +126,12 @@ async function oneCount(stack: EmbeddedStack, n: number, concurrency: string, em
     await pool(ids, settled, async (id) => {
       const r = await stack.run({
         cmd: stack.engines.runc,
-        args: [
-          "--root",
-          DOCKER_RUNC_ROOT,
-          "checkpoint",
-          "--image-path",
+        args: runcArgv.checkpoint(
+          { runc: stack.engines.runc, global: { root: DOCKER_RUNC_ROOT }, id },
           `${images}/${id}`,
-          "--work-path",
           `${images}/${id}-w`,
-          id,
-        ],
+          { leaveRunning: false },
+        ),
       }, false);
       if (r.code !== 0 && rawFailed++ === 0) {
         console.error(`bench: raw runc checkpoint of ${id} failed: ${r.stderr.trim()}`);

@@ -18,6 +18,7 @@
  * Requires root and the built dist/ (scripts/run bench does both).
  */
 
+import { runcArgv } from "../../src/runc/client.ts";
 import { ARCH, ARCH_RUNC, RUNC, startStack } from "../integration/_env.ts";
 import {
   archRound,
@@ -108,7 +109,11 @@ async function wrapperOverhead(rounds: number): Promise<void> {
   const id = `bench-${crypto.randomUUID().slice(0, 8)}`;
   await stack.ctr(["run", "-d", CTR_IMAGE, id, "workload"]);
   // runc state needs no mount namespace: the host path of the node's root is the same directory.
-  const stateArgs = ["--root", stack.hostPath("/run/containerd/runc/default"), "state", id];
+  const stateArgs = runcArgv.state({
+    runc: RUNC,
+    global: { root: stack.hostPath("/run/containerd/runc/default") },
+    id,
+  });
   const bare: number[] = [], wrapped: number[] = [];
   for (let i = 0; i < rounds; i++) {
     bare.push(await timeMs(() => must(RUNC, stateArgs)));

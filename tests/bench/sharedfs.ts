@@ -27,8 +27,18 @@
  * Requires root, runc, CRIU, sshfs, socat, openssh-sftp-server and dist/ built.
  */
 
+import { runcArgv } from "../../src/runc/client.ts";
 import { ARCH, ARCH_RUNC, RUNC } from "../integration/_env.ts";
-import { type Lab, makeBundle, makeLab, removeContainer, startWorkload, timed, unmountBundle } from "./checkpoint.ts";
+import {
+  type Lab,
+  labTarget,
+  makeBundle,
+  makeLab,
+  removeContainer,
+  startWorkload,
+  timed,
+  unmountBundle,
+} from "./checkpoint.ts";
 import { addIo, type IoCounters, processIo, SftpMount } from "../harness/sftp_mount.ts";
 import { mustRun, runCommand } from "../../src/process/exec.ts";
 
@@ -134,7 +144,7 @@ class SharedFsLab {
     const current = Deno.readLinkSync(`${keyDir}/current`);
     const committed = treeSize(`${keyDir}/${current}`);
     const checkpointPhases = JSON.parse(Deno.readTextFileSync(`${keyDir}/${current}/manifest.json`)).timings;
-    await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "delete", "--force", first], env: lab.env });
+    await mustRun({ cmd: ARCH_RUNC, args: runcArgv.forceDelete(labTarget(lab, first)), env: lab.env });
     this.containers.delete(first);
     await unmountBundle(bundleA);
 
@@ -144,14 +154,14 @@ class SharedFsLab {
     const restore = await timed(async () => {
       await mustRun({
         cmd: ARCH_RUNC,
-        args: ["--root", lab.root, "create", "--bundle", bundleB, "--pid-file", `${bundleB}/pid`, second],
+        args: runcArgv.create(labTarget(lab, second), bundleB, `${bundleB}/pid`),
         env: lab.env,
         stdio: "null", // the restored process keeps the create's stdout: a pipe to us would never end
       });
-      await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "start", second], env: lab.env });
+      await mustRun({ cmd: ARCH_RUNC, args: runcArgv.start(labTarget(lab, second)), env: lab.env });
     });
     const afterRestore = await io();
-    const state = JSON.parse((await mustRun({ cmd: RUNC, args: ["--root", lab.root, "state", second] })).stdout);
+    const state = JSON.parse((await mustRun({ cmd: RUNC, args: runcArgv.state(labTarget(lab, second)) })).stdout);
     if (state.status !== "running") throw new Error(`restored container ${second} is ${state.status}`);
     // Restored, not started afresh after a failed restore: the checkpoint is marked consumed.
     try {
@@ -161,7 +171,7 @@ class SharedFsLab {
         `container ${second} runs, but checkpoint ${keyDir}/${current} was not restored (see ${lab.dir}/arch.log)`,
       );
     }
-    await mustRun({ cmd: ARCH_RUNC, args: ["--root", lab.root, "delete", "--force", second], env: lab.env });
+    await mustRun({ cmd: ARCH_RUNC, args: runcArgv.forceDelete(labTarget(lab, second)), env: lab.env });
     this.containers.delete(second);
     await unmountBundle(bundleB);
     for (const dir of this.keyDirs(mode, key)) Deno.removeSync(dir, { recursive: true });
