@@ -38,6 +38,7 @@
  * Requires root, GNU tar and `--allow-ffi`.
  */
 
+import { lstatIfExists } from "../util/paths.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { CommandError, mustRun, runCommand } from "../process/exec.ts";
 import { listTarMembers, type TarMember } from "./tar_index.ts";
@@ -116,15 +117,6 @@ export function assertNoSymlinkParents(
   }
 }
 
-function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
-  try {
-    return Deno.lstatSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-}
-
 const OPAQUE_XATTRS = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /** Whether a member is an overlay whiteout (a character device 0/0). */
@@ -177,7 +169,7 @@ export function planApply(members: readonly TarMember[], rootfs: string, blockSi
     assertNoSymlinkParents(rootfs, m.name, checked);
     if (m.kind === "hardlink") assertNoSymlinkParents(rootfs, m.linkName, checked);
     const rel = `/${parts.join("/")}`;
-    const existing = parts.length === 0 ? undefined : lstatOrUndefined(`${rootfs}${rel}`);
+    const existing = parts.length === 0 ? undefined : lstatIfExists(`${rootfs}${rel}`);
     if (isWhiteout(m)) {
       plan.exclude.push(m.name);
       if (existing !== undefined) plan.remove.push(rel);

@@ -25,18 +25,9 @@
 import { errorMessage } from "../util/errors.ts";
 import { beneath } from "../store/safe_dir.ts";
 import { mountAt } from "../util/mounts.ts";
-import { isSafeSegment } from "../util/paths.ts";
+import { isSafeSegment, lstatIfExists } from "../util/paths.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { Dir } from "../util/dirfd.ts";
-
-function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
-  try {
-    return Deno.lstatSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-}
 
 /** Shared-FS mode: where the job's files and checkpoints live on the shared file system. */
 export interface SharedFsConfig {
@@ -107,7 +98,7 @@ export function ensureWorkdir(
   if (down !== undefined) throw new Error(`${down}: mount it, then start the container again`);
   const parent = beneath(shared.root, ["work", scope], true)!;
   const path = workdirPath(shared.root, scope, key);
-  const existing = lstatOrUndefined(path);
+  const existing = lstatIfExists(path);
   if (existing !== undefined && !existing.isDirectory) {
     throw new Error(`the work directory "${path}" is not a directory`);
   }

@@ -94,3 +94,13 @@ function statOrUndefined(path: string): Deno.FileInfo | undefined {
     return undefined;
   }
 }
+
+/** `lstat(2)` of `path` (a link itself, not its target), or `undefined` if nothing is there; other errors are thrown. */
+export function lstatIfExists(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.lstatSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
