@@ -148,6 +148,10 @@ export async function checkpointContainer(
   }
   if (image === undefined) throw new CheckpointError(`cannot identify the image of "${record.id}"`, "prepare");
   const pid = initPid(record);
+  if (pid === undefined && typeof record.pidFile === "string") {
+    // Without it, the memory CRIU will write cannot be checked against the limit and the reserve.
+    throw new CheckpointError(`cannot read the pid of "${record.id}" from "${record.pidFile}"`, "prepare");
+  }
   // What CRIU will write (anonymous + shared memory), not the page cache a v1 usage counts.
   const memory = pid !== undefined ? memoryToDump(pid) : undefined;
   const space = new SpaceBudget(root, options.maxBytes ?? Infinity, options.reserveBytes ?? 0);
@@ -225,7 +229,10 @@ export async function checkpointContainer(
         `${tmp}/${CRIU_DIR}`,
         `${tmp}/${CRIU_WORK_DIR}`,
         left === undefined ? {} : { timeoutMs: left },
-      ).then(() => undefined, (error: unknown) => error);
+      ).then(() => undefined, (error: unknown) => {
+        if (error instanceof RuncError) return error;
+        throw error; // runc could not be started: a failure of this step, not a dump CRIU refused
+      });
       faultPoint(options.stateDir, "checkpoint-during-dump");
       const flushing = flushWhile(tmp, dumping);
       flushing.catch(() => {}); // awaited below, unless the dump's spawn fails first
@@ -241,11 +248,9 @@ export async function checkpointContainer(
         `${tmp}/${CRIU_WORK_DIR}/dump.log`,
       );
       if (failed !== undefined) {
-        const why = failed instanceof RuncError
-          ? (failed.signal === "SIGKILL" && left !== undefined
-            ? "the finalize deadline passed"
-            : lastLine(failed.stderrTail))
-          : errorMessage(failed);
+        const why = failed.signal === "SIGKILL" && left !== undefined
+          ? "the finalize deadline passed"
+          : lastLine(failed.stderrTail);
         throw new CheckpointError(
           `runc checkpoint of "${record.id}" failed: ${why}` + (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
           "dump",

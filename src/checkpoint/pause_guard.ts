@@ -234,7 +234,7 @@ export async function release(target: RuncTarget, action: "stop" | "resume"): Pr
 
 /** What a failed runc call says: runc's stderr tail, or how it ended. */
 function failure(error: unknown): string {
-  if (error instanceof RuncError) return error.stderrTail || (error.signal ?? `exit ${error.status}`);
+  if (error instanceof RuncError) return error.stderrTail || `exit ${error.status}`;
   return errorMessage(error);
 }
 

@@ -233,7 +233,7 @@ export function runcLister(runc: string, timeoutMs = 5_000): RuncLister {
     } catch (error) {
       if (error instanceof SyntaxError) return { ok: false, error: "runc printed no JSON" };
       if (error instanceof RuncError) {
-        return { ok: false, error: error.stderrTail.split(" | ").at(-1) || error.message };
+        return { ok: false, error: error.stderrTail.split(" | ").at(-1) || `exit status ${error.status}` };
       }
       return { ok: false, error: `cannot run "${runc}": ${errorMessage(error)}` };
     }

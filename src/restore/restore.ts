@@ -236,7 +236,10 @@ async function restoreCurrent(
   const restoring = restoreForCreate(runcPath, create, `${dir}/${CRIU_DIR}`, work, {
     stdio: "inherit",
     env: gate?.env ?? NO_GATE_ENV,
-  }).then(() => undefined, (error: unknown) => error);
+  }).then(() => undefined, (error: unknown) => {
+    if (error instanceof RuncError) return error;
+    throw error; // runc could not be started: not a verdict on the checkpoint, which stays current
+  });
   const open = gate;
   if (open !== undefined) {
     settled.then((why) => open.settle(why === undefined)).catch(() => {
@@ -276,8 +279,9 @@ async function restoreCurrent(
         applied,
       };
     }
-    const exit = failed instanceof RuncError ? `exited with ${failed.signal ?? failed.status}` : errorMessage(failed);
-    return fail(`runc restore ${exit}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`);
+    return fail(
+      `runc restore exited with ${failed?.status}${log ? `: ${log}` : ""} (CRIU log: ${kept ?? "not kept"})`,
+    );
   }
   lap("restore");
   return { kind: "restored", from: dir, timings };

@@ -202,22 +202,32 @@ export class Runc {
    * `undefined` if runc could not tell (an error, a timeout).
    */
   async status(timeoutMs?: number): Promise<string | undefined> {
+    let stdout: string;
     try {
-      const r = await this.run(runcArgv.state(this.target), timeoutMs === undefined ? {} : { timeoutMs });
-      return (JSON.parse(r.stdout) as { status?: string }).status;
+      stdout = (await this.run(runcArgv.state(this.target), timeoutMs === undefined ? {} : { timeoutMs })).stdout;
     } catch (error) {
-      return error instanceof RuncError && error.notExist ? "gone" : undefined;
+      if (!(error instanceof RuncError)) throw error; // runc could not be started at all: not an answer
+      return error.notExist ? "gone" : undefined;
+    }
+    try {
+      return (JSON.parse(stdout) as { status?: string }).status;
+    } catch {
+      return undefined;
     }
   }
 
   /**
    * Every container of the target's `--root`, as `runc list --format json` prints them
-   * (the target's id is not used); throws a `SyntaxError` if runc printed no JSON.
+   * (the target's id is not used; runc prints `null` for none); throws a `SyntaxError` if
+   * runc printed no JSON array.
    */
   async list(timeoutMs?: number): Promise<Record<string, unknown>[]> {
     const r = await this.run(runcArgv.list(this.target), timeoutMs === undefined ? {} : { timeoutMs });
     const parsed = JSON.parse(r.stdout.trim() || "null") as unknown;
-    return Array.isArray(parsed) ? parsed.filter((e) => typeof e === "object" && e !== null) : [];
+    if (parsed !== null && !Array.isArray(parsed)) throw new SyntaxError("runc list printed no JSON array");
+    return ((parsed ?? []) as unknown[]).filter((e): e is Record<string, unknown> =>
+      typeof e === "object" && e !== null
+    );
   }
 }
 
@@ -252,7 +262,11 @@ export async function runcStatuses(targets: readonly RuncTarget[], timeoutMs: nu
   await Promise.all([...groups.values()].map(async (indexes) => {
     const listed = await new Runc(targets[indexes[0]!]!).list(timeoutMs).then(
       (list) => new Map(list.map((c) => [String(c.id), typeof c.status === "string" ? c.status : undefined])),
-      () => undefined,
+      (error: unknown) => {
+        // runc answered but not with a list: ask each container; runc could not run at all: that is the answer
+        if (error instanceof RuncError || error instanceof SyntaxError) return undefined;
+        throw error;
+      },
     );
     for (const i of indexes) {
       const t = targets[i]!;

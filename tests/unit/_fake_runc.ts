@@ -9,7 +9,13 @@ import { useRuncRunner } from "../../src/runc/client.ts";
 
 export type FakeStatus = "running" | "paused" | "stopped" | "gone";
 
-/** How the fake misbehaves: a command answers with this stderr and exit status 1 instead of acting. */
+/** A failure that means runc could not be started at all (the runner throws, as `Deno.Command` does). */
+export const SPAWN_FAILS = "\0spawn-fails";
+
+/**
+ * How the fake misbehaves: a command answers with this stderr and exit status 1 instead of
+ * acting, or (with {@link SPAWN_FAILS}) runc cannot be started.
+ */
 export type FakeFailure = Partial<Record<string, string | ((fake: FakeRunc) => string | undefined)>>;
 
 export class FakeRunc {
@@ -18,6 +24,10 @@ export class FakeRunc {
   readonly restoreUse: () => void;
   /** runc < 1.1: `kill` of a paused container leaves it paused (the kill waits for a resume). */
   killLeavesPaused = false;
+  /** The container's id, as `list` names it. */
+  id = "c1";
+  /** What `list` prints instead of the container (bad output, for tests). */
+  listOutput: string | undefined;
   /** What `checkpoint` writes into the image directory (file → content). */
   images: Record<string, string> = { "inventory.img": "inv", "pages-1.img": "pages" };
 
@@ -33,8 +43,14 @@ export class FakeRunc {
     this.calls.push([command, ...args].join(" "));
     const failure = this.fail[command];
     const said = typeof failure === "function" ? failure(this) : failure;
+    if (said === SPAWN_FAILS) throw new Deno.errors.PermissionDenied(`fake runc: cannot start ${spec.cmd}`);
     if (said !== undefined) return this.#exit(1, said);
     const missing = () => this.#exit(1, `container "${args[0]}" does not exist`);
+    if (command === "list") {
+      return this.#ok(
+        this.listOutput ?? JSON.stringify(this.status === "gone" ? null : [{ id: this.id, status: this.status }]),
+      );
+    }
     if (this.status === "gone" && command !== "restore" && command !== "delete") return missing();
     switch (command) {
       case "state":

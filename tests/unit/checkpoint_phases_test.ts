@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { checkpointContainer, CheckpointError } from "../../src/checkpoint/checkpoint.ts";
 import { listMarkers } from "../../src/checkpoint/pause_guard.ts";
 import { KeyStore } from "../../src/store/store.ts";
-import { FakeRunc } from "./_fake_runc.ts";
+import { FakeRunc, SPAWN_FAILS } from "./_fake_runc.ts";
 import { isRoot, lab } from "./_overlay_lab.ts";
 
 const options = (state: string) => ({ stateDir: state, secret: new Uint8Array(32).fill(7) });
@@ -94,5 +94,33 @@ Deno.test({
     assertEquals(runc.status, "paused"); // never resumed past its checkpoint
     assertEquals(listMarkers(l.state).map((m) => m.phase), ["committed"]); // the next arch command retries
     ok(l.registry.get("moby", "c1") !== undefined);
+  },
+});
+
+Deno.test({
+  name: "checkpoint: a runc that cannot be started fails the capture step and resumes the container",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running", { checkpoint: SPAWN_FAILS });
+    const error = await checkpointContainer(l.record, "/usr/sbin/runc", l.registry, options(l.state)).catch((e) => e);
+    ok(error instanceof CheckpointError && error.step === "capture", String(error));
+    assertEquals(runc.status, "running");
+    assertEquals(committed(l).currentPath(), undefined);
+    assertEquals(leftovers(l), []);
+    assertEquals(listMarkers(l.state), []);
+  },
+});
+
+Deno.test({
+  name: "checkpoint: a pid file that cannot be read stops it before the pause (the size checks need the pid)",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running");
+    const record = { ...l.record, pidFile: `${l.dir}/no-such-pid` };
+    const error = await checkpointContainer(record, "/usr/sbin/runc", l.registry, options(l.state)).catch((e) => e);
+    ok(error instanceof CheckpointError && error.step === "prepare", String(error));
+    assertEquals(runc.calls, []);
   },
 });

@@ -5,7 +5,7 @@
  * new rootfs, the checkpoint current, quarantined or untouched, runc's half-restored
  * container deleted. Requires root; the real runc and CRIU are the integration tests' part.
  */
-import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { checkpointContainer } from "../../src/checkpoint/checkpoint.ts";
 import { restoreContainer } from "../../src/restore/restore.ts";
@@ -14,7 +14,7 @@ import { imageIdentity } from "../../src/rootfs/image_identity.ts";
 import { KeyStore } from "../../src/store/store.ts";
 import { sign } from "../../src/store/secret.ts";
 import { CRIU_DIR, MANIFEST_FILE, SIGNATURE_FILE } from "../../src/store/layout.ts";
-import { FakeRunc } from "./_fake_runc.ts";
+import { FakeRunc, SPAWN_FAILS } from "./_fake_runc.ts";
 import { isRoot, lab } from "./_overlay_lab.ts";
 
 const SECRET = new Uint8Array(32).fill(7);
@@ -114,5 +114,17 @@ Deno.test({
     ok(outcome.kind === "refused" && outcome.reason.includes("format version"), JSON.stringify(outcome));
     assertEquals(runc.calls, []);
     assertEquals(s.store.currentPath(), dir);
+  },
+});
+
+Deno.test({
+  name: "restore: a runc that cannot be started is no verdict on the checkpoint: it stays current",
+  ignore,
+  async fn() {
+    using s = await setup();
+    using _runc = new FakeRunc("gone", { restore: SPAWN_FAILS });
+    const current = s.store.currentPath();
+    await rejects(s.restore(), Deno.errors.PermissionDenied);
+    assertEquals(s.store.currentPath(), current);
   },
 });

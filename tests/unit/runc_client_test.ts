@@ -4,11 +4,11 @@
  * create into `runc restore`), and its one error type, against a fake runc.
  */
 
-import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import { deepEqual as assertEquals, ok, rejects } from "node:assert/strict";
 import { CONTAINERD_CREATE, CONTAINERD_GLOBAL } from "./_argv_fixtures.ts";
-import { carriedGlobal, Runc, runcArgv, RuncError, targetOf } from "../../src/runc/client.ts";
+import { carriedGlobal, Runc, runcArgv, RuncError, runcStatuses, targetOf } from "../../src/runc/client.ts";
 import { ArchError } from "../../src/util/errors.ts";
-import { FakeRunc } from "./_fake_runc.ts";
+import { FakeRunc, SPAWN_FAILS } from "./_fake_runc.ts";
 import { parseRuncArgv } from "../../src/runc/argv.ts";
 
 Deno.test("every runc call ARCH makes on a container repeats the create's global flags, never its log", () => {
@@ -115,4 +115,19 @@ Deno.test("RuncError.of: a timeout (SIGKILL) is a failure; exit 0 is none", () =
   const error = RuncError.of(["runc", "checkpoint", "c1"], { code: 137, signal: "SIGKILL", stdout: "", stderr: "" });
   ok(error !== undefined && error.message === "runc checkpoint failed: killed by SIGKILL", String(error?.message));
   assertEquals(RuncError.of(["runc", "state", "c1"], { code: 0, signal: null, stdout: "{}", stderr: "" }), undefined);
+});
+
+Deno.test("a runc that cannot be started is no answer: status() and runcStatuses() throw, never say unknown or gone", async () => {
+  const target = { runc: "/fake/runc", global: { root: "/r" }, id: "c1" };
+  {
+    using _runc = new FakeRunc("running", { state: SPAWN_FAILS, list: SPAWN_FAILS });
+    await rejects(new Runc(target).status(), Deno.errors.PermissionDenied);
+    await rejects(runcStatuses([target], 1000), Deno.errors.PermissionDenied);
+  }
+  {
+    // runc answers, but its list is no JSON array: each container is asked on its own
+    using runc = new FakeRunc("paused", { list: () => undefined });
+    runc.listOutput = '{"not": "a list"}';
+    assertEquals(await runcStatuses([target], 1000), ["paused"]);
+  }
 });
