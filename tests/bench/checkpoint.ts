@@ -44,9 +44,10 @@ export async function makeLab(): Promise<Lab> {
     JSON.stringify({
       runc: RUNC,
       stateDir: `${dir}/state`,
-      logFile: `${dir}/arch.log`,
-      secretFile: `${dir}/secret`,
-      metricsFile: `${dir}/arch.prom`,
+      // each in a directory of its own: ARCH refuses checkpoint roots that nest with its log or secret directory
+      logFile: `${dir}/log/arch.log`,
+      secretFile: `${dir}/etc/secret`,
+      metricsFile: `${dir}/metrics/arch.prom`,
       criuConfigDir: `${dir}/criu`,
       checkpointRoots: [`${dir}/ckpt`],
       defaultCheckpointRoot: `${dir}/ckpt`,

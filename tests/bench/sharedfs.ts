@@ -168,7 +168,7 @@ class SharedFsLab {
       Deno.statSync(`${keyDir}/${current}/consumed`);
     } catch {
       throw new Error(
-        `container ${second} runs, but checkpoint ${keyDir}/${current} was not restored (see ${lab.dir}/arch.log)`,
+        `container ${second} runs, but checkpoint ${keyDir}/${current} was not restored (see ${lab.dir}/log/arch.log)`,
       );
     }
     await mustRun({ cmd: ARCH_RUNC, args: runcArgv.forceDelete(labTarget(lab, second)), env: lab.env });
@@ -176,7 +176,7 @@ class SharedFsLab {
     await unmountBundle(bundleB);
     for (const dir of this.keyDirs(mode, key)) Deno.removeSync(dir, { recursive: true });
 
-    const restored = Deno.readTextFileSync(`${lab.dir}/arch.log`).split("\n")
+    const restored = Deno.readTextFileSync(`${lab.dir}/log/arch.log`).split("\n")
       .flatMap((l) => {
         try {
           return [JSON.parse(l)];
