@@ -52,6 +52,8 @@ export const BASE_PACKAGES = [
   "tar",
   "gcc",
   "libc6-dev",
+  // libsqlite3.a: the SQLite job of the workload tests is static, like the test image
+  "libsqlite3-dev",
   "util-linux",
   "mount",
   "containernetworking-plugins",

@@ -79,6 +79,12 @@ export const HostConfigSchema = z.object({
    */
   checkpointReserveBytes: z.number().int().nonnegative().default(2 ** 30),
   /**
+   * Largest file a job holds open after unlinking it (a temp file, a log rotated away) that a
+   * checkpoint saves, each (CRIU's `ghost-limit`; default 64 MiB). A larger one fails the
+   * checkpoint with a sentence naming this setting. Counted in `maxCheckpointBytes` like the rest.
+   */
+  ghostFileLimitBytes: z.number().int().positive().default(64 * 2 ** 20),
+  /**
    * Longest a checkpoint may keep a container paused; past it, the stuck ARCH process is
    * killed and the container released (a shared file system that stopped answering).
    */

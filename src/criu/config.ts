@@ -25,8 +25,27 @@ import type { BundleSpec } from "../config/container.ts";
 /** The annotation that names a container's CRIU configuration file to runc; ARCH sets it on every ARCH container. */
 export const CRIU_CONFIG_ANNOTATION = "org.criu.config";
 
-/** The configuration file's text: `tcp-close`, and the action script below. */
-export function criuConfig(actionScript: string): string {
+/** What the node's CRIU configuration says beyond ARCH's fixed policy (host configuration). */
+export interface CriuSettings {
+  /** Largest unlinked-but-open file CRIU saves into the checkpoint (`ghost-limit`), bytes. */
+  readonly ghostLimitBytes: number;
+}
+
+/** The defaults, for callers without a host configuration. */
+export const DEFAULT_CRIU_SETTINGS: CriuSettings = { ghostLimitBytes: 64 * 2 ** 20 };
+
+/**
+ * The configuration file's text: `tcp-close`, file locks, the ghost-file limit, and the
+ * action script below.
+ *
+ * File locks (`file-locks`): flock(2), POSIX and OFD locks held by the container's processes
+ * are saved and taken again at restore, before the processes resume (SQLite in WAL mode holds
+ * such locks as long as a connection is open). Safe for files of the container's own rootfs
+ * and private mounts: no one else can hold them. A lock on a file of a shared file system that
+ * other nodes lock too is released when the old container stops; if another holder took it
+ * meanwhile, taking it again fails and so does the restore (docs/how-it-works.md).
+ */
+export function criuConfig(actionScript: string, settings: CriuSettings = DEFAULT_CRIU_SETTINGS): string {
   return `# Written by ARCH (do not edit: rewritten when it differs). runc passes it to CRIU for
 # ARCH containers through their org.criu.config annotation.
 # Established TCP connections are restored closed: the application sees EOF/EPIPE and
@@ -35,6 +54,11 @@ tcp-close
 # With tcp-close no connection is dumped, so the network lock guards nothing: skipping it
 # saves CRIU's iptables/ip6tables runs (six process starts per dump).
 network-lock skip
+# Locks held by the container's processes are saved and taken again at restore.
+file-locks
+# Files the job still holds open after unlinking them are saved up to this size each
+# (host config "ghostFileLimitBytes").
+ghost-limit ${Math.floor(settings.ghostLimitBytes)}
 action-script ${actionScript}
 `;
 }
@@ -107,13 +131,16 @@ function writeIfDifferent(path: string, text: string, mode: number): void {
   Deno.renameSync(tmp, path);
 }
 
-/** Writes the CRIU configuration and action script into `dir` unless they are there with this content. Returns the configuration's path. */
-export function ensureCriuConfig(dir: string): string {
+/**
+ * Writes the CRIU configuration and action script into `dir` unless they are there with this
+ * content. Returns the configuration's path.
+ */
+export function ensureCriuConfig(dir: string, settings: CriuSettings = DEFAULT_CRIU_SETTINGS): string {
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
   Deno.chmodSync(dir, 0o700);
   writeIfDifferent(criuActionPath(dir), CRIU_ACTION_SCRIPT, 0o700);
   const path = criuConfigPath(dir);
-  writeIfDifferent(path, criuConfig(criuActionPath(dir)), 0o600);
+  writeIfDifferent(path, criuConfig(criuActionPath(dir), settings), 0o600);
   return path;
 }
 

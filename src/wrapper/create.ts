@@ -118,7 +118,9 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     }
   }
   try {
-    const criuConfig = ensureCriuConfig(host.criuConfigDir);
+    const criuConfig = ensureCriuConfig(host.criuConfigDir, {
+      ghostLimitBytes: Math.min(host.ghostFileLimitBytes, host.maxCheckpointBytes),
+    });
     rewriteBundle(bundle, (original) => {
       let next = withCriuConfig(original, criuConfig) ?? original;
       // The engine's bind sources only: the work directory below is ARCH's own, checked as it is.
