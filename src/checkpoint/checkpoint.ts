@@ -43,7 +43,8 @@ import { Runc, RuncError, type RuncTarget, targetOf } from "../runc/client.ts";
 import { toolVersions } from "../criu/versions.ts";
 import { readBundleSpec, rootfsPath } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
-import { keepCriuLog } from "../criu/logs.ts";
+import { keepCriuLog, logTail } from "../criu/logs.ts";
+import { criuCause } from "../criu/diagnose.ts";
 import { DEFAULT_PAUSE_BUDGET_MS, PauseGuard } from "./pause_guard.ts";
 import { faultPoint } from "../util/faults.ts";
 import { imageIdentity } from "../rootfs/image_identity.ts";
@@ -250,9 +251,10 @@ export async function checkpointContainer(
       if (failed !== undefined) {
         const why = failed.signal === "SIGKILL" && left !== undefined
           ? "the finalize deadline passed"
-          : lastLine(failed.stderrTail);
+          : dumpCause(`${tmp}/${CRIU_WORK_DIR}/dump.log`) ?? lastLine(failed.stderrTail);
         throw new CheckpointError(
-          `runc checkpoint of "${record.id}" failed: ${why}` + (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
+          `runc checkpoint of "${record.id}" failed: ${why}; the job keeps running, nothing was saved` +
+            (criuLog !== undefined ? ` (CRIU log: ${criuLog})` : ""),
           "dump",
           criuLog,
         );
@@ -356,6 +358,15 @@ export async function checkpointContainer(
   }
   lap("total", t0);
   return { id: record.id, key: record.key, dir: committed, bytes: treeBytes(committed), timings };
+}
+
+/** CRIU's cause of a failed dump, from its log (`criu/diagnose.ts`), if the log says one. */
+function dumpCause(log: string): string | undefined {
+  try {
+    return criuCause(new TextDecoder().decode(logTail(log)));
+  } catch {
+    return undefined; // no log: runc's own words
+  }
 }
 
 /** The last of the stderr lines a {@link RuncError} keeps. */

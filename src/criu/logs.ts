@@ -37,8 +37,8 @@ function stamp(): string {
   return new Date().toISOString().replace(/[-:.]/g, "");
 }
 
-/** Copies the last `max` bytes of `source` to `dest` (0600). */
-function copyTail(source: string, dest: string, max: number): void {
+/** The last `max` bytes of the log `source` (a regular file, never followed through a link or read from a FIFO). */
+export function logTail(source: string, max = MAX_LOG_BYTES): Uint8Array {
   const input = openRegularFile(source); // in a checkpoint's work tree: never a FIFO or link
   try {
     const size = input.statSync().size;
@@ -50,12 +50,18 @@ function copyTail(source: string, dest: string, max: number): void {
       if (n === null) break;
       off += n;
     }
-    const tmp = `${dest}.${Deno.pid}.tmp`;
-    Deno.writeFileSync(tmp, buf.subarray(0, off), { mode: 0o600 });
-    Deno.renameSync(tmp, dest);
+    return buf.subarray(0, off);
   } finally {
     input.close();
   }
+}
+
+/** Copies the last `max` bytes of `source` to `dest` (0600). */
+function copyTail(source: string, dest: string, max: number): void {
+  const tail = logTail(source, max);
+  const tmp = `${dest}.${Deno.pid}.tmp`;
+  Deno.writeFileSync(tmp, tail, { mode: 0o600 });
+  Deno.renameSync(tmp, dest);
 }
 
 function entries(dir: string): Deno.DirEntry[] {

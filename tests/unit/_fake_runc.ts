@@ -28,6 +28,8 @@ export class FakeRunc {
   id = "c1";
   /** What `list` prints instead of the container (bad output, for tests). */
   listOutput: string | undefined;
+  /** What a failing `checkpoint` leaves as CRIU's log (`<work-path>/dump.log`), as CRIU would. */
+  dumpLog: string | undefined;
   /** What `checkpoint` writes into the image directory (file → content). */
   images: Record<string, string> = { "inventory.img": "inv", "pages-1.img": "pages" };
 
@@ -44,6 +46,10 @@ export class FakeRunc {
     const failure = this.fail[command];
     const said = typeof failure === "function" ? failure(this) : failure;
     if (said === SPAWN_FAILS) throw new Deno.errors.PermissionDenied(`fake runc: cannot start ${spec.cmd}`);
+    if (said !== undefined && command === "checkpoint" && this.dumpLog !== undefined) {
+      Deno.mkdirSync(String(options["work-path"]), { recursive: true });
+      Deno.writeTextFileSync(`${options["work-path"]}/dump.log`, this.dumpLog);
+    }
     if (said !== undefined) return this.#exit(1, said);
     const missing = () => this.#exit(1, `container "${args[0]}" does not exist`);
     if (command === "list") {

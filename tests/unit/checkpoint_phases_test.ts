@@ -52,10 +52,17 @@ Deno.test({
   async fn() {
     using l = lab();
     using runc = new FakeRunc("running", { checkpoint: "criu failed: type NOTIFY errno 0" });
+    runc.dumpLog = "(00.001) Error (criu/rlimit.c:10): rlimit: Can't setup RLIMIT_NOFILE for self\n" +
+      "(00.200) Error (criu/files-reg.c:1): Can't dump ghost file /tmp/big of 209715200 size, increase limit\n";
     const error = await checkpointContainer(l.record, "/usr/sbin/runc", l.registry, options(l.state)).catch((e) => e);
     ok(error instanceof CheckpointError, String(error));
     assertEquals([error.step, error.code], ["dump", "checkpoint-dump"]);
-    ok(error.message.includes("criu failed"), error.message);
+    // CRIU's real cause from its log, not runc's "criu failed" nor the rlimit noise before it
+    ok(error.message.includes('deleted file ("/tmp/big", 200.0 MiB)'), error.message);
+    ok(
+      error.message.includes('"ghostFileLimitBytes"') && error.message.includes("the job keeps running"),
+      error.message,
+    );
     assertEquals(runc.status, "running");
     assertEquals(runc.calls.map((c) => c.split(" ")[0]), ["pause", "checkpoint", "resume", "state"]);
     assertEquals(committed(l).currentPath(), undefined);
