@@ -85,6 +85,12 @@ export const HostConfigSchema = z.object({
    */
   ghostFileLimitBytes: z.number().int().positive().default(64 * 2 ** 20),
   /**
+   * "require" (default): a checkpoint is restored only on a node whose CPU has every
+   * instruction-set extension of the node that made it (else its processes may die of SIGILL);
+   * it stays for a node that has them. "off": restored anyway.
+   */
+  cpuFeatureCheck: z.enum(["require", "off"]).default("require"),
+  /**
    * Longest a checkpoint may keep a container paused; past it, the stuck ARCH process is
    * killed and the container released (a shared file system that stopped answering).
    */

@@ -74,6 +74,8 @@ export interface RestoreOptions {
   /** The new container's mounted rootfs. */
   readonly rootfs: string;
   readonly criuLogs?: string;
+  /** Refuse a checkpoint made on a CPU with extensions this one lacks (host config `cpuFeatureCheck`, default on). */
+  readonly cpuFeatureCheck?: boolean;
 }
 
 /**
@@ -173,7 +175,7 @@ async function restoreCurrent(
     } catch (error) {
       return { kind: "refused", reason: `cannot read this node's runc/CRIU versions: ${errorMessage(error)}` };
     }
-    const why = incompatibility(manifest, versions);
+    const why = incompatibility(manifest, versions, { cpuFeatureCheck: options.cpuFeatureCheck ?? true });
     if (why !== undefined) {
       return { kind: "refused", reason: `checkpoint ${dir} cannot be restored on this node: ${why}` };
     }

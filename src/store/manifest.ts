@@ -53,6 +53,8 @@ export const ManifestSchema = z.object({
   criu: z.object({ version: z.string() }),
   kernel: z.string(),
   cpuArch: z.string(),
+  /** The CPU's instruction-set extensions (optional: absent in checkpoints of older ARCH versions, ignored by them). */
+  cpuFeatures: z.array(z.string().max(64)).max(512).optional(),
   rootfs: z.object({ archive: z.literal(ROOTFS_ARCHIVE).nullable(), upperdir: z.string().nullable() }),
   timings: z.record(z.string(), z.number()),
   files: z.array(

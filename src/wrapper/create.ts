@@ -228,6 +228,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       expected: { scope, key, image },
       rootfs,
       criuLogs: criuLogDir(ctx.host.logFile),
+      cpuFeatureCheck: host.cpuFeatureCheck === "require",
     });
   } catch (error) {
     // Never back to the wrapper (its fail-open would create the container on a rootfs the

@@ -14,6 +14,7 @@ import { imageIdentity } from "../../src/rootfs/image_identity.ts";
 import { KeyStore } from "../../src/store/store.ts";
 import { sign } from "../../src/store/secret.ts";
 import { CRIU_DIR, MANIFEST_FILE, SIGNATURE_FILE } from "../../src/store/layout.ts";
+import { nodeCpuFeatures } from "../../src/criu/cpu_features.ts";
 import { FakeRunc, SPAWN_FAILS } from "./_fake_runc.ts";
 import { isRoot, lab } from "./_overlay_lab.ts";
 
@@ -33,12 +34,13 @@ async function setup() {
   const image = await imageIdentity(rootfs, fresh.state);
   const parsed = parseRuncArgv(["--root", "/run/fake", "create", "--bundle", `${fresh.dir}/bundle`, "c2"]);
   if (!parsed.ok || image === undefined) throw new Error("setup");
-  const restore = () =>
+  const restore = (extra: { cpuFeatureCheck?: boolean } = {}) =>
     restoreContainer(parsed.call, store, "/usr/sbin/runc", {
       stateDir: fresh.state,
       secret: SECRET,
       expected: { scope: "tenant-a", key: "job-1", image },
       rootfs,
+      ...extra,
     });
   return {
     old,
@@ -126,5 +128,29 @@ Deno.test({
     const current = s.store.currentPath();
     await rejects(s.restore(), Deno.errors.PermissionDenied);
     assertEquals(s.store.currentPath(), current);
+  },
+});
+
+Deno.test({
+  name: "restore: a checkpoint made on a CPU with an extension this one lacks is refused, naming it, and left",
+  ignore,
+  async fn() {
+    using s = await setup();
+    using runc = new FakeRunc("gone");
+    const here = nodeCpuFeatures() ?? [];
+    const dir = s.store.currentPath()!;
+    const manifest = JSON.parse(Deno.readTextFileSync(`${dir}/${MANIFEST_FILE}`));
+    assertEquals(manifest.cpuFeatures, here, "the checkpoint records this CPU's extensions");
+    const lacking = "avx512_fp16_arch_test"; // an avx512 flag no CPU has: counted, and missing here
+    const bytes = new TextEncoder().encode(JSON.stringify({ ...manifest, cpuFeatures: [...here, lacking] }));
+    Deno.writeFileSync(`${dir}/${MANIFEST_FILE}`, bytes);
+    Deno.writeTextFileSync(`${dir}/${SIGNATURE_FILE}`, await sign(SECRET, bytes));
+    const outcome = await s.restore();
+    ok(outcome.kind === "refused" && outcome.reason.includes(`lacks (${lacking})`), JSON.stringify(outcome));
+    ok(outcome.reason.includes('"cpuFeatureCheck"'), outcome.reason);
+    assertEquals(runc.calls, []);
+    assertEquals(s.store.currentPath(), dir);
+    // the admin relaxes it: restored
+    assertEquals((await s.restore({ cpuFeatureCheck: false })).kind, "restored");
   },
 });
