@@ -64,6 +64,8 @@ export interface CheckpointResult {
   readonly dir: string;
   readonly bytes: number;
   readonly timings: Record<string, number>;
+  /** A dry run: nothing was committed (`dir` is empty) and the container runs on; `timings.paused` is what it cost. */
+  readonly dryRun?: boolean;
 }
 
 /** What a checkpoint needs from the node. */
@@ -84,6 +86,11 @@ export interface CheckpointOptions {
   readonly reserveBytes?: number;
   /** Longest the container may stay paused (`pause_guard.ts`); a deadline shortens it. */
   readonly maxPauseMs?: number;
+  /**
+   * Dump as a checkpoint would, then discard it and resume the container: whether the job can
+   * be checkpointed, how long it takes and how big it is (`arch checkpoint --dry-run`).
+   */
+  readonly dryRun?: boolean;
 }
 
 /** The rootfs path of a bundle (config.json `root.path`, relative to the bundle). */
@@ -183,6 +190,7 @@ export async function checkpointContainer(
     throw new CheckpointError(errorMessage(error), "pause");
   }
   lap("pause", t0);
+  const pausedAt = performance.now();
   faultPoint(options.stateDir, "checkpoint-after-pause");
   let tmp: string | undefined;
   let committed: string;
@@ -266,6 +274,23 @@ export async function checkpointContainer(
             `${gib(options.maxBytes)} (host config "maxCheckpointBytes")`,
           "size",
         );
+      }
+      if (options.dryRun === true) {
+        // Everything a checkpoint writes was written; nothing is committed, the job runs on.
+        const bytes = treeBytes(tmp);
+        await follower.abort();
+        store.abort(tmp);
+        tmp = undefined;
+        const why = await guard.release();
+        timings.paused = Math.round(performance.now() - pausedAt);
+        if (why !== undefined) {
+          throw new CheckpointError(
+            `dry run of "${record.id}": the container could not be resumed (${why}): ARCH retries at its next command`,
+            "release",
+          );
+        }
+        lap("total", t0);
+        return { id: record.id, key: record.key, dir: "", bytes, timings, dryRun: true };
       }
 
       t = performance.now();

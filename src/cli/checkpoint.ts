@@ -56,6 +56,13 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 export function summary(record: ContainerRecord, outcome: CheckpointResult | Error): string {
   const name = `${record.namespace}/${record.id}`;
   if (outcome instanceof Error) return terminalLine(`FAIL  ${name} key=${record.key}: ${outcome.message}`);
+  const s = (ms: number | undefined) => `${((ms ?? 0) / 1000).toFixed(2)} s`;
+  if (outcome.dryRun) {
+    return terminalLine(
+      `ok    ${name} key=${record.key} can be checkpointed: ${mib(outcome.bytes)}, dump ${s(outcome.timings.dump)}, ` +
+        `paused ${s(outcome.timings.paused)}; dry run: nothing kept, the job runs on`,
+    );
+  }
   return terminalLine(
     `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${
       (outcome.timings.total! / 1000).toFixed(2)
@@ -124,6 +131,7 @@ async function runAll(
   deadline: number | undefined,
   leaveRunning: boolean,
   progress?: Progress,
+  dryRun = false,
 ): Promise<RunSummary> {
   releaseOnSignals();
   await preferNodeCrypto(); // the CLI loads the Node layer anyway (`util/digest.ts`)
@@ -139,6 +147,7 @@ async function runAll(
     maxBytes: host.maxCheckpointBytes,
     reserveBytes: host.checkpointReserveBytes,
     maxPauseMs: host.maxPauseSeconds * 1000,
+    dryRun,
   };
   const estimator = new CheckpointEstimator();
   const controller = new ConcurrencyController(
@@ -152,7 +161,7 @@ async function runAll(
   let failed = 0, notStarted = 0;
   const finish = (record: ContainerRecord, outcome: CheckpointResult | Error, ms: number) => {
     if (outcome instanceof Error) failed++;
-    report(record, outcome, ms);
+    if (!dryRun) report(record, outcome, ms); // a dry run is no checkpoint: no event, no metrics
     if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
     else console.log(summary(record, outcome));
   };
@@ -206,12 +215,22 @@ async function runAll(
  * returns 1 if any failed. Throws {@link UsageError} for a name that matches no or several containers.
  * Requires root, runc and CRIU.
  */
-export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean }): Promise<number> {
+export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean; dryRun?: boolean }): Promise<number> {
   const host = loadHostConfig();
   const registry = new Registry(host.stateDir);
   const records = select(registry, ids);
   const leave = opts.leaveRunning ?? false;
-  const { failed } = await runAll(records, host, registry, host.finalizeConcurrency, undefined, leave);
+  const dryRun = opts.dryRun ?? false;
+  const { failed } = await runAll(
+    records,
+    host,
+    registry,
+    host.finalizeConcurrency,
+    undefined,
+    leave,
+    undefined,
+    dryRun,
+  );
   return failed === 0 ? 0 : 1;
 }
 

@@ -60,6 +60,10 @@ Examples:
     .description("checkpoint ARCH containers (id, id prefix or namespace/id) and stop them")
     .argument("<container...>")
     .option("--leave-running", "keep the container running after the checkpoint")
+    .option(
+      "--dry-run",
+      "dump as a checkpoint would, then discard it and resume the container: prints how long it was paused and how big a checkpoint is",
+    )
     .addHelpText(
       "after",
       `
@@ -69,9 +73,10 @@ A failed checkpoint leaves its container running. A new container with the same 
 Examples:
   arch checkpoint 9c5a9ae4c55f                 # an id prefix, as "arch ls" shows it
   arch checkpoint moby/9c5a9ae4c55f k8s.io/3f2e  # namespace/id
-  arch checkpoint --leave-running 9c5a9ae4c55f # a safety copy; the job goes on`,
+  arch checkpoint --leave-running 9c5a9ae4c55f # a safety copy; the job goes on
+  arch checkpoint --dry-run 9c5a9ae4c55f       # can this job be checkpointed? how long, how big`,
     )
-    .action(async (ids: string[], opts: { leaveRunning?: boolean }) => {
+    .action(async (ids: string[], opts: { leaveRunning?: boolean; dryRun?: boolean }) => {
       const { checkpoint } = await import("./checkpoint.ts");
       onResult(await checkpoint(ids, opts));
     });

@@ -42,6 +42,12 @@ async function carried(stack: EmbeddedStack, mode: string): Promise<void> {
   await stack.docker(archDockerRun(first, key, tools, ["/tools/job_workloads", mode]));
   const running = await waitTicks(stack, first, 20);
   assertEquals(running.verifyFailures, 0, `${mode} misbehaves before any checkpoint`);
+  // What a user runs once when adopting ARCH for a job: it says yes, and the job runs on.
+  const dry = await archCli(stack, ["checkpoint", "--dry-run", await fullId(stack, first)]);
+  assertEquals(dry.code, 0, `arch checkpoint --dry-run of the ${mode} job: ${dry.stdout}${dry.stderr}`);
+  ok(/can be checkpointed: .* MiB, dump .* s, paused .* s; dry run: nothing kept/.test(dry.stdout), dry.stdout);
+  const goesOn = await waitTicks(stack, first, running.lastTick + 10);
+  assertEquals([goesOn.starts, goesOn.verifyFailures], [1, 0], `${mode} after the dry run`);
   const r = await archCli(stack, ["checkpoint", await fullId(stack, first)]);
   assertEquals(r.code, 0, `arch checkpoint of the ${mode} job: ${r.stdout}${r.stderr}`);
   const before = await dockerProgress(stack, first);

@@ -131,3 +131,24 @@ Deno.test({
     assertEquals(runc.calls, []);
   },
 });
+
+Deno.test({
+  name: "checkpoint --dry-run: dumps, says how big and how long paused, keeps nothing, resumes the job",
+  ignore: !isRoot && Deno.env.get("CI") !== "true",
+  async fn() {
+    using l = lab();
+    using runc = new FakeRunc("running");
+    const result = await checkpointContainer(l.record, "/usr/sbin/runc", l.registry, {
+      ...options(l.state),
+      dryRun: true,
+    });
+    assertEquals(result.dryRun, true);
+    ok(result.bytes > 0 && result.timings.paused !== undefined && result.timings.dump !== undefined);
+    assertEquals(runc.calls.map((c) => c.split(" ")[0]), ["pause", "checkpoint", "resume", "state"]);
+    assertEquals(runc.status, "running");
+    assertEquals(committed(l).currentPath(), undefined);
+    assertEquals(leftovers(l), []);
+    assertEquals(listMarkers(l.state), []);
+    ok(l.registry.get("moby", "c1") !== undefined, "the record stays: the job runs on");
+  },
+});
