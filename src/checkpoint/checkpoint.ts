@@ -45,6 +45,7 @@ import { readBundleSpec, rootfsPath } from "../config/container.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import { keepCriuLog, logTail } from "../criu/logs.ts";
 import { criuCause } from "../criu/diagnose.ts";
+import { rearmTimerfdsIn } from "../criu/timerfd_rearm.ts";
 import { DEFAULT_PAUSE_BUDGET_MS, PauseGuard } from "./pause_guard.ts";
 import { faultPoint } from "../util/faults.ts";
 import { imageIdentity } from "../rootfs/image_identity.ts";
@@ -268,6 +269,8 @@ export async function checkpointContainer(
         );
       }
       Deno.removeSync(`${tmp}/${CRIU_WORK_DIR}`, { recursive: true });
+      // Before anything is hashed: CRIU saves a periodic timerfd that fired as disarmed (`criu/timerfd_rearm.ts`).
+      rearmTimerfdsIn(`${tmp}/${CRIU_DIR}`);
       if (options.maxBytes !== undefined && treeBytes(tmp) > options.maxBytes) {
         throw new CheckpointError(
           `the checkpoint of "${record.id}" is ${gib(treeBytes(tmp))}, more than the limit of ` +

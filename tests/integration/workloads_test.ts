@@ -62,7 +62,7 @@ async function carried(stack: EmbeddedStack, mode: string): Promise<void> {
 }
 
 stackTest("workloads a plain checkpoint trips over are carried with no user flag", async (t, stack) => {
-  for (const mode of ["locks", "sqlite", "ghost"]) {
+  for (const mode of ["locks", "sqlite", "ghost", "timerfd"]) {
     await t.step(mode, () => carried(stack, mode));
   }
 });
