@@ -10,6 +10,7 @@
  * (process names, paths, ids) are printed without control characters.
  */
 
+import { type KeyFailure, readLastFailures } from "../observe/failures.ts";
 import { CRIU_DIR, MANIFEST_FILE, ROOTFS_ARCHIVE, SIGNATURE_FILE, TMP_PREFIX } from "../store/layout.ts";
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type CheckpointEntry, checkpointRootsOf, findKeys, type KeyEntry, scanCheckpoints } from "../store/listing.ts";
@@ -64,6 +65,8 @@ export interface InspectOutput {
     readonly listedFiles: number;
     readonly listedBytes: number;
   };
+  /** The key's last failed checkpoint or restore on this node (events file), if any. */
+  readonly lastFailure?: KeyFailure;
   /** `valid`, `invalid` (not this node's secret, or modified), `unsigned`, or `unknown` (no secret here). */
   readonly signature: string;
   readonly criu?: CriuSummary;
@@ -159,8 +162,12 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
   const key = resolveKey(findKeys(scanCheckpoints(checkpointRootsOf(host)), wanted), wanted);
   const chosen = key.checkpoints.find((c) => c.status === "committed" || c.status === "consumed") ??
     key.checkpoints.find((c) => !c.name.startsWith(TMP_PREFIX)) ?? key.checkpoints[0];
+  const lastFailure = readLastFailures(host.eventsFile).get(`${key.scope}/${key.key}`);
   if (chosen === undefined) {
-    throw new UsageError(`checkpoint key "${key.scope}/${key.key}" holds no checkpoint (${key.keyDir})`);
+    const failed = lastFailure === undefined
+      ? ""
+      : `; its last ${lastFailure.kind} failed at ${lastFailure.time}: ${lastFailure.error}`;
+    throw new UsageError(`checkpoint key "${key.scope}/${key.key}" holds no checkpoint (${key.keyDir})${failed}`);
   }
   let raw: Record<string, unknown> | undefined;
   const manifestBytes = readBounded(`${chosen.path}/${MANIFEST_FILE}`, MAX_MANIFEST);
@@ -183,6 +190,7 @@ export async function collectInspect(wanted: string): Promise<InspectOutput> {
     scope: key.scope,
     key: key.key,
     keyDir: key.keyDir,
+    ...(lastFailure !== undefined ? { lastFailure } : {}),
     checkpoint: {
       name: chosen.name,
       path: chosen.path,
@@ -245,6 +253,10 @@ export async function inspect(wanted: string, opts: { json?: boolean }): Promise
     ["size", `${humanBytes(out.checkpoint.bytes)} in ${out.checkpoint.files} files`],
     ["signature", out.signature],
   ];
+  if (out.lastFailure !== undefined) {
+    const f = out.lastFailure;
+    rows.push(["last failure", `${f.kind} at ${f.time}${f.code ? ` (${f.code})` : ""}: ${f.error}`]);
+  }
   if (m !== undefined) {
     rows.push(
       ["created", s(m.createdAt)],

@@ -6,12 +6,13 @@
  * roots (`store/listing.ts`). Read-only; never follows a symlink out of a root.
  */
 
+import { type KeyFailure, readLastFailures } from "../observe/failures.ts";
 import { errorMessage } from "../util/errors.ts";
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { Runc, targetOf } from "../runc/client.ts";
 import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints } from "../store/listing.ts";
-import { humanAge, humanBytes, printJson, printTable, terminalSafe } from "./output.ts";
+import { humanAge, humanBytes, printJson, printTable, terminalLine, terminalSafe } from "./output.ts";
 import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 
 /** One element of `arch ls --json`: the container's record (`registry/registry.ts`) and runc's view of it. */
@@ -45,6 +46,8 @@ export interface LsOutput {
   readonly checkpoints: readonly CheckpointRow[];
   /** Roots or directories that were not read, with why. */
   readonly skipped: readonly string[];
+  /** Keys whose last checkpoint or restore on this node failed after their newest checkpoint (`scope/key` → failure). */
+  readonly failures: ReadonlyMap<string, KeyFailure>;
 }
 
 /**
@@ -148,7 +151,16 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
       ...(c.consumedBy !== undefined ? { consumedBy: c.consumedBy } : {}),
     }))
   );
-  return { containers, checkpoints, skipped: [...census.problems, ...catalog.skipped] };
+  const newest = new Map<string, number>();
+  for (const c of checkpoints) {
+    const k = `${c.scope}/${c.key}`;
+    newest.set(k, Math.max(newest.get(k) ?? 0, Date.parse(c.createdAt) || 0));
+  }
+  const failures = new Map(
+    [...(withCheckpoints ? readLastFailures(host.eventsFile) : new Map<string, KeyFailure>())]
+      .filter(([k, f]) => (Date.parse(f.time) || 0) > (newest.get(k) ?? 0)),
+  );
+  return { containers, checkpoints, skipped: [...census.problems, ...catalog.skipped], failures };
 }
 
 /**
@@ -190,6 +202,11 @@ export async function ls(opts: { json?: boolean; checkpoints?: boolean }): Promi
         humanBytes(c.bytes),
         c.path,
       ]),
+    );
+  }
+  for (const [key, f] of out.failures) {
+    console.log(
+      terminalLine(`last ${f.kind} of ${key} failed at ${f.time}${f.code ? ` (${f.code})` : ""}: ${f.error}`),
     );
   }
   return 0;

@@ -15,7 +15,7 @@
  * successful checkpoint into a failure.
  */
 
-import { openRegularFile } from "../util/dirfd.ts";
+import { readTail } from "../util/dirfd.ts";
 import { isSafeSegment } from "../util/paths.ts";
 
 /** Most bytes of a CRIU log kept per file: its tail, where CRIU writes the error. */
@@ -39,21 +39,7 @@ function stamp(): string {
 
 /** The last `max` bytes of the log `source` (a regular file, never followed through a link or read from a FIFO). */
 export function logTail(source: string, max = MAX_LOG_BYTES): Uint8Array {
-  const input = openRegularFile(source); // in a checkpoint's work tree: never a FIFO or link
-  try {
-    const size = input.statSync().size;
-    if (size > max) input.seekSync(size - max, Deno.SeekMode.Start);
-    const buf = new Uint8Array(Math.min(size, max));
-    let off = 0;
-    while (off < buf.length) {
-      const n = input.readSync(buf.subarray(off));
-      if (n === null) break;
-      off += n;
-    }
-    return buf.subarray(0, off);
-  } finally {
-    input.close();
-  }
+  return readTail(source, max);
 }
 
 /** Copies the last `max` bytes of `source` to `dest` (0600). */

@@ -406,3 +406,22 @@ export function openRegularFile(path: string): Deno.FsFile {
 export function readRegularFile(path: string, maxBytes: number): Uint8Array {
   return readFileAt(AT_FDCWD, path, path, maxBytes);
 }
+
+/** The last `max` bytes of the regular file `path` (opened as {@link openRegularFile} does). */
+export function readTail(path: string, max: number): Uint8Array {
+  const file = openRegularFile(path);
+  try {
+    const size = file.statSync().size;
+    if (size > max) file.seekSync(size - max, Deno.SeekMode.Start);
+    const buf = new Uint8Array(Math.min(size, max));
+    let off = 0;
+    while (off < buf.length) {
+      const n = file.readSync(buf.subarray(off));
+      if (n === null) break;
+      off += n;
+    }
+    return buf.subarray(0, off);
+  } finally {
+    file.close();
+  }
+}
