@@ -333,16 +333,18 @@ stackTestOnV1AndV2("checkpoint data after the container ends", async (t, stack) 
   async function restoredRun(code: number) {
     const key = uniqueName("end");
     const a = uniqueName("a");
-    const cmd = ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)];
+    // 4 s of work: time for the checkpoint to catch it running on a loaded CI machine (1.5 s was not, once)
+    const cmd = ["workload", "--interval-ms", "50", "--exit-after", "80", "--exit-code", String(code)];
     await stack.docker(archDockerRun(a, key, [], cmd));
     await waitTicks(stack, a, 5);
-    assertEquals((await archCheckpoint(stack, await fullId(stack, a))).code, 0);
+    const r = await archCheckpoint(stack, await fullId(stack, a));
+    assertEquals(r.code, 0, r.stdout + r.stderr);
     ok(await exists(`${keyDir(key)}/current`), "kept after ARCH's checkpoint stopped it");
     const b = uniqueName("b");
     await stack.docker(archDockerRun(b, key, [], cmd));
     const exit = (await stack.docker(["wait", b])).stdout.trim();
     const logs = await dockerLogs(stack, b);
-    assertEquals([logs.starts, logs.lastTick], [0, 30]);
+    assertEquals([logs.starts, logs.lastTick], [0, 80]);
     await stack.docker(["rm", a, b]);
     return { key, exit };
   }
@@ -372,7 +374,7 @@ stackTestOnV1AndV2("checkpoint data after the container ends", async (t, stack) 
       const dir = `${stack.checkpointRoot}/default/${key}`;
       const run = async (id: string) => {
         const log = `${stack.scratch}/${id}.log`;
-        const cmd = ["workload", "--interval-ms", "50", "--exit-after", "30", "--exit-code", String(code)];
+        const cmd = ["workload", "--interval-ms", "50", "--exit-after", "80", "--exit-code", String(code)];
         await stack.ctr(archCtrRun(id, key, cmd, log));
         return log;
       };
@@ -381,7 +383,8 @@ stackTestOnV1AndV2("checkpoint data after the container ends", async (t, stack) 
       const first = uniqueName("c1");
       const firstLog = await run(first);
       await eventually("ticks", async () => ((await ctrLog(firstLog)).lastTick >= 3 ? true : undefined));
-      assertEquals((await archCheckpoint(stack, first)).code, 0);
+      const r = await archCheckpoint(stack, first);
+      assertEquals(r.code, 0, r.stdout + r.stderr);
       const second = uniqueName("c2");
       await run(second);
       await eventually("exited", async () => ((await status(second)) === "STOPPED" ? true : undefined), 10_000);
