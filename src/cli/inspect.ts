@@ -159,7 +159,19 @@ async function signatureOf(
 /** Collects what `arch inspect` shows for `wanted`. Requires root. */
 export async function collectInspect(wanted: string): Promise<InspectOutput> {
   const host = loadHostConfig();
-  const key = resolveKey(findKeys(scanCheckpoints(checkpointRootsOf(host)), wanted), wanted);
+  const keys = findKeys(scanCheckpoints(checkpointRootsOf(host)), wanted);
+  if (keys.length === 0) {
+    // No checkpoint on the roots: its checkpoints may all have failed; the events say why.
+    const failed = [...readLastFailures(host.eventsFile)].filter(([k]) => k === wanted || k.endsWith(`/${wanted}`));
+    if (failed.length === 1) {
+      const [name, f] = failed[0]!;
+      throw new UsageError(
+        `no checkpoint of key "${name}" on this node's checkpoint roots: its last ${f.kind} failed at ${f.time}` +
+          `${f.code ? ` (${f.code})` : ""}: ${f.error}`,
+      );
+    }
+  }
+  const key = resolveKey(keys, wanted);
   const chosen = key.checkpoints.find((c) => c.status === "committed" || c.status === "consumed") ??
     key.checkpoints.find((c) => !c.name.startsWith(TMP_PREFIX)) ?? key.checkpoints[0];
   const lastFailure = readLastFailures(host.eventsFile).get(`${key.scope}/${key.key}`);

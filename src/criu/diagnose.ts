@@ -22,10 +22,12 @@ const KNOWN: readonly { readonly match: RegExp; readonly say: (m: RegExpMatchArr
   },
   {
     match: /Some file locks are hold by dumping tasks/,
-    say: () => `the job holds file locks and this node's CRIU configuration does not save them: run "arch doctor"`,
+    say: () =>
+      `the job holds file locks and the CRIU configuration in use does not save them (ARCH's criu.conf, which does, ` +
+      `names "file-locks"): start the container again through this ARCH, whose create points it at that configuration`,
   },
   {
-    match: /fsnotify: Can't dump that handle|Can't dump fsnotify|fanotify: Can't dump/,
+    match: /fsnotify:\s+Can't dump that handle|Can't dump fsnotify|fanotify:\s+Can't dump/,
     say: () =>
       `the job watches files with inotify or fanotify on a path CRIU cannot find again on this file system: ` +
       `this watch cannot be checkpointed; let the job save its state on the notice (the task-aware exit-code path)`,

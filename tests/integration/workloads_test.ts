@@ -61,10 +61,41 @@ async function carried(stack: EmbeddedStack, mode: string): Promise<void> {
   await stack.docker(["rm", "-f", first, second]);
 }
 
+/**
+ * A job CRIU cannot checkpoint (an inotify watch on the overlay rootfs: CRIU cannot find the
+ * watched inode again) is refused with CRIU's cause in one sentence, runs on, and the key's
+ * last failure shows in `arch ls --checkpoints` and `arch inspect`.
+ */
+async function refusedWithItsCause(stack: EmbeddedStack): Promise<void> {
+  const key = uniqueName("job-inotify");
+  const name = uniqueName("inotify");
+  await stack.docker(archDockerRun(name, key, ["-v", `${TOOLS_DIR}:/tools:ro`], ["/tools/job_workloads", "inotify"]));
+  const before = await waitTicks(stack, name, 10);
+  const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
+  assertEquals(r.code, 1, r.stdout + r.stderr);
+  ok(/inotify or fanotify .* cannot be checkpointed/.test(r.stdout), r.stdout);
+  ok(r.stdout.includes("the job keeps running, nothing was saved"), r.stdout);
+  const after = await waitTicks(stack, name, before.lastTick + 10);
+  assertEquals([after.starts, after.verifyFailures], [1, 0], "the job runs on, untouched");
+  const ls = await archCli(stack, ["ls", "--checkpoints"]);
+  ok(
+    new RegExp(`last checkpoint of \\S+/${key} failed at .* \\(checkpoint-dump\\): .*inotify`).test(ls.stdout),
+    ls.stdout,
+  );
+  const inspect = await archCli(stack, ["inspect", key]);
+  assertEquals(inspect.code, 2, "no checkpoint to show: a usage error");
+  ok(/its last checkpoint failed at .*\(checkpoint-dump\): .*inotify/.test(inspect.stderr), inspect.stderr);
+  await stack.docker(["rm", "-f", name]);
+}
+
 stackTest("workloads a plain checkpoint trips over are carried with no user flag", async (t, stack) => {
   for (const mode of ["locks", "sqlite", "ghost", "timerfd"]) {
     await t.step(mode, () => carried(stack, mode));
   }
+  await t.step(
+    "inotify: refused with CRIU's cause, the job runs on, ls and inspect show it",
+    () => refusedWithItsCause(stack),
+  );
 });
 
 if (base !== "/nonexistent") await buildJobs();
