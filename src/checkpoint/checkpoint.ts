@@ -31,6 +31,7 @@ import {
   SIGNATURE_FILE,
 } from "../store/layout.ts";
 import { memoryToDump } from "./memory.ts";
+import { prepareInotifyPaths } from "./inotify_paths.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { type ContainerRecord, initPid, type Registry } from "../registry/registry.ts";
 import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
@@ -235,6 +236,11 @@ export async function checkpointContainer(
     let files: Manifest["files"];
     let settling: Promise<unknown> | undefined; // the hash and fsync, once started
     try {
+      if (pid !== undefined) {
+        try {
+          prepareInotifyPaths(pid, `${tmp}/${CRIU_WORK_DIR}`); // watches on the overlay rootfs (`inotify_paths.ts`)
+        } catch { /* best effort: without it CRIU fails such a dump with its own cause */ }
+      }
       const dumping = new Runc(target).checkpoint(
         `${tmp}/${CRIU_DIR}`,
         `${tmp}/${CRIU_WORK_DIR}`,

@@ -62,38 +62,42 @@ async function carried(stack: EmbeddedStack, mode: string): Promise<void> {
 }
 
 /**
- * A job CRIU cannot checkpoint (an inotify watch on the overlay rootfs: CRIU cannot find the
- * watched inode again) is refused with CRIU's cause in one sentence, runs on, and the key's
- * last failure shows in `arch ls --checkpoints` and `arch inspect`.
+ * A job CRIU cannot checkpoint (it holds open a deleted file larger than the host's
+ * `ghostFileLimitBytes`, 64 MiB by default) is refused with CRIU's cause in one sentence, runs
+ * on, and the key's last failure shows in `arch ls --checkpoints` and `arch inspect`.
  */
 async function refusedWithItsCause(stack: EmbeddedStack): Promise<void> {
-  const key = uniqueName("job-inotify");
-  const name = uniqueName("inotify");
-  await stack.docker(archDockerRun(name, key, ["-v", `${TOOLS_DIR}:/tools:ro`], ["/tools/job_workloads", "inotify"]));
+  const key = uniqueName("job-bigghost");
+  const name = uniqueName("bigghost");
+  await stack.docker(
+    archDockerRun(name, key, ["-v", `${TOOLS_DIR}:/tools:ro`], ["/tools/job_workloads", "ghost", "96"]),
+  );
   const before = await waitTicks(stack, name, 10);
   const r = await archCli(stack, ["checkpoint", await fullId(stack, name)]);
   assertEquals(r.code, 1, r.stdout + r.stderr);
-  ok(/inotify or fanotify .* cannot be checkpointed/.test(r.stdout), r.stdout);
+  ok(/holds open a deleted file \("\/tmp\/job\.ghost", 96\.0 MiB\).*"ghostFileLimitBytes"/.test(r.stdout), r.stdout);
   ok(r.stdout.includes("the job keeps running, nothing was saved"), r.stdout);
   const after = await waitTicks(stack, name, before.lastTick + 10);
   assertEquals([after.starts, after.verifyFailures], [1, 0], "the job runs on, untouched");
   const ls = await archCli(stack, ["ls", "--checkpoints"]);
   ok(
-    new RegExp(`last checkpoint of \\S+/${key} failed at .* \\(checkpoint-dump\\): .*inotify`).test(ls.stdout),
+    new RegExp(`last checkpoint of \\S+/${key} failed at .* \\(checkpoint-dump\\): .*ghostFileLimitBytes`).test(
+      ls.stdout,
+    ),
     ls.stdout,
   );
   const inspect = await archCli(stack, ["inspect", key]);
   assertEquals(inspect.code, 2, "no checkpoint to show: a usage error");
-  ok(/its last checkpoint failed at .*\(checkpoint-dump\): .*inotify/.test(inspect.stderr), inspect.stderr);
+  ok(/its last checkpoint failed at .*\(checkpoint-dump\): .*ghostFileLimitBytes/.test(inspect.stderr), inspect.stderr);
   await stack.docker(["rm", "-f", name]);
 }
 
 stackTest("workloads a plain checkpoint trips over are carried with no user flag", async (t, stack) => {
-  for (const mode of ["locks", "sqlite", "ghost", "timerfd"]) {
+  for (const mode of ["locks", "sqlite", "ghost", "timerfd", "inotify"]) {
     await t.step(mode, () => carried(stack, mode));
   }
   await t.step(
-    "inotify: refused with CRIU's cause, the job runs on, ls and inspect show it",
+    "a deleted file above the ghost limit: refused with CRIU's cause, the job runs on, ls and inspect show it",
     () => refusedWithItsCause(stack),
   );
 });

@@ -1,0 +1,213 @@
+/**
+ * Lets CRIU checkpoint inotify watches on file systems it cannot open by file handle (the
+ * container's overlay rootfs): before the dump, ARCH finds the path of every watched inode of
+ * the container's processes and hands the list to CRIU as its inode reverse-map cache
+ * (`irmap-cache` in CRIU's work directory), which CRIU reads before it scans anything. CRIU
+ * checks each entry (same device and inode at that path in the container) before it uses it,
+ * and records the path in the checkpoint, as it would have after a scan of its own. Without
+ * it, CRIU only scans a few fixed directories (`/etc`, `/var/log`, ...) and fails the dump
+ * ("fsnotify: Can't dump that handle").
+ *
+ * How: the watches are read from `/proc/<pid>/fdinfo` of every process of the container (the
+ * init process and its descendants); each watched inode is searched, by device and inode
+ * number, below the mount point of its file system in the container (`/proc/<pid>/root`, from
+ * the container's own mountinfo), never crossing into another file system and never following
+ * a link. The search stops when every inode is found, or after {@link MAX_ENTRIES} entries.
+ *
+ * Format (CRIU `images/fh.proto`, `criu/include/magic.h`): the service magic 0x55105940, the
+ * irmap-cache magic 0x57004059, then `irmap_cache_entry { dev = 1 (kernel dev_t), inode = 2,
+ * path = 3 }` messages, each after its u32 length.
+ */
+
+/** Entries visited at most when searching for watched inodes (a paused container waits for it). */
+export const MAX_ENTRIES = 500_000;
+
+/** One watched inode: its file system's device (kernel encoding, as fdinfo and CRIU write it) and inode number. */
+export interface WatchedInode {
+  readonly sdev: number;
+  readonly ino: bigint;
+}
+
+/**
+ * The inodes an fdinfo text's inotify watches name (`inotify wd:1 ino:2a sdev:800003 ...`).
+ *
+ * @example
+ * ```ts
+ * import { inotifyWatches } from "./inotify_paths.ts";
+ * const w = inotifyWatches("pos:\t0\ninotify wd:1 ino:2a sdev:800003 mask:100 ignored_mask:0\n");
+ * if (w.length !== 1 || w[0]!.ino !== 0x2an || w[0]!.sdev !== 0x800003) throw new Error();
+ * ```
+ */
+export function inotifyWatches(fdinfo: string): WatchedInode[] {
+  return [...fdinfo.matchAll(/^inotify wd:[0-9a-f]+ ino:([0-9a-f]+) sdev:([0-9a-f]+)\b/gm)].map((m) => ({
+    ino: BigInt(`0x${m[1]}`),
+    sdev: Number.parseInt(m[2]!, 16),
+  }));
+}
+
+/** The pids of `init` and its descendants (`/proc/<pid>/task/<tid>/children`). */
+function processTree(init: number): number[] {
+  const seen = new Set<number>();
+  const todo = [init];
+  while (todo.length > 0) {
+    const pid = todo.pop()!;
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    try {
+      for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+        const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`);
+        for (const child of text.split(/\s+/).filter(Boolean)) todo.push(Number(child));
+      }
+    } catch { /* gone meanwhile */ }
+  }
+  return [...seen];
+}
+
+/** Every inode the inotify instances of the container whose init is `init` watch. */
+export function containerWatches(init: number): WatchedInode[] {
+  const out = new Map<string, WatchedInode>();
+  for (const pid of processTree(init)) {
+    let fds: Deno.DirEntry[];
+    try {
+      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`) !== "anon_inode:inotify") continue;
+        for (const w of inotifyWatches(Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd.name}`))) {
+          out.set(`${w.sdev}:${w.ino}`, w);
+        }
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return [...out.values()];
+}
+
+/** The kernel's dev_t (fdinfo, CRIU) of a userspace st_dev (glibc `makedev`). */
+export function kernelDev(stDev: number): number {
+  const dev = BigInt(stDev);
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return Number((major << 20n) | minor);
+}
+
+/** Mount points (container paths) of each device, from the container's mountinfo. */
+function mountPoints(init: number): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const line of Deno.readTextFileSync(`/proc/${init}/mountinfo`).split("\n")) {
+    const f = line.split(" ");
+    const [major, minor] = (f[2] ?? "").split(":").map(Number);
+    if (major === undefined || minor === undefined || f[4] === undefined) continue;
+    const dev = (major << 20) | minor;
+    const point = f[4].replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+    out.set(dev, [...(out.get(dev) ?? []), point]);
+  }
+  return out;
+}
+
+/**
+ * The container path of each of `wanted` (those found), searched below its file system's
+ * mount points in the container's root, without crossing file systems or following links.
+ */
+export function findWatchedPaths(init: number, wanted: readonly WatchedInode[]): Map<string, string> {
+  const found = new Map<string, string>();
+  const root = `/proc/${init}/root`;
+  const points = mountPoints(init);
+  let budget = MAX_ENTRIES;
+  for (const dev of new Set(wanted.map((w) => w.sdev))) {
+    const inodes = new Set(wanted.filter((w) => w.sdev === dev).map((w) => w.ino));
+    for (const point of points.get(dev) ?? []) {
+      const stack = [point === "/" ? "" : point];
+      while (stack.length > 0 && inodes.size > 0 && budget > 0) {
+        const dir = stack.pop()!;
+        let info: Deno.FileInfo;
+        try {
+          info = Deno.lstatSync(`${root}${dir || "/"}`);
+        } catch {
+          continue;
+        }
+        if (info.dev === undefined || kernelDev(info.dev) !== dev) continue; // another file system
+        const ino = BigInt(info.ino ?? -1);
+        if (inodes.delete(ino)) found.set(`${dev}:${ino}`, dir || "/");
+        if (!info.isDirectory) continue;
+        try {
+          for (const e of Deno.readDirSync(`${root}${dir || "/"}`)) {
+            budget--;
+            if (e.isSymlink) continue;
+            const path = `${dir}/${e.name}`;
+            if (e.isDirectory) stack.push(path);
+            else if (inodes.size > 0) {
+              try {
+                const f = Deno.lstatSync(`${root}${path}`);
+                const fino = BigInt(f.ino ?? -1);
+                if (f.dev !== undefined && kernelDev(f.dev) === dev && inodes.delete(fino)) {
+                  found.set(`${dev}:${fino}`, path);
+                }
+              } catch { /* gone */ }
+            }
+          }
+        } catch { /* unreadable directory */ }
+      }
+    }
+  }
+  return found;
+}
+
+const SERVICE_MAGIC = 0x55105940;
+const IRMAP_CACHE_MAGIC = 0x57004059;
+
+function varint(value: bigint): number[] {
+  const out: number[] = [];
+  do {
+    let b = Number(value & 0x7fn);
+    value >>= 7n;
+    if (value > 0n) b |= 0x80;
+    out.push(b);
+  } while (value > 0n);
+  return out;
+}
+
+/** CRIU's `irmap-cache` image of `entries` (device, inode, container path). */
+export function irmapCacheImage(entries: readonly { sdev: number; ino: bigint; path: string }[]): Uint8Array {
+  const out: number[] = [];
+  const u32 = (n: number) => out.push(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff);
+  u32(SERVICE_MAGIC);
+  u32(IRMAP_CACHE_MAGIC);
+  for (const e of entries) {
+    const path = new TextEncoder().encode(e.path);
+    const msg = [
+      0x08,
+      ...varint(BigInt(e.sdev)),
+      0x10,
+      ...varint(e.ino),
+      0x1a,
+      ...varint(BigInt(path.length)),
+      ...path,
+    ];
+    u32(msg.length);
+    out.push(...msg);
+  }
+  return new Uint8Array(out);
+}
+
+/**
+ * Writes CRIU's irmap cache into `workDir` for the inotify watches of the container whose
+ * init is `init`; returns how many watched inodes it found a path for, and how many not
+ * (CRIU then fails the dump with its own cause). Writes nothing when there is no watch.
+ */
+export function prepareInotifyPaths(init: number, workDir: string): { found: number; missing: number } {
+  const watches = containerWatches(init);
+  if (watches.length === 0) return { found: 0, missing: 0 };
+  const paths = findWatchedPaths(init, watches);
+  const entries = watches.flatMap((w) => {
+    const path = paths.get(`${w.sdev}:${w.ino}`);
+    return path === undefined ? [] : [{ ...w, path }];
+  });
+  if (entries.length > 0) {
+    Deno.mkdirSync(workDir, { recursive: true, mode: 0o700 });
+    Deno.writeFileSync(`${workDir}/irmap-cache`, irmapCacheImage(entries), { mode: 0o600 });
+  }
+  return { found: entries.length, missing: watches.length - entries.length };
+}
