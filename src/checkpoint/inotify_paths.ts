@@ -14,6 +14,12 @@
  * the container's own mountinfo), never crossing into another file system and never following
  * a link. The search stops when every inode is found, or after {@link MAX_ENTRIES} entries.
  *
+ * Guarantees: read-only, bounded. The container's files belong to a tenant who may swap a
+ * directory for a link while the search runs; a path that then leads elsewhere is only
+ * stat'ed, and it is entered only if it is on the watched file system (an overlay's device is
+ * its own), so the search cannot wander into the host's tree. A wrong entry does no harm:
+ * CRIU uses an entry only if the path has that device and inode in the container.
+ *
  * Format (CRIU `images/fh.proto`, `criu/include/magic.h`): the service magic 0x55105940, the
  * irmap-cache magic 0x57004059, then `irmap_cache_entry { dev = 1 (kernel dev_t), inode = 2,
  * path = 3 }` messages, each after its u32 length.
