@@ -25,6 +25,8 @@
  * path = 3 }` messages, each after its u32 length.
  */
 
+import { encodeVarint } from "../criu/protobuf.ts";
+
 /** Entries visited at most when searching for watched inodes (a paused container waits for it). */
 export const MAX_ENTRIES = 500_000;
 
@@ -164,17 +166,6 @@ export function findWatchedPaths(init: number, wanted: readonly WatchedInode[]):
 const SERVICE_MAGIC = 0x55105940;
 const IRMAP_CACHE_MAGIC = 0x57004059;
 
-function varint(value: bigint): number[] {
-  const out: number[] = [];
-  do {
-    let b = Number(value & 0x7fn);
-    value >>= 7n;
-    if (value > 0n) b |= 0x80;
-    out.push(b);
-  } while (value > 0n);
-  return out;
-}
-
 /** CRIU's `irmap-cache` image of `entries` (device, inode, container path). */
 export function irmapCacheImage(entries: readonly { sdev: number; ino: bigint; path: string }[]): Uint8Array {
   const out: number[] = [];
@@ -185,11 +176,11 @@ export function irmapCacheImage(entries: readonly { sdev: number; ino: bigint; p
     const path = new TextEncoder().encode(e.path);
     const msg = [
       0x08,
-      ...varint(BigInt(e.sdev)),
+      ...encodeVarint(BigInt(e.sdev)),
       0x10,
-      ...varint(e.ino),
+      ...encodeVarint(e.ino),
       0x1a,
-      ...varint(BigInt(path.length)),
+      ...encodeVarint(BigInt(path.length)),
       ...path,
     ];
     u32(msg.length);

@@ -13,6 +13,7 @@
  * manifest is verified.
  */
 
+import { readVarint } from "./protobuf.ts";
 import { readRegularFile } from "../util/dirfd.ts";
 
 /** One process of a dumped tree. */
@@ -42,18 +43,6 @@ const PAGE = 4096;
 
 type Field = { n: number; wire: number; value: number | bigint | Uint8Array };
 
-function varint(buf: Uint8Array, at: number): [bigint, number] {
-  let result = 0n;
-  let shift = 0n;
-  for (let i = at; i < buf.length && i < at + 10; i++) {
-    const b = buf[i]!;
-    result |= BigInt(b & 0x7f) << shift;
-    if ((b & 0x80) === 0) return [result, i + 1];
-    shift += 7n;
-  }
-  throw new Error("truncated varint");
-}
-
 /**
  * The top-level fields of one protobuf message (varints as numbers, length-delimited as bytes).
  *
@@ -68,16 +57,16 @@ export function decodeFields(buf: Uint8Array): Field[] {
   const out: Field[] = [];
   let at = 0;
   while (at < buf.length) {
-    const [tag, next] = varint(buf, at);
+    const [tag, next] = readVarint(buf, at);
     at = next;
     const n = Number(tag >> 3n);
     const wire = Number(tag & 7n);
     if (wire === 0) {
-      const [v, after] = varint(buf, at);
+      const [v, after] = readVarint(buf, at);
       at = after;
       out.push({ n, wire, value: v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v });
     } else if (wire === 2) {
-      const [len, after] = varint(buf, at);
+      const [len, after] = readVarint(buf, at);
       const end = after + Number(len);
       if (end > buf.length) throw new Error("truncated field");
       out.push({ n, wire, value: buf.subarray(after, end) });
@@ -124,7 +113,7 @@ const numbers = (fields: Field[], n: number) =>
     const out: number[] = [];
     const buf = f.value as Uint8Array;
     for (let at = 0; at < buf.length;) {
-      const [v, next] = varint(buf, at);
+      const [v, next] = readVarint(buf, at);
       out.push(Number(v));
       at = next;
     }

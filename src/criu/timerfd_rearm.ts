@@ -18,6 +18,7 @@
  */
 
 import { readRegularFile } from "../util/dirfd.ts";
+import { encodeVarint, readVarint } from "./protobuf.ts";
 
 /** Largest `files.img` read (one entry of some 100 bytes per open file of the job). */
 const MAX_FILES_IMAGE = 256 << 20;
@@ -32,27 +33,6 @@ interface Span {
   /** A varint's value, or a length-delimited field's payload start. */
   readonly value: bigint;
   readonly payload: number;
-}
-
-function readVarint(buf: Uint8Array, at: number): [bigint, number] {
-  let result = 0n, shift = 0n;
-  for (let i = at; i < buf.length && i < at + 10; i++) {
-    result |= BigInt(buf[i]! & 0x7f) << shift;
-    if ((buf[i]! & 0x80) === 0) return [result, i + 1];
-    shift += 7n;
-  }
-  throw new Error("truncated varint");
-}
-
-function varintBytes(value: bigint): number[] {
-  const out: number[] = [];
-  do {
-    let b = Number(value & 0x7fn);
-    value >>= 7n;
-    if (value > 0n) b |= 0x80;
-    out.push(b);
-  } while (value > 0n);
-  return out;
 }
 
 function spans(buf: Uint8Array): Span[] {
@@ -103,7 +83,7 @@ function rearmedTimer(entry: Uint8Array): Uint8Array | undefined {
   const periodic = (isec ?? 0n) > 0n || (insec ?? 0n) > 0n;
   if (!periodic || vsec !== 0n || vnsec !== 0n || ((flags ?? 0n) & TFD_TIMER_ABSTIME) !== 0n) return undefined;
   return concat(
-    fields.map((f) => f.n === 8 && f.wire === 0 ? [...varintBytes(8n << 3n), 1] : entry.subarray(f.start, f.end)),
+    fields.map((f) => f.n === 8 && f.wire === 0 ? [...encodeVarint(8n << 3n), 1] : entry.subarray(f.start, f.end)),
   );
 }
 
@@ -127,7 +107,7 @@ export function rearmFiredTimerfds(image: Uint8Array): { image: Uint8Array; rear
       next = concat(
         fields.map((f) =>
           f === tfd
-            ? [...varintBytes((12n << 3n) | 2n), ...varintBytes(BigInt(timer.length)), ...timer]
+            ? [...encodeVarint((12n << 3n) | 2n), ...encodeVarint(BigInt(timer.length)), ...timer]
             : entry.subarray(f.start, f.end)
         ),
       );

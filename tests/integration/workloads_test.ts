@@ -46,6 +46,7 @@ async function carried(stack: EmbeddedStack, mode: string): Promise<void> {
   const dry = await archCli(stack, ["checkpoint", "--dry-run", await fullId(stack, first)]);
   assertEquals(dry.code, 0, `arch checkpoint --dry-run of the ${mode} job: ${dry.stdout}${dry.stderr}`);
   ok(/can be checkpointed: .* MiB, dump .* s, paused .* s; dry run: nothing kept/.test(dry.stdout), dry.stdout);
+  console.log(`${mode}: ${dry.stdout.trim()}`); // the measured size, dump and pause, in the CI log
   const goesOn = await waitTicks(stack, first, running.lastTick + 10);
   assertEquals([goesOn.starts, goesOn.verifyFailures], [1, 0], `${mode} after the dry run`);
   const r = await archCli(stack, ["checkpoint", await fullId(stack, first)]);
