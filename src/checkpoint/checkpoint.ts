@@ -30,7 +30,8 @@ import {
   ROOTFS_ARCHIVE,
   SIGNATURE_FILE,
 } from "../store/layout.ts";
-import { memoryToDump } from "./memory.ts";
+import { deletedOpenBytes, memoryToDump } from "./memory.ts";
+import { DEFAULT_CRIU_SETTINGS } from "../criu/config.ts";
 import { prepareInotifyPaths } from "./inotify_paths.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { type ContainerRecord, initPid, type Registry } from "../registry/registry.ts";
@@ -51,6 +52,8 @@ import { DEFAULT_PAUSE_BUDGET_MS, PauseGuard } from "./pause_guard.ts";
 import { faultPoint } from "../util/faults.ts";
 import { imageIdentity } from "../rootfs/image_identity.ts";
 import { ClaimTimeout } from "../store/claim.ts";
+
+const DEFAULT_GHOST_LIMIT = DEFAULT_CRIU_SETTINGS.ghostLimitBytes;
 
 /** A failed checkpoint: the step that failed (code `checkpoint-<step>`) and, for a failed dump, CRIU's kept log. */
 export class CheckpointError extends ArchError {
@@ -88,6 +91,8 @@ export interface CheckpointOptions {
   readonly reserveBytes?: number;
   /** Longest the container may stay paused (`pause_guard.ts`); a deadline shortens it. */
   readonly maxPauseMs?: number;
+  /** CRIU's ghost-file limit (host config `ghostFileLimitBytes`): deleted-but-open files up to it count in the size checks. */
+  readonly ghostLimitBytes?: number;
   /**
    * Dump as a checkpoint would, then discard it and resume the container: whether the job can
    * be checkpointed, how long it takes and how big it is (`arch checkpoint --dry-run`).
@@ -199,7 +204,10 @@ export async function checkpointContainer(
   try {
     // Measured again now that the container is frozen (it cannot grow any more): what CRIU
     // will write is checked against the limit and the reserve before CRIU starts.
-    const frozen = pid !== undefined ? memoryToDump(pid) ?? memory : memory;
+    // CRIU also copies in the files the job holds open after deleting them (up to the ghost limit each).
+    const memoryNow = pid !== undefined ? memoryToDump(pid) ?? memory : memory;
+    const ghosts = pid !== undefined ? deletedOpenBytes(pid, options.ghostLimitBytes ?? DEFAULT_GHOST_LIMIT) : 0;
+    const frozen = memoryNow === undefined && ghosts === 0 ? undefined : (memoryNow ?? 0) + ghosts;
     const grown = frozen !== undefined && frozen !== memory ? space.cannotFit(frozen) : undefined;
     if (grown !== undefined) throw new CheckpointError(`cannot checkpoint "${record.id}": ${grown}`, "size");
     tmp = store.beginCheckpoint();
@@ -238,7 +246,7 @@ export async function checkpointContainer(
     try {
       if (pid !== undefined) {
         try {
-          prepareInotifyPaths(pid, `${tmp}/${CRIU_WORK_DIR}`); // watches on the overlay rootfs (`inotify_paths.ts`)
+          await prepareInotifyPaths(pid, `${tmp}/${CRIU_WORK_DIR}`); // watches on the overlay rootfs (`inotify_paths.ts`)
         } catch { /* best effort: without it CRIU fails such a dump with its own cause */ }
       }
       const dumping = new Runc(target).checkpoint(
@@ -276,7 +284,9 @@ export async function checkpointContainer(
       }
       Deno.removeSync(`${tmp}/${CRIU_WORK_DIR}`, { recursive: true });
       // Before anything is hashed: CRIU saves a periodic timerfd that fired as disarmed (`criu/timerfd_rearm.ts`).
-      rearmTimerfdsIn(`${tmp}/${CRIU_DIR}`);
+      try {
+        rearmTimerfdsIn(`${tmp}/${CRIU_DIR}`);
+      } catch { /* an image this fix cannot read is kept as CRIU wrote it: a workaround never fails a checkpoint */ }
       if (options.maxBytes !== undefined && treeBytes(tmp) > options.maxBytes) {
         throw new CheckpointError(
           `the checkpoint of "${record.id}" is ${gib(treeBytes(tmp))}, more than the limit of ` +

@@ -9,15 +9,15 @@
  * ("fsnotify: Can't dump that handle").
  *
  * How: the watches are read from `/proc/<pid>/fdinfo` of every process of the container (the
- * init process and its descendants); each watched inode is searched, by device and inode
- * number, below the mount point of its file system in the container (`/proc/<pid>/root`, from
- * the container's own mountinfo), never crossing into another file system and never following
- * a link. The search stops when every inode is found, or after {@link MAX_ENTRIES} entries.
+ * init process and its descendants); each watched inode is searched, by inode number, below
+ * the mount point of its file system in the container (from the container's own mountinfo;
+ * see {@link findWatchedPaths}).
  *
- * Guarantees: read-only, bounded. The container's files belong to a tenant who may swap a
- * directory for a link while the search runs; a path that then leads elsewhere is only
- * stat'ed, and it is entered only if it is on the watched file system (an overlay's device is
- * its own), so the search cannot wander into the host's tree. A wrong entry does no harm:
+ * Guarantees: read-only; each search is a child process killed after
+ * {@link SEARCH_TIMEOUT_MS}, so a huge tree or a file system that stopped answering never
+ * holds up ARCH's other checkpoints. The container's files belong to a tenant who may swap a
+ * directory for a link while the search runs: the search starts from a descriptor opened
+ * inside the container's root and follows no link below it. A wrong entry does no harm:
  * CRIU uses an entry only if the path has that device and inode in the container.
  *
  * Format (CRIU `images/fh.proto`, `criu/include/magic.h`): the service magic 0x55105940, the
@@ -26,9 +26,9 @@
  */
 
 import { encodeVarint } from "../criu/protobuf.ts";
-
-/** Entries visited at most when searching for watched inodes (a paused container waits for it). */
-export const MAX_ENTRIES = 500_000;
+import { runCommand } from "../process/exec.ts";
+import { Dir } from "../util/dirfd.ts";
+import { processTree } from "../process/tree.ts";
 
 /** One watched inode: its file system's device (kernel encoding, as fdinfo and CRIU write it) and inode number. */
 export interface WatchedInode {
@@ -51,24 +51,6 @@ export function inotifyWatches(fdinfo: string): WatchedInode[] {
     ino: BigInt(`0x${m[1]}`),
     sdev: Number.parseInt(m[2]!, 16),
   }));
-}
-
-/** The pids of `init` and its descendants (`/proc/<pid>/task/<tid>/children`). */
-function processTree(init: number): number[] {
-  const seen = new Set<number>();
-  const todo = [init];
-  while (todo.length > 0) {
-    const pid = todo.pop()!;
-    if (seen.has(pid)) continue;
-    seen.add(pid);
-    try {
-      for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-        const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`);
-        for (const child of text.split(/\s+/).filter(Boolean)) todo.push(Number(child));
-      }
-    } catch { /* gone meanwhile */ }
-  }
-  return [...seen];
 }
 
 /** Every inode the inotify instances of the container whose init is `init` watch. */
@@ -108,55 +90,56 @@ function mountPoints(init: number): Map<number, string[]> {
     const f = line.split(" ");
     const [major, minor] = (f[2] ?? "").split(":").map(Number);
     if (major === undefined || minor === undefined || f[4] === undefined) continue;
-    const dev = (major << 20) | minor;
+    const dev = ((major << 20) | minor) >>> 0;
     const point = f[4].replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
     out.set(dev, [...(out.get(dev) ?? []), point]);
   }
   return out;
 }
 
+/** How long one search (one file system of the container) may take; the container waits, paused. */
+export const SEARCH_TIMEOUT_MS = 10_000;
+
 /**
- * The container path of each of `wanted` (those found), searched below its file system's
- * mount points in the container's root, without crossing file systems or following links.
+ * The container path of each of `wanted` (those found). Each file system is searched by
+ * `find` in a child process, bounded in time, from its mount point in the container opened
+ * inside the container's root (`openat2` `RESOLVE_IN_ROOT`: a link the tenant planted on the
+ * way cannot lead out), never crossing into another file system (`-xdev`) and never following
+ * a link below it.
  */
-export function findWatchedPaths(init: number, wanted: readonly WatchedInode[]): Map<string, string> {
+export async function findWatchedPaths(init: number, wanted: readonly WatchedInode[]): Promise<Map<string, string>> {
   const found = new Map<string, string>();
-  const root = `/proc/${init}/root`;
   const points = mountPoints(init);
-  let budget = MAX_ENTRIES;
+  using root = Dir.open(`/proc/${init}/root/.`);
   for (const dev of new Set(wanted.map((w) => w.sdev))) {
-    const inodes = new Set(wanted.filter((w) => w.sdev === dev).map((w) => w.ino));
+    const inodes = [...new Set(wanted.filter((w) => w.sdev === dev).map((w) => w.ino))];
     for (const point of points.get(dev) ?? []) {
-      const stack = [point === "/" ? "" : point];
-      while (stack.length > 0 && inodes.size > 0 && budget > 0) {
-        const dir = stack.pop()!;
-        let info: Deno.FileInfo;
-        try {
-          info = Deno.lstatSync(`${root}${dir || "/"}`);
-        } catch {
-          continue;
+      if (inodes.every((ino) => found.has(`${dev}:${ino}`))) break;
+      let start: Dir;
+      try {
+        start = root.openInRoot(point);
+      } catch {
+        continue;
+      }
+      try {
+        if (kernelDev(start.dev) !== dev) continue; // not the watched file system after all
+        const match = inodes.flatMap((ino, i) => [...(i > 0 ? ["-o"] : []), "-inum", String(ino)]);
+        const r = await runCommand({
+          cmd: "find",
+          args: ["-H", `/proc/${Deno.pid}/fd/${start.fd}`, "-xdev", "(", ...match, ")", "-printf", "%i\\t%P\\0"],
+          timeoutMs: SEARCH_TIMEOUT_MS,
+        });
+        for (const hit of r.stdout.split("\0")) {
+          const tab = hit.indexOf("\t");
+          if (tab < 0) continue;
+          const rel = hit.slice(tab + 1);
+          const path = rel === "" ? point : `${point === "/" ? "" : point}/${rel}`;
+          found.set(`${dev}:${BigInt(hit.slice(0, tab))}`, path);
         }
-        if (info.dev === undefined || kernelDev(info.dev) !== dev) continue; // another file system
-        const ino = BigInt(info.ino ?? -1);
-        if (inodes.delete(ino)) found.set(`${dev}:${ino}`, dir || "/");
-        if (!info.isDirectory) continue;
-        try {
-          for (const e of Deno.readDirSync(`${root}${dir || "/"}`)) {
-            budget--;
-            if (e.isSymlink) continue;
-            const path = `${dir}/${e.name}`;
-            if (e.isDirectory) stack.push(path);
-            else if (inodes.size > 0) {
-              try {
-                const f = Deno.lstatSync(`${root}${path}`);
-                const fino = BigInt(f.ino ?? -1);
-                if (f.dev !== undefined && kernelDev(f.dev) === dev && inodes.delete(fino)) {
-                  found.set(`${dev}:${fino}`, path);
-                }
-              } catch { /* gone */ }
-            }
-          }
-        } catch { /* unreadable directory */ }
+      } catch {
+        /* find could not run: these watches stay unresolved */
+      } finally {
+        start.close();
       }
     }
   }
@@ -194,10 +177,13 @@ export function irmapCacheImage(entries: readonly { sdev: number; ino: bigint; p
  * init is `init`; returns how many watched inodes it found a path for, and how many not
  * (CRIU then fails the dump with its own cause). Writes nothing when there is no watch.
  */
-export function prepareInotifyPaths(init: number, workDir: string): { found: number; missing: number } {
+export async function prepareInotifyPaths(
+  init: number,
+  workDir: string,
+): Promise<{ found: number; missing: number }> {
   const watches = containerWatches(init);
   if (watches.length === 0) return { found: 0, missing: 0 };
-  const paths = findWatchedPaths(init, watches);
+  const paths = await findWatchedPaths(init, watches);
   const entries = watches.flatMap((w) => {
     const path = paths.get(`${w.sdev}:${w.ino}`);
     return path === undefined ? [] : [{ ...w, path }];

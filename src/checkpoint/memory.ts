@@ -1,10 +1,12 @@
 /**
- * How much memory a checkpoint of a running container will hold: the measure the space
- * budget and the finalize plan use before CRIU runs. (What a checkpoint did hold is the size
- * of its page images: `criu/images.ts`.)
+ * How much a checkpoint of a running container will hold besides its writable layer: its
+ * memory, and the files its processes hold open after deleting them, which CRIU copies in.
+ * The space budget and the finalize plan use these before CRIU runs. (What a checkpoint did
+ * hold is the size of its page images: `criu/images.ts`.)
  */
 
 import { readCgroupFile } from "../util/cgroups.ts";
+import { processTree } from "../process/tree.ts";
 
 /**
  * Bytes CRIU will write for the container whose init is `pid`: anonymous plus shared memory of
@@ -31,4 +33,34 @@ export function memoryToDump(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Bytes of the deleted-but-open regular files of the container whose init is `init` that CRIU
+ * will copy into the checkpoint (each at most `limit`, CRIU's ghost-file limit; a larger one
+ * fails the dump anyway), counted once per file.
+ */
+export function deletedOpenBytes(init: number, limit: number): number {
+  const seen = new Set<string>();
+  let total = 0;
+  for (const pid of processTree(init)) {
+    let fds: Deno.DirEntry[];
+    try {
+      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        // Only a deleted file is stat'ed (the link says so), never a live one on a file system that may hang.
+        if (!Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`).endsWith(" (deleted)")) continue;
+        const info = Deno.statSync(`/proc/${pid}/fd/${fd.name}`);
+        const id = `${info.dev}:${info.ino}`;
+        if (!info.isFile || info.nlink !== 0 || seen.has(id)) continue;
+        seen.add(id);
+        if (info.size <= limit) total += info.size;
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return total;
 }

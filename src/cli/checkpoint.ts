@@ -147,6 +147,7 @@ async function runAll(
     maxBytes: host.maxCheckpointBytes,
     reserveBytes: host.checkpointReserveBytes,
     maxPauseMs: host.maxPauseSeconds * 1000,
+    ghostLimitBytes: Math.min(host.ghostFileLimitBytes, host.maxCheckpointBytes),
     dryRun,
   };
   const estimator = new CheckpointEstimator();

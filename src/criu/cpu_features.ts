@@ -7,7 +7,10 @@
  *
  * Only extensions a program can use count: on x86_64 the `flags` of /proc/cpuinfo that name
  * instructions (not the host's quirks, bugs or hypervisor bits, which differ between identical
- * instance types); on aarch64 every `Features` entry (all are user-visible).
+ * instance types); on aarch64 every `Features` entry but the two that name no instruction.
+ * Known limit: a kernel older than the checkpoint's may not name an extension its CPU has
+ * (names are added with kernel releases); such a restore is refused until `cpuFeatureCheck`
+ * is `"off"` or the kernels match.
  */
 
 /** x86_64 cpuinfo flags that name instructions user space may use; and every `avx512*`/`amx*` flag. */
@@ -61,6 +64,9 @@ const X86_ISA = new Set([
   "tbm",
 ]);
 
+/** aarch64 `Features` that are no instructions (the kernel's timer event stream, the cpuid emulation). */
+const ARM_NOT_ISA = new Set(["evtstrm", "cpuid"]);
+
 /**
  * The instruction-set extensions in a /proc/cpuinfo text for `arch` (`x86_64`, `aarch64`),
  * sorted; those of the first processor (the kernel lists the common ones).
@@ -77,7 +83,9 @@ export function cpuFeatures(cpuinfo: string, arch: string): string[] {
   const field = arch === "aarch64" ? "Features" : "flags";
   const line = cpuinfo.split("\n").find((l) => l.startsWith(field) && /^\S+\s*:/.test(l));
   const all = line?.slice(line.indexOf(":") + 1).trim().split(/\s+/).filter(Boolean) ?? [];
-  const isa = arch === "x86_64" ? all.filter((f) => X86_ISA.has(f) || /^(avx512|amx)/.test(f)) : all;
+  const isa = arch === "x86_64"
+    ? all.filter((f) => X86_ISA.has(f) || /^(avx512|amx)/.test(f))
+    : all.filter((f) => !ARM_NOT_ISA.has(f));
   return [...new Set(isa)].sort();
 }
 

@@ -46,15 +46,22 @@ const KNOWN: readonly { readonly match: RegExp; readonly say: (m: RegExpMatchArr
 
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
+/**
+ * CRIU's error lines of `log` that are not known noise, without their time and source prefix.
+ * Only lines CRIU itself begins as errors count: CRIU's debug lines quote the job's file and
+ * process names, which the tenant chooses.
+ */
+function criuErrors(log: string): string[] {
+  return log.split("\n").flatMap((line) => {
+    const m = /^\(\s*[0-9.]+\)\s+(?:[0-9]+:\s+)?Error \([^)]*\):\s*(.*)$/.exec(line);
+    const text = m?.[1]?.trim() ?? "";
+    return text !== "" && !NOISE.some((n) => n.test(text)) ? [text] : [];
+  });
+}
+
 /** CRIU's first meaningful error line of `log`, without its time and source prefix. */
 export function firstCriuError(log: string): string | undefined {
-  for (const line of log.split("\n")) {
-    const m = /\bError \([^)]*\):\s*(.*)$/.exec(line);
-    if (m === null) continue;
-    const text = m[1]!.trim();
-    if (text !== "" && !NOISE.some((n) => n.test(text))) return text;
-  }
-  return undefined;
+  return criuErrors(log)[0];
 }
 
 /**
@@ -70,10 +77,12 @@ export function firstCriuError(log: string): string | undefined {
  * ```
  */
 export function criuCause(log: string): string | undefined {
-  for (const { match, say } of KNOWN) {
-    const m = log.match(match);
-    if (m !== null) return say(m);
+  const errors = criuErrors(log);
+  for (const error of errors) {
+    for (const { match, say } of KNOWN) {
+      const m = error.match(match);
+      if (m !== null) return say(m);
+    }
   }
-  const first = firstCriuError(log);
-  return first === undefined ? undefined : `CRIU: ${first}`;
+  return errors[0] === undefined ? undefined : `CRIU: ${errors[0]}`;
 }

@@ -8,7 +8,8 @@
  *
  * The fix is applied to the dumped images before the checkpoint is hashed and signed: a
  * relative periodic timer (`it_interval` > 0, no `TFD_TIMER_ABSTIME`) saved with `it_value`
- * 0 gets `it_value` 1 ns, so it fires at once after the restore (it was overdue) and then
+ * 0 and expirations pending (`ticks` > 0: it fired; a timer the job disarmed has none) gets
+ * `it_value` 1 ns, so it fires at once after the restore (it was overdue) and then
  * every interval, as before; its expiry count (`ticks`) is kept as CRIU saved it.
  *
  * Format (CRIU `images/fdinfo.proto`, `images/timerfd.proto`): `files.img` holds
@@ -79,9 +80,13 @@ const TFD_TIMER_ABSTIME = 1n;
 function rearmedTimer(entry: Uint8Array): Uint8Array | undefined {
   const fields = spans(entry);
   const value = (n: number) => fields.find((f) => f.n === n && f.wire === 0)?.value;
-  const [flags, vsec, vnsec, isec, insec] = [6, 7, 8, 9, 10].map(value);
+  const [ticks, flags, vsec, vnsec, isec, insec] = [5, 6, 7, 8, 9, 10].map(value);
   const periodic = (isec ?? 0n) > 0n || (insec ?? 0n) > 0n;
-  if (!periodic || vsec !== 0n || vnsec !== 0n || ((flags ?? 0n) & TFD_TIMER_ABSTIME) !== 0n) return undefined;
+  // A job that disarmed its timer (it_value 0) keeps the interval too, but has no expiry pending.
+  const fired = (ticks ?? 0n) > 0n;
+  if (!periodic || !fired || vsec !== 0n || vnsec !== 0n || ((flags ?? 0n) & TFD_TIMER_ABSTIME) !== 0n) {
+    return undefined;
+  }
   return concat(
     fields.map((f) => f.n === 8 && f.wire === 0 ? [...encodeVarint(8n << 3n), 1] : entry.subarray(f.start, f.end)),
   );

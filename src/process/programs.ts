@@ -32,6 +32,8 @@ export const PROGRAMS: readonly Program[] = [
   // the writable layer's capture, capped while written (rootfs/layer_archive.ts): bash for pipefail
   { name: "bash", by: "arch" },
   { name: "head", by: "arch" },
+  // the paths of a container's inotify watches, searched before a dump (checkpoint/inotify_paths.ts)
+  { name: "find", by: "arch" },
   { name: "setsid", by: "arch" },
   // the pause watchdog's shell (checkpoint/pause_guard.ts)
   { name: "sleep", by: "arch" },

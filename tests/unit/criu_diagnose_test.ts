@@ -28,3 +28,9 @@ Deno.test("known causes say what they mean and the fix", () => {
     ok(cause !== undefined && want.test(cause), `${text} → ${cause}`);
   }
 });
+
+Deno.test("only CRIU's own error lines count: a debug line quoting the tenant's file names does not", () => {
+  const log = NOISE + "(00.1) Debug: open /tmp/Error (x): Can't dump ghost file /a of 1 size, increase limit\n" +
+    "(00.2) Error (criu/mount.c:7): mnt: No mapping for 42\n";
+  assertEquals(criuCause(log), "CRIU: mnt: No mapping for 42");
+});

@@ -71,6 +71,7 @@ Deno.test("timers that are not a fired relative periodic one are left as CRIU sa
     const t of [
       { vsec: 0, vnsec: 40_000_000, isec: 0, insec: 100_000_000 }, // armed: 40 ms left
       { vsec: 0, vnsec: 0, isec: 0, insec: 0 }, // disarmed by the job
+      { vsec: 0, vnsec: 0, isec: 1, insec: 0, ticks: 0 }, // disarmed by the job, interval kept: no expiry pending
       { vsec: 2, vnsec: 0, isec: 1, insec: 0 }, // whole seconds left
       { vsec: 0, vnsec: 0, isec: 1, insec: 0, flags: 1 }, // TFD_TIMER_ABSTIME
     ]

@@ -39,11 +39,11 @@ Deno.test({
       const dev = kernelDev(Deno.statSync(mnt).dev!);
       const mine = watches.filter((w) => w.sdev === dev);
       assertEquals(mine.length, 2, JSON.stringify(watches, (_, v) => typeof v === "bigint" ? String(v) : v));
-      const paths = findWatchedPaths(Deno.pid, mine);
+      const paths = await findWatchedPaths(Deno.pid, mine);
       assertEquals([...paths.values()].sort(), [`${mnt}/a/b/watched`, `${mnt}/a/file`]);
 
       const work = `${dir}/work`;
-      const result = prepareInotifyPaths(Deno.pid, work);
+      const result = await prepareInotifyPaths(Deno.pid, work);
       ok(result.found >= 2, JSON.stringify(result));
       const image = Deno.readFileSync(`${work}/irmap-cache`);
       const view = new DataView(image.buffer);
@@ -61,14 +61,14 @@ Deno.test({
   },
 });
 
-Deno.test("no watch, no file", () => {
+Deno.test("no watch, no file", async () => {
   const dir = Deno.makeTempDirSync();
   try {
     assertEquals(irmapCacheImage([]).length, 8);
     // a process without inotify (sleep): nothing written
     const child = new Deno.Command("sleep", { args: ["5"] }).spawn();
     try {
-      assertEquals(prepareInotifyPaths(child.pid, `${dir}/work`), { found: 0, missing: 0 });
+      assertEquals(await prepareInotifyPaths(child.pid, `${dir}/work`), { found: 0, missing: 0 });
     } finally {
       child.kill();
     }
