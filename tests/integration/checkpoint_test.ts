@@ -212,21 +212,22 @@ stackTestOnV1AndV2("restore into a new container with the same key", async (t, s
 
 stackTestOnV1AndV2("failures never lose a container", async (t, stack) => {
   await t.step("a failed dump leaves the container running and keeps no checkpoint", async () => {
-    // The job holds a deleted 2 MiB file, more than CRIU's default ghost-file limit: CRIU fails
-    // in the middle of the dump, after the container was paused. (A full disk is stopped by ARCH
-    // before CRIU sees it: tenant_test.ts, finding 5.)
+    // The job holds a deleted 96 MiB file, more than the ghost-file limit ARCH gives CRIU (host
+    // ghostFileLimitBytes, 64 MiB): CRIU fails in the middle of the dump, after the container was
+    // paused. (A full disk is stopped by ARCH before CRIU sees it: tenant_test.ts, finding 5.)
     const name = uniqueName("full");
     const key = uniqueName("k");
     await stack.docker(archDockerRun(name, key, [], [
       "sh",
       "-c",
-      "dd if=/dev/urandom of=/tmp/g bs=1M count=2 2>/dev/null && exec 3</tmp/g && rm /tmp/g && " +
+      "dd if=/dev/zero of=/tmp/g bs=1M count=96 2>/dev/null && exec 3</tmp/g && rm /tmp/g && " +
       "exec workload --interval-ms 50 --verify-every 10",
     ]));
     await waitTicks(stack, name, 5);
     const r = await archCheckpoint(stack, await fullId(stack, name));
     assertEquals(r.code, 1, r.stdout);
     ok(r.stdout.startsWith("FAIL "), r.stdout);
+    ok(/deleted file \("\/tmp\/g", 96\.0 MiB\) larger than the ghost-file limit/.test(r.stdout), r.stdout);
     // CRIU's log is kept with ARCH's logs, outlives the container, and the message names it.
     const criuLog = /\(CRIU log: ([^)]+)\)/.exec(r.stdout)?.[1] ?? "";
     ok(
