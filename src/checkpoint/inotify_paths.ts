@@ -28,7 +28,7 @@
 import { encodeVarint } from "../criu/protobuf.ts";
 import { runCommand } from "../process/exec.ts";
 import { Dir } from "../util/dirfd.ts";
-import { processTree } from "../process/tree.ts";
+import { openFds } from "../process/tree.ts";
 
 /** One watched inode: its file system's device (kernel encoding, as fdinfo and CRIU write it) and inode number. */
 export interface WatchedInode {
@@ -56,21 +56,11 @@ export function inotifyWatches(fdinfo: string): WatchedInode[] {
 /** Every inode the inotify instances of the container whose init is `init` watch. */
 export function containerWatches(init: number): WatchedInode[] {
   const out = new Map<string, WatchedInode>();
-  for (const pid of processTree(init)) {
-    let fds: Deno.DirEntry[];
+  for (const fd of openFds(init)) {
+    if (fd.link !== "anon_inode:inotify") continue;
     try {
-      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        if (Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`) !== "anon_inode:inotify") continue;
-        for (const w of inotifyWatches(Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd.name}`))) {
-          out.set(`${w.sdev}:${w.ino}`, w);
-        }
-      } catch { /* closed meanwhile */ }
-    }
+      for (const w of inotifyWatches(Deno.readTextFileSync(fd.infoPath))) out.set(`${w.sdev}:${w.ino}`, w);
+    } catch { /* closed meanwhile */ }
   }
   return [...out.values()];
 }

@@ -6,7 +6,7 @@
  */
 
 import { readCgroupFile } from "../util/cgroups.ts";
-import { processTree } from "../process/tree.ts";
+import { openFds } from "../process/tree.ts";
 
 /**
  * Bytes CRIU will write for the container whose init is `pid`: anonymous plus shared memory of
@@ -43,24 +43,16 @@ export function memoryToDump(pid: number): number | undefined {
 export function deletedOpenBytes(init: number, limit: number): number {
   const seen = new Set<string>();
   let total = 0;
-  for (const pid of processTree(init)) {
-    let fds: Deno.DirEntry[];
+  for (const fd of openFds(init)) {
+    // Only a deleted file is stat'ed (the link says so), never a live one on a file system that may hang.
+    if (!fd.link.endsWith(" (deleted)")) continue;
     try {
-      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        // Only a deleted file is stat'ed (the link says so), never a live one on a file system that may hang.
-        if (!Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`).endsWith(" (deleted)")) continue;
-        const info = Deno.statSync(`/proc/${pid}/fd/${fd.name}`);
-        const id = `${info.dev}:${info.ino}`;
-        if (!info.isFile || info.nlink !== 0 || seen.has(id)) continue;
-        seen.add(id);
-        if (info.size <= limit) total += info.size;
-      } catch { /* closed meanwhile */ }
-    }
+      const info = Deno.statSync(fd.path);
+      const id = `${info.dev}:${info.ino}`;
+      if (!info.isFile || info.nlink !== 0 || seen.has(id)) continue;
+      seen.add(id);
+      if (info.size <= limit) total += info.size;
+    } catch { /* closed meanwhile */ }
   }
   return total;
 }

@@ -1,4 +1,4 @@
-/** A container's processes: its init process and every descendant, from /proc (read-only). */
+/** A container's processes (its init process and every descendant) and their open files, from /proc (read-only). */
 
 /** The pids of `init` and its descendants (`/proc/<pid>/task/<tid>/children`). */
 export function processTree(init: number): number[] {
@@ -16,4 +16,34 @@ export function processTree(init: number): number[] {
     } catch { /* gone meanwhile */ }
   }
   return [...seen];
+}
+
+/** One open file descriptor of a process: where to read it in /proc, and what its link says. */
+export interface OpenFd {
+  /** `/proc/<pid>/fd/<n>` (stat it to reach the file), with `/proc/<pid>/fdinfo/<n>` beside it. */
+  readonly path: string;
+  readonly infoPath: string;
+  /** The descriptor's link text (`anon_inode:inotify`, `/tmp/x (deleted)`, ...). */
+  readonly link: string;
+}
+
+/** Every open descriptor of `init` and its descendants; a process or descriptor gone meanwhile is skipped. */
+export function* openFds(init: number): Generator<OpenFd> {
+  for (const pid of processTree(init)) {
+    let fds: Deno.DirEntry[];
+    try {
+      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`);
+      } catch {
+        continue; // closed meanwhile
+      }
+      yield { path: `/proc/${pid}/fd/${fd.name}`, infoPath: `/proc/${pid}/fdinfo/${fd.name}`, link };
+    }
+  }
 }
