@@ -52,11 +52,15 @@ import { DEFAULT_PAUSE_BUDGET_MS, PauseGuard } from "./pause_guard.ts";
 import { faultPoint } from "../util/faults.ts";
 import { imageIdentity } from "../rootfs/image_identity.ts";
 import { ClaimTimeout } from "../store/claim.ts";
+import { recordedTask } from "../task/options.ts";
+import { notifyJob, type NotifyResult } from "../task/notify.ts";
 
 const DEFAULT_GHOST_LIMIT = DEFAULT_CRIU_SETTINGS.ghostLimitBytes;
 
 /** A failed checkpoint: the step that failed (code `checkpoint-<step>`) and, for a failed dump, CRIU's kept log. */
 export class CheckpointError extends ArchError {
+  /** How the job's notice went, when it was told before the failure. */
+  notify?: NotifyResult;
   constructor(message: string, readonly step: string, readonly criuLog?: string) {
     super(message, `checkpoint-${step}`, 1);
   }
@@ -71,6 +75,8 @@ export interface CheckpointResult {
   readonly timings: Record<string, number>;
   /** A dry run: nothing was committed (`dir` is empty) and the container runs on; `timings.paused` is what it cost. */
   readonly dryRun?: boolean;
+  /** How the job's notice went (`ARCH_NOTIFY_SIGNAL`; `timings.notify` is the wait). */
+  readonly notify?: NotifyResult;
 }
 
 /** What a checkpoint needs from the node. */
@@ -184,6 +190,19 @@ export async function checkpointContainer(
   }
   using _claim = claim;
 
+  // A task-aware job is told first, and given until its timeout (at most half the time left
+  // before a deadline) to reach a safe point (`task/notify.ts`).
+  const notice = recordedTask(record)?.notify;
+  let notified: NotifyResult | undefined;
+  if (notice !== undefined && pid !== undefined) {
+    const left = remaining();
+    const wait = left === undefined ? notice.timeoutMs : Math.min(notice.timeoutMs, Math.floor(left / 2));
+    notified = await notifyJob(target, pid, notice.signal, "checkpoint", wait);
+    timings.notify = notified.waitedMs;
+  }
+  const withNotice = (error: CheckpointError) =>
+    notified === undefined ? error : Object.assign(error, { notify: notified });
+
   // The dump is bounded by the deadline; what follows it (hash, fsync, commit) gets a margin.
   const beforeDeadline = remaining();
   const budget = Math.min(
@@ -194,7 +213,7 @@ export async function checkpointContainer(
   try {
     await guard.pause();
   } catch (error) {
-    throw new CheckpointError(errorMessage(error), "pause");
+    throw withNotice(new CheckpointError(errorMessage(error), "pause"));
   }
   lap("pause", t0);
   const pausedAt = performance.now();
@@ -309,7 +328,15 @@ export async function checkpointContainer(
           );
         }
         lap("total", t0);
-        return { id: record.id, key: record.key, dir: "", bytes, timings, dryRun: true };
+        return {
+          id: record.id,
+          key: record.key,
+          dir: "",
+          bytes,
+          timings,
+          dryRun: true,
+          ...(notified !== undefined ? { notify: notified } : {}),
+        };
       }
 
       t = performance.now();
@@ -370,9 +397,11 @@ export async function checkpointContainer(
       ? ""
       : `; the container could not be released (${why}): ARCH retries at its next command`;
     if (error instanceof CheckpointError) {
-      throw new CheckpointError(error.message + stuck, error.step, error.criuLog);
+      throw withNotice(new CheckpointError(error.message + stuck, error.step, error.criuLog));
     }
-    throw new CheckpointError(`checkpoint of "${record.id}" failed: ${errorMessage(error)}${stuck}`, "capture");
+    throw withNotice(
+      new CheckpointError(`checkpoint of "${record.id}" failed: ${errorMessage(error)}${stuck}`, "capture"),
+    );
   }
   try {
     const current = registry.get(record.namespace, record.id)?.createdAt === record.createdAt;
@@ -401,7 +430,14 @@ export async function checkpointContainer(
     );
   }
   lap("total", t0);
-  return { id: record.id, key: record.key, dir: committed, bytes: treeBytes(committed), timings };
+  return {
+    id: record.id,
+    key: record.key,
+    dir: committed,
+    bytes: treeBytes(committed),
+    timings,
+    ...(notified !== undefined ? { notify: notified } : {}),
+  };
 }
 
 /** CRIU's cause of a failed dump, from its log (`criu/diagnose.ts`), if the log says one. */

@@ -19,7 +19,8 @@
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, initPid, Registry } from "../registry/registry.ts";
 import { memoryToDump } from "../checkpoint/memory.ts";
-import { checkpointContainer, type CheckpointResult } from "../checkpoint/checkpoint.ts";
+import { checkpointContainer, CheckpointError, type CheckpointResult } from "../checkpoint/checkpoint.ts";
+import type { NotifyResult } from "../task/notify.ts";
 import { runcStatuses, targetOf } from "../runc/client.ts";
 import { clearDraining, setDraining } from "../checkpoint/drain.ts";
 import { ArchError, errorMessage, UsageError } from "../util/errors.ts";
@@ -63,10 +64,17 @@ export function summary(record: ContainerRecord, outcome: CheckpointResult | Err
         `paused ${s(outcome.timings.paused)}; dry run: nothing kept, the job runs on`,
     );
   }
+  const told = outcome.notify === undefined
+    ? ""
+    : outcome.notify.answer === "ready"
+    ? ` (job ready after ${s(outcome.notify.waitedMs)})`
+    : outcome.notify.answer === "timeout"
+    ? ` (no answer from the job in ${s(outcome.notify.waitedMs)})`
+    : ` (job not notified: ${outcome.notify.problem ?? "unknown"})`;
   return terminalLine(
     `ok    ${name} key=${record.key} ${mib(outcome.bytes)} in ${
       (outcome.timings.total! / 1000).toFixed(2)
-    } s -> ${outcome.dir}`,
+    } s -> ${outcome.dir}${told}`,
   );
 }
 
@@ -88,6 +96,7 @@ function select(registry: Registry, wanted: readonly string[]): ContainerRecord[
 }
 
 function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: number): void {
+  const notified = notifyOf(outcome);
   recordEvent(observeTargets(), {
     kind: "checkpoint",
     result: outcome instanceof Error ? "failed" : "ok",
@@ -99,7 +108,13 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
     ...(outcome instanceof Error
       ? { error: outcome.message, ...(outcome instanceof ArchError ? { code: outcome.code } : {}) }
       : { bytes: outcome.bytes, timings: outcome.timings, checkpoint: outcome.dir }),
+    ...(notified !== undefined ? { notify: notified } : {}),
   });
+}
+
+/** How the job's notice went (`task/notify.ts`), for the event. */
+function notifyOf(outcome: CheckpointResult | Error): NotifyResult | undefined {
+  return outcome instanceof CheckpointError || !(outcome instanceof Error) ? outcome.notify : undefined;
 }
 
 /** One container's plan entry: its record, and what the ordering needs (see `checkpoint/finalize_plan.ts`). */

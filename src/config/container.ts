@@ -48,6 +48,24 @@ export function envOf(spec: BundleSpec): Map<string, string> {
   return env;
 }
 
+/**
+ * `spec` with `name=value` in its process environment (any earlier definition of `name`
+ * removed); `undefined` if it is already exactly that.
+ *
+ * @example
+ * ```ts
+ * import { withEnv } from "./container.ts";
+ * const spec = withEnv({ process: { env: ["A=1", "ARCH_RESTORED=x"] } }, "ARCH_RESTORED", "task");
+ * if (spec?.process?.env?.join(" ") !== "A=1 ARCH_RESTORED=task") throw new Error();
+ * ```
+ */
+export function withEnv(spec: BundleSpec, name: string, value: string): BundleSpec | undefined {
+  const env = spec.process?.env ?? [];
+  const others = env.filter((e) => !e.startsWith(`${name}=`));
+  if (others.length === env.length - 1 && env.includes(`${name}=${value}`)) return undefined;
+  return { ...spec, process: { ...spec.process, env: [...others, `${name}=${value}`] } };
+}
+
 /** Whether the container opted in (`ARCH_ENABLE=1`, nothing else). */
 export function isArchEnabled(env: ReadonlyMap<string, string>): boolean {
   return env.get("ARCH_ENABLE") === "1";

@@ -101,6 +101,24 @@ export const HostConfigSchema = z.object({
    */
   finalizeConcurrency: z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default("auto"),
   finalizeDeadlineSeconds: z.number().positive().default(100),
+  /**
+   * Task-aware checkpoints (docs/task-aware.md). The longest a container may ask ARCH to wait,
+   * after its notify signal (`ARCH_NOTIFY_SIGNAL`), for the job to say it is ready; a larger
+   * `ARCH_NOTIFY_TIMEOUT` is refused. 0 turns notify signals off (a container asking is refused).
+   */
+  notifyTimeoutMaxSeconds: z.number().min(0).max(3600).default(120),
+  /** Whether a container may save itself by its exit code (`ARCH_CHECKPOINT_EXIT_CODE`). */
+  exitCodeCheckpoints: z.boolean().default(true),
+  /**
+   * Whether a container may ask for its own checkpoint through its control directory
+   * (`/run/arch/request`), how soon after its previous one, and how many such checkpoints
+   * run at once on the node.
+   */
+  checkpointRequests: z.object({
+    allowed: z.boolean().default(false),
+    minIntervalSeconds: z.number().min(0).default(300),
+    concurrency: z.number().int().min(1).max(64).default(1),
+  }).strict().default({ allowed: false, minIntervalSeconds: 300, concurrency: 1 }),
   /** Minimum level of ARCH's log (`arch log --level` filters further). */
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
   /**

@@ -29,6 +29,10 @@ export interface ArchEvent extends MetricsEvent {
   readonly error?: string;
   /** The failure's stable code (`ArchError.code`, e.g. `checkpoint-dump`, `restore-verify`), for alerts and scripts. */
   readonly code?: string;
+  /** A task checkpoint (the exit-code protocol, `task/task_checkpoint.ts`), or the restore of one. */
+  readonly task?: boolean;
+  /** How the job's notice went before the checkpoint (`task/notify.ts`): its answer and the wait, ms. */
+  readonly notify?: { readonly answer: string; readonly waitedMs: number; readonly problem?: string };
   /** Finalize: the concurrency it ran at, from when (ms since its start), with the measured rate. */
   readonly concurrency?: readonly { readonly atMs: number; readonly concurrency: number; readonly rate?: number }[];
 }

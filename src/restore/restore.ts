@@ -61,6 +61,8 @@ import { lastElement } from "../util/paths.ts";
  */
 export type RestoreOutcome =
   | { kind: "restored"; from: string; timings: Record<string, number> }
+  /** A task checkpoint: its files are in the rootfs, the process is to be created fresh (`runc create`). */
+  | { kind: "task"; from: string; timings: Record<string, number> }
   | { kind: "foreign"; reason: string }
   /** This node cannot restore it (its secret, its CRIU, its free space): left as it is for a node that can. */
   | { kind: "refused"; reason: string; applied?: boolean }
@@ -112,7 +114,11 @@ function reportRestore(
   outcome: RestoreOutcome | undefined,
   ms: number,
 ): void {
-  const result = outcome === undefined ? "failed" : outcome.kind === "restored" ? "ok" : outcome.kind;
+  const result = outcome === undefined
+    ? "failed"
+    : outcome.kind === "restored" || outcome.kind === "task"
+    ? "ok"
+    : outcome.kind;
   recordEvent(observeTargets(), {
     kind: "restore",
     result,
@@ -123,8 +129,9 @@ function reportRestore(
     ...(dir !== undefined ? { checkpoint: dir } : {}),
     ...(seen.bytes !== undefined ? { bytes: seen.bytes } : {}),
     durationMs: Math.round(ms),
-    ...(outcome?.kind === "restored" ? { timings: outcome.timings } : {}),
-    ...(outcome !== undefined && outcome.kind !== "restored"
+    ...(outcome?.kind === "restored" || outcome?.kind === "task" ? { timings: outcome.timings } : {}),
+    ...(outcome?.kind === "task" ? { task: true } : {}),
+    ...(outcome !== undefined && outcome.kind !== "restored" && outcome.kind !== "task"
       ? { error: outcome.reason, code: `restore-${outcome.kind}` }
       : {}),
     ...(outcome === undefined ? { error: "unexpected error", code: "restore-error" } : {}),
@@ -141,11 +148,11 @@ async function restoreCurrent(
   const dir = store.currentPath()!;
   const bundle = stringOption(create.options, "bundle") ?? Deno.cwd();
   let applied = false;
-  const fail = (reason: string): RestoreOutcome => ({
+  const fail = (reason: string, changed = applied): RestoreOutcome => ({
     kind: "failed",
     reason,
     quarantined: store.quarantine(),
-    applied,
+    applied: changed,
   });
   const timings: Record<string, number> = {};
   const t0 = performance.now();
@@ -169,6 +176,7 @@ async function restoreCurrent(
     ({ manifest, deferred } = await verifying);
     lap("verify");
     seen.bytes = manifest.files.reduce((n, f) => n + f.size, 0); // verified: each file has this size
+    if (manifest.kind === "task") return await applyTask(dir, manifest.rootfs.archive, options.rootfs, timings, fail);
     let versions;
     try {
       versions = await here;
@@ -287,4 +295,29 @@ async function restoreCurrent(
   }
   lap("restore");
   return { kind: "restored", from: dir, timings };
+}
+
+/**
+ * A task checkpoint (verified whole: it has no page data): its writable layer goes into the
+ * new rootfs and the process is created fresh. A layer this node has no room for is refused
+ * (the checkpoint stays); any other failure quarantines it.
+ */
+async function applyTask(
+  dir: string,
+  archive: string | null,
+  rootfs: string,
+  timings: Record<string, number>,
+  fail: (reason: string, applied: boolean) => RestoreOutcome,
+): Promise<RestoreOutcome> {
+  const t = performance.now();
+  try {
+    if (archive !== null) await applyToRootfs(`${dir}/${archive}`, rootfs);
+  } catch (error) {
+    if (error instanceof LayerRefusedError && /free (space|inodes)/.test(error.message)) {
+      return { kind: "refused", reason: `cannot apply the saved writable layer here: ${error.message}` };
+    }
+    return fail(`cannot apply the saved writable layer: ${errorMessage(error)}`, !(error instanceof LayerRefusedError));
+  }
+  timings.rootfs = Math.round(performance.now() - t);
+  return { kind: "task", from: dir, timings };
 }

@@ -7,7 +7,8 @@
  *       current -> ckpt-<stamp>          the key's committed checkpoint (a relative symlink)
  *       ckpt-<stamp>/                    a committed checkpoint
  *         manifest.json, manifest.hmac   what it holds (every file's size and sha256), signed
- *         criu/                          CRIU's images (pages-<n>.img: the raw page data)
+ *         criu/                          CRIU's images (pages-<n>.img: the raw page data);
+ *                                        absent in a task checkpoint (version 3)
  *         rootfs.tar                     the writable layer
  *         consumed                       written by the restore that consumed it
  *       quarantine-<stamp>/              moved aside after a failed verification or restore
@@ -16,8 +17,16 @@
  *     <root>/<scope>/.removed-<key>-…    a key being deleted
  */
 
-/** The manifest format (and so the layout) this ARCH writes, and the only one it accepts. */
+/** The manifest format (and so the layout) of a process checkpoint (CRIU's images and the writable layer). */
 export const MANIFEST_VERSION = 2;
+/**
+ * The manifest format of a task checkpoint (`kind: "task"`): the writable layer only, saved
+ * when the job exited with its `ARCH_CHECKPOINT_EXIT_CODE`. A version of its own, so an ARCH
+ * that reads only version 2 leaves it alone instead of handing CRIU a checkpoint without images.
+ */
+export const TASK_MANIFEST_VERSION = 3;
+/** Every manifest version this ARCH reads. */
+export const READ_MANIFEST_VERSIONS: readonly number[] = [MANIFEST_VERSION, TASK_MANIFEST_VERSION];
 
 /** The manifest: every file of the checkpoint with its size and sha256, and what it was taken from. */
 export const MANIFEST_FILE = "manifest.json";

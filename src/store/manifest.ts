@@ -22,7 +22,15 @@
  */
 
 import { ARCH_VERSION } from "../version.ts";
-import { MANIFEST_FILE, MANIFEST_VERSION, ROOTFS_ARCHIVE, SIGNATURE_FILE, UNLISTED } from "./layout.ts";
+import {
+  MANIFEST_FILE,
+  MANIFEST_VERSION,
+  READ_MANIFEST_VERSIONS,
+  ROOTFS_ARCHIVE,
+  SIGNATURE_FILE,
+  TASK_MANIFEST_VERSION,
+  UNLISTED,
+} from "./layout.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { z } from "zod";
 import { sha256Hex, streamingSha256, WHOLE_FILE_LIMIT } from "../util/digest.ts";
@@ -39,7 +47,9 @@ const RELATIVE = /^(?!.*(^|\/)\.{1,2}(\/|$))[A-Za-z0-9_.+-]+(\/[A-Za-z0-9_.+-]+)
 
 /** The zod schema of `manifest.json`; each listed file's path must be a plain relative path (no `..`). */
 export const ManifestSchema = z.object({
-  version: z.literal(MANIFEST_VERSION),
+  version: z.union([z.literal(MANIFEST_VERSION), z.literal(TASK_MANIFEST_VERSION)]),
+  /** "task": the writable layer only, saved by the job's exit code (version 3); absent: a process checkpoint. */
+  kind: z.literal("task").optional(),
   containerId: z.string(),
   namespace: z.string(),
   /** Key scope (see `config/container_config.ts`): who may restore it. */
@@ -60,6 +70,8 @@ export const ManifestSchema = z.object({
   files: z.array(
     z.object({ path: z.string().regex(RELATIVE), size: z.number(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
   ),
+}).refine((m) => (m.kind === "task") === (m.version === TASK_MANIFEST_VERSION), {
+  message: `a task checkpoint is of version ${TASK_MANIFEST_VERSION}, a process checkpoint of ${MANIFEST_VERSION}`,
 });
 
 /** A checkpoint's manifest, as {@link ManifestSchema} validates it. */
@@ -229,12 +241,13 @@ export async function verifyCheckpointExcept(
   }
   const parsed: unknown = JSON.parse(new TextDecoder().decode(bytes));
   const version = (parsed as { version?: unknown } | null)?.version;
-  if (version !== MANIFEST_VERSION) {
+  if (typeof version !== "number" || !READ_MANIFEST_VERSIONS.includes(version)) {
     // Authentic (signed with this node's secret) but of another format: a node with the ARCH
     // that wrote it can restore it, so it is left as it is, never quarantined as damaged.
     throw new CheckpointVersionError(
       `its manifest is of format version ${JSON.stringify(version ?? null)}, and this ARCH ` +
-        `(${ARCH_VERSION}) reads version ${MANIFEST_VERSION}: restore it on a node whose ARCH reads that version`,
+        `(${ARCH_VERSION}) reads versions ${READ_MANIFEST_VERSIONS.join(" and ")}: restore it on a node whose ARCH ` +
+        `reads that version`,
     );
   }
   const manifest = ManifestSchema.parse(parsed);

@@ -11,11 +11,12 @@
 
 import { errorMessage } from "../util/errors.ts";
 import type { WrapperContext } from "./context.ts";
-import { envOf, rootfsPath } from "../config/container.ts";
+import { envOf, rootfsPath, withEnv } from "../config/container.ts";
 import { containerConfig } from "../config/container_config.ts";
 import { hostConfigFrom } from "../config/host_schema.ts";
 import { stringOption } from "../runc/argv.ts";
-import { carriedGlobal } from "../runc/client.ts";
+import { carriedGlobal, Runc, targetOf } from "../runc/client.ts";
+import { type ContainerRecord, initPid } from "../registry/registry.ts";
 import { KeyStore } from "../store/store.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../criu/logs.ts";
@@ -35,6 +36,8 @@ import { faultPoint } from "../util/faults.ts";
 import { watchExit } from "./watch_exit.ts";
 import { ensureSystemPath, SEARCH_PATH } from "../process/programs.ts";
 import { selfArch } from "../config/host.ts";
+import { needsControlDir, taskOptions } from "../task/options.ts";
+import { clearControlDir, withControlDir } from "../task/control_dir.ts";
 
 /**
  * The `arch` hook command the wrapper puts into an ARCH shared-FS container's config.json:
@@ -81,6 +84,16 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     ctx.fail(resolved.error);
     return 1;
   }
+  const task = taskOptions(env, host);
+  if (typeof task === "string") {
+    ctx.fail(task);
+    return 1;
+  }
+  const control = needsControlDir(task) ? withControlDir(spec) : undefined;
+  if (typeof control === "string") {
+    ctx.fail(control);
+    return 1;
+  }
   const rootfs = rootfsPath(spec, bundle);
   let upperdir: string | undefined;
   try {
@@ -125,6 +138,11 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       let next = withCriuConfig(original, criuConfig) ?? original;
       // The engine's bind sources only: the work directory below is ARCH's own, checked as it is.
       next = withResolvedBindSources(next, linkTarget) ?? next;
+      if (needsControlDir(task)) {
+        const withDir = withControlDir(next);
+        if (typeof withDir === "string") throw new Error(withDir); // checked above on the same file
+        next = withDir ?? next;
+      }
       if (sharedFs !== undefined && workdir !== undefined) {
         const mounted = withWorkdir(next, workdir, sharedFs.containerPath);
         if (typeof mounted === "string") throw new Error(mounted); // checked above on the same file
@@ -149,6 +167,8 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     key,
     keySource,
     checkpointRoot,
+    upperdir,
+    ...(Object.keys(task).length > 0 ? { task } : {}),
     ...(sharedFs !== undefined ? { sharedFs: { ...sharedFs, workdir } } : {}),
     pidFile: stringOption(ctx.call.options, "pid-file"),
     createdAt: new Date().toISOString(),
@@ -264,7 +284,24 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       ctx.log.error("restored, but cannot record it", { checkpoint: outcome.from, error: String(error) });
     }
     await watchExit(ctx, restored);
+    if (task.restoredSignal !== undefined) await tellRestored(ctx, restored, task.restoredSignal);
     return 0;
+  }
+  if (outcome.kind === "task") {
+    // The job saved itself: its files are in place, its process starts fresh and is told so.
+    try {
+      store.markConsumed({ container: ctx.id, node: Deno.hostname() });
+      rewriteBundle(bundle, (spec) => withEnv(spec, "ARCH_RESTORED", "task"));
+      ctx.registry.put({ ...record, restoredTask: outcome.from });
+      ctx.log.info("starting from a task checkpoint: its files, a fresh process", {
+        checkpoint: outcome.from,
+        timings: outcome.timings,
+      });
+    } catch (error) {
+      ctx.fail(`cannot start from task checkpoint ${outcome.from}: ${errorMessage(error)}`);
+      return 1;
+    }
+    return undefined;
   }
   if (outcome.kind === "refused") {
     if (outcome.applied) {
@@ -301,4 +338,18 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     }
   }
   return undefined;
+}
+
+/**
+ * Tells a restored job it was restored (`ARCH_RESTORED_SIGNAL`), after clearing its control
+ * directory's stale notice and answer. A failure is logged: the container runs either way.
+ */
+async function tellRestored(ctx: WrapperContext, record: ContainerRecord, signal: string): Promise<void> {
+  const pid = initPid(record);
+  if (pid !== undefined) clearControlDir(pid);
+  try {
+    await new Runc(targetOf(ctx.runc, record)).kill(signal, { timeoutMs: 10_000 });
+  } catch (error) {
+    ctx.log.warn("restored, but cannot send ARCH_RESTORED_SIGNAL", { signal, error: errorMessage(error) });
+  }
 }

@@ -23,6 +23,9 @@ import { KeyStore } from "../store/store.ts";
 import { KeyGone } from "../store/claim.ts";
 import { watchExit } from "./watch_exit.ts";
 import { awaitExit, keepReason } from "../store/retention.ts";
+import { recordedTask } from "../task/options.ts";
+import type { ContainerRecord } from "../registry/registry.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /**
  * Handles runc `create`, `start` and `delete` of an ARCH container (see the module doc): an exit status, or
@@ -52,6 +55,15 @@ async function onStart(ctx: WrapperContext): Promise<number | undefined> {
 }
 
 async function onDelete(ctx: WrapperContext): Promise<number> {
+  // The exit-code protocol: the files are saved before runc's delete, while the rootfs is mounted.
+  const before = ctx.registry.get(ctx.namespace, ctx.id);
+  const exitCode = before !== undefined ? recordedTask(before)?.exitCode : undefined;
+  if (exitCode !== undefined) {
+    const exited = await awaitExit(ctx.registry, ctx.namespace, ctx.id);
+    if (exited !== undefined && (exited.exit as { code?: number } | undefined)?.code === exitCode) {
+      await saveTaskCheckpoint(ctx, exited);
+    }
+  }
   const result = await runCommand({ cmd: ctx.runc, args: ctx.argv, stdio: "inherit" });
   if (result.code !== 0) return result.code;
   const record = await awaitExit(ctx.registry, ctx.namespace, ctx.id);
@@ -77,4 +89,63 @@ async function onDelete(ctx: WrapperContext): Promise<number> {
     }
   }
   return 0;
+}
+
+/**
+ * Commits the exited container's files as its key's task checkpoint (`task/task_checkpoint.ts`,
+ * loaded only here), and reports it as an event; a failure is logged and reported, never
+ * fails the engine's delete.
+ */
+async function saveTaskCheckpoint(ctx: WrapperContext, record: ContainerRecord): Promise<void> {
+  const started = performance.now();
+  const { recordEvent } = await import("../observe/events.ts");
+  const { observeTargets } = await import("../observe/targets.ts");
+  const event = {
+    kind: "checkpoint" as const,
+    task: true,
+    namespace: record.namespace,
+    id: record.id,
+    key: record.key,
+  };
+  try {
+    const { hostConfigFrom } = await import("../config/host_schema.ts");
+    const { loadSecret } = await import("../store/secret.ts");
+    const { readBundleSpec, rootfsPath } = await import("../config/container.ts");
+    const { commitTaskCheckpoint } = await import("../task/task_checkpoint.ts");
+    const host = hostConfigFrom(ctx.host);
+    const saved = await commitTaskCheckpoint(record, {
+      stateDir: host.stateDir,
+      secret: loadSecret(host.secretFile, true),
+      runcPath: ctx.runc,
+      rootfs: rootfsPath(readBundleSpec(record.bundle), record.bundle),
+      lockWaitMs: host.lockWaitSeconds * 1000,
+      maxBytes: host.maxCheckpointBytes,
+      reserveBytes: host.checkpointReserveBytes,
+    });
+    ctx.log.info("job exited with its ARCH_CHECKPOINT_EXIT_CODE: files saved as a task checkpoint", {
+      key: record.key,
+      checkpoint: saved.dir,
+      bytes: saved.bytes,
+      ms: saved.ms,
+    });
+    recordEvent(observeTargets(), {
+      ...event,
+      result: "ok",
+      checkpoint: saved.dir,
+      bytes: saved.bytes,
+      durationMs: saved.ms,
+    });
+  } catch (error) {
+    ctx.log.error("job exited with its ARCH_CHECKPOINT_EXIT_CODE, but its files were not saved", {
+      key: record.key,
+      error: errorMessage(error),
+    });
+    recordEvent(observeTargets(), {
+      ...event,
+      result: "failed",
+      error: errorMessage(error),
+      code: (error as { code?: string }).code ?? "task-checkpoint-error",
+      durationMs: Math.round(performance.now() - started),
+    });
+  }
 }

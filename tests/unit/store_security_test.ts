@@ -251,14 +251,14 @@ Deno.test("point 5: what a release does in each phase of a checkpoint", () => {
 Deno.test("a signed checkpoint of another format version is left for an ARCH that reads it, never taken for damage", async () => {
   const root = tempRoot();
   try {
-    for (const version of [MANIFEST_VERSION + 1, 1, "2", null]) {
+    for (const version of [MANIFEST_VERSION + 2, 1, "2", null]) {
       const store = await makeCheckpoint(root);
       await forge(store, (m) => (m.version = version), SECRET); // authentic: signed with this node's secret
       await rejects(
         verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED),
         (e: unknown) =>
           e instanceof CheckpointVersionError && e.code === "checkpoint-version" &&
-          e.message.includes(`reads version ${MANIFEST_VERSION}`),
+          e.message.includes(`reads versions ${MANIFEST_VERSION} and ${MANIFEST_VERSION + 1}`),
       );
       await forge(store, (m) => (m.containerId = "c2")); // a change without the secret: the signature is checked first
       await rejects(verifyCheckpoint(store.currentPath()!, SECRET, EXPECTED), UnauthenticatedCheckpoint);

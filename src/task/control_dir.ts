@@ -1,0 +1,106 @@
+/**
+ * A task-aware container's control directory: `/run/arch` inside the container, a small
+ * tmpfs ARCH adds to its config.json at create (64 KiB, 64 inodes, mode 1777, nosuid,
+ * nodev, noexec). Through it the job and ARCH talk without anything crossing the
+ * container's boundary:
+ *
+ * - `notice` (ARCH writes, the job reads): what ARCH is about to do, one word: `checkpoint`
+ *   (it will dump the job; say ready) or `exit` (save your state and exit with
+ *   `ARCH_CHECKPOINT_EXIT_CODE`).
+ * - `ready` (the job creates, ARCH looks): the job is at a safe point.
+ *
+ * Guarantees: the directory lives in the container's own mount namespace and memory (no
+ * host disk a tenant could fill, nothing to clean after the container; CRIU saves and
+ * restores it with the container). ARCH reaches it only from the container's root
+ * (`/proc/<pid>/root`, `openat2` `RESOLVE_IN_ROOT`: no link leads out of the container),
+ * never reads the job's answer (only `lstat`s it: a symbolic link, FIFO or directory named
+ * `ready` is not an answer and blocks nothing), and writes `notice` only as a new file
+ * (`O_CREAT|O_EXCL`: a link planted there is refused, never followed).
+ */
+
+import type { BundleSpec } from "../config/container.ts";
+import { Dir } from "../util/dirfd.ts";
+
+/** Where the control directory appears in the container. */
+export const CONTROL_DIR = "/run/arch";
+/** The tmpfs options: small, and nothing in it runs or is a device. */
+const TMPFS_OPTIONS = ["nosuid", "nodev", "noexec", "size=64k", "nr_inodes=64", "mode=1777"];
+
+interface Mount {
+  destination: string;
+  type?: string;
+  source?: string;
+  options?: string[];
+}
+
+/**
+ * `spec` with the control directory mounted; `undefined` if it is already there (ARCH's own),
+ * or the sentence refusing a container that mounts something else at {@link CONTROL_DIR}.
+ *
+ * @example
+ * ```ts
+ * import { withControlDir } from "./control_dir.ts";
+ * const spec = withControlDir({ mounts: [] });
+ * if (typeof spec !== "object" || (spec.mounts as unknown[]).length !== 1) throw new Error();
+ * if (withControlDir(spec) !== undefined) throw new Error();
+ * if (typeof withControlDir({ mounts: [{ destination: "/run/arch/", type: "bind", source: "/x" }] }) !== "string") {
+ *   throw new Error();
+ * }
+ * ```
+ */
+export function withControlDir(spec: BundleSpec): BundleSpec | string | undefined {
+  const mounts = (spec.mounts as Mount[] | undefined) ?? [];
+  const clash = mounts.filter((m) => m.destination.replace(/\/+$/, "") === CONTROL_DIR);
+  if (clash.length === 1 && clash[0]!.type === "tmpfs" && clash[0]!.source === "arch-control") return undefined;
+  if (clash.length > 0) {
+    return `the container already mounts "${clash[0]!.source ?? clash[0]!.type}" at ${CONTROL_DIR}, where ARCH ` +
+      `puts the control directory of ARCH_NOTIFY_SIGNAL: remove that mount`;
+  }
+  const mount: Mount = { destination: CONTROL_DIR, type: "tmpfs", source: "arch-control", options: TMPFS_OPTIONS };
+  return { ...spec, mounts: [...mounts, mount] };
+}
+
+/** The control directory of the running container whose init is `pid`, opened from inside its root. */
+function openControlDir(pid: number): Dir {
+  using root = Dir.open(`/proc/${pid}/root/.`);
+  return root.openInRoot(CONTROL_DIR.slice(1));
+}
+
+/** What ARCH is about to do, as the job reads it in `notice`. */
+export type Notice = "checkpoint" | "exit";
+
+/**
+ * Removes a previous `ready` and writes `notice`: the job's next `ready` answers this notice.
+ * Throws when the directory cannot be reached or written (no control directory, a full
+ * tmpfs, a planted `notice` that cannot be replaced).
+ */
+export function postNotice(pid: number, notice: Notice): void {
+  using dir = openControlDir(pid);
+  dir.removeTree("ready");
+  dir.removeTree("notice");
+  // A new file only: an entry planted between the removal and here fails the write, nothing is followed.
+  Deno.writeTextFileSync(dir.at("notice"), `${notice}\n`, { createNew: true, mode: 0o644 });
+}
+
+/**
+ * Whether the job answered: `true` for a regular file `ready`; a string saying what is there
+ * instead (then the job has not answered); `false` when there is nothing yet.
+ */
+export function readyAnswer(pid: number): boolean | string {
+  using dir = openControlDir(pid);
+  const info = dir.lstat("ready");
+  if (info === undefined) return false;
+  if (info.isFile) return true;
+  return `${CONTROL_DIR}/ready is ${
+    info.isSymlink ? "a symbolic link" : info.isDirectory ? "a directory" : "not a regular file"
+  }, not an answer: the job must create it as a plain file`;
+}
+
+/** Removes `notice` and `ready` after a restore: the job starts over without a stale answer. Best effort. */
+export function clearControlDir(pid: number): void {
+  try {
+    using dir = openControlDir(pid);
+    dir.removeTree("ready");
+    dir.removeTree("notice");
+  } catch { /* nothing to clear */ }
+}

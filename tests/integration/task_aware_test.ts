@@ -1,0 +1,182 @@
+/**
+ * Task-aware checkpoints through Docker with runtime `arch` (docs/task-aware.md), with the
+ * example jobs of the docs (busybox shell loops):
+ *
+ * - told before: a job with `ARCH_NOTIFY_SIGNAL` flushes its state when told, says ready, and
+ *   only then is dumped; a NEW container of its key resumes from the dump (no fresh start,
+ *   its counter goes on) and is told it was restored (`ARCH_RESTORED_SIGNAL`);
+ * - saves itself: a job exiting with `ARCH_CHECKPOINT_EXIT_CODE` has its files committed as a
+ *   task checkpoint; the next container of its key starts fresh from its image with those
+ *   files and `ARCH_RESTORED=task`, and its exit 0 ends the key;
+ * - attacks: an answer planted as a symbolic link or a FIFO is no answer (the checkpoint goes
+ *   on after the timeout, nothing followed, nothing hangs); a job that exits with its code and
+ *   a layer above the limit is not saved, and the key's previous checkpoint stays current.
+ */
+
+import { deepEqual as assertEquals, ok } from "node:assert/strict";
+import type { EmbeddedStack } from "../harness/stack.ts";
+import { archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
+import { fullId } from "./_workload.ts";
+
+/** The notify example job: counts, and on SIGUSR1 writes its count to /tmp/flushed and says ready. */
+const NOTIFY_JOB = [
+  "echo start",
+  "n=0",
+  `trap 'echo "$n" > /tmp/flushed; echo "told $(cat /run/arch/notice) at $n"; touch /run/arch/ready' USR1`,
+  `trap 'echo "restored at $n"' USR2`,
+  `while true; do n=$((n+1)); echo "tick $n"; sleep 0.1; done`,
+].join("\n");
+
+/** The exit-code example job: works in steps kept in /state/step, and yields (exit 42) after step 3. */
+const EXIT_CODE_JOB = [
+  `[ "$ARCH_RESTORED" = task ] && echo "resumed from step $(cat /state/step)"`,
+  "mkdir -p /state; step=$(cat /state/step 2>/dev/null || echo 0)",
+  `while [ "$step" -lt 6 ]; do`,
+  `  step=$((step+1)); echo "$step" > /state/step; echo "step $step"`,
+  `  [ "$step" = 3 ] && exit 42`,
+  "done",
+  "echo done",
+].join("\n");
+
+const logs = async (stack: EmbeddedStack, name: string) => (await stack.docker(["logs", name])).stdout;
+const lastTick = (text: string) => Number(text.match(/tick (\d+)\n(?![\s\S]*tick)/)?.[1] ?? 0);
+
+async function toldBeforeAndAfter(stack: EmbeddedStack): Promise<void> {
+  const key = uniqueName("notify");
+  const env = ["--env", "ARCH_NOTIFY_SIGNAL=SIGUSR1", "--env", "ARCH_NOTIFY_TIMEOUT=10"];
+  const restoredEnv = [...env, "--env", "ARCH_RESTORED_SIGNAL=SIGUSR2"];
+  const first = uniqueName("notify-1");
+  await stack.docker(archDockerRun(first, key, restoredEnv, ["sh", "-c", NOTIFY_JOB]));
+  await eventually("20 ticks", async () => lastTick(await logs(stack, first)) >= 20 ? true : undefined);
+  const r = await archCli(stack, ["checkpoint", await fullId(stack, first)]);
+  assertEquals(r.code, 0, r.stdout + r.stderr);
+  ok(/\(job ready after \d+\.\d\d s\)/.test(r.stdout), r.stdout);
+  const before = await logs(stack, first);
+  const told = before.match(/told checkpoint at (\d+)/);
+  ok(told !== null, `the job read ARCH's notice: ${before}`);
+  const saved = lastTick(before);
+  ok(saved >= Number(told[1]), `dumped after the job said ready (told at ${told[1]}, last tick ${saved})`);
+  const event = (await eventsOf(stack, key)).find((e) => e.kind === "checkpoint");
+  assertEquals((event?.notify as { answer?: string })?.answer, "ready", JSON.stringify(event));
+  ok(typeof (event?.timings as Record<string, number>)?.notify === "number", JSON.stringify(event));
+
+  const second = uniqueName("notify-2");
+  await stack.docker(archDockerRun(second, key, restoredEnv, ["sh", "-c", NOTIFY_JOB]));
+  const after = await eventually("the restored job ticks on", async () => {
+    const text = await logs(stack, second);
+    return lastTick(text) >= saved + 10 ? text : undefined;
+  });
+  ok(!after.includes("start"), `restored, not started afresh: ${after.slice(0, 200)}`);
+  ok(/restored at \d+/.test(after), `told it was restored: ${after.slice(0, 300)}`);
+  const flushed = (await stack.docker(["exec", second, "cat", "/tmp/flushed"])).stdout.trim();
+  assertEquals(flushed, told[1], "the state it flushed when told is in the restored container");
+  await stack.docker(["rm", "-f", first, second]);
+}
+
+async function plantedAnswers(stack: EmbeddedStack): Promise<void> {
+  for (const plant of ["ln -s /etc/shadow /run/arch/ready", "mkfifo /run/arch/ready"]) {
+    const key = uniqueName("planted");
+    const name = uniqueName("planted");
+    const job = `trap '${plant}' USR1; echo start; while true; do echo tick; sleep 0.1; done`;
+    const env = ["--env", "ARCH_NOTIFY_SIGNAL=USR1", "--env", "ARCH_NOTIFY_TIMEOUT=1"];
+    await stack.docker(archDockerRun(name, key, env, ["sh", "-c", job]));
+    await eventually("a tick", async () => (await logs(stack, name)).includes("tick") ? true : undefined);
+    const r = await archCli(stack, ["checkpoint", "--leave-running", await fullId(stack, name)]);
+    assertEquals(r.code, 0, `${plant}: ${r.stdout}${r.stderr}`);
+    ok(/\(no answer from the job in 1\.\d\d s\)/.test(r.stdout), `${plant}: ${r.stdout}`);
+    const event = (await eventsOf(stack, key)).find((e) => e.kind === "checkpoint");
+    ok(/not a regular file|symbolic link/.test(String((event?.notify as { problem?: string })?.problem)), plant);
+    await stack.docker(["rm", "-f", name]);
+  }
+}
+
+async function savesItself(stack: EmbeddedStack): Promise<void> {
+  const key = uniqueName("exitcode");
+  const env = ["--env", "ARCH_CHECKPOINT_EXIT_CODE=42"];
+  const first = uniqueName("exitcode-1");
+  const one = await stack.docker(archDockerRun(first, key, env, ["sh", "-c", EXIT_CODE_JOB], false), {
+    check: false,
+  });
+  assertEquals(one.code, 42, one.stdout + one.stderr);
+  assertEquals(one.stdout.trim().split("\n"), ["step 1", "step 2", "step 3"]);
+  const saved = (await eventsOf(stack, key)).find((e) => e.kind === "checkpoint" && e.task === true);
+  assertEquals(saved?.result, "ok", JSON.stringify(saved));
+  const ls = await archCli(stack, ["inspect", key]);
+  assertEquals(ls.code, 0, ls.stdout + ls.stderr);
+
+  const second = uniqueName("exitcode-2");
+  const two = await stack.docker(archDockerRun(second, key, env, ["sh", "-c", EXIT_CODE_JOB], false), {
+    check: false,
+  });
+  assertEquals(two.code, 0, two.stdout + two.stderr);
+  assertEquals(two.stdout.trim().split("\n"), ["resumed from step 3", "step 4", "step 5", "step 6", "done"]);
+  const gone = await archCli(stack, ["inspect", key]);
+  assertEquals(gone.code, 2, `exit 0 ends the key: ${gone.stdout}${gone.stderr}`);
+  await stack.docker(["rm", "-f", first, second]);
+}
+
+async function tooBigToSave(stack: EmbeddedStack): Promise<void> {
+  const key = uniqueName("exitbig");
+  const env = ["--env", "ARCH_CHECKPOINT_EXIT_CODE=42"];
+  const small = uniqueName("exitbig-1");
+  const step = "mkdir -p /state; echo one > /state/step; exit 42";
+  assertEquals(
+    (await stack.docker(archDockerRun(small, key, env, ["sh", "-c", step], false), { check: false })).code,
+    42,
+  );
+  const first = (await archCli(stack, ["inspect", "--json", key])).stdout;
+  // 48 MiB of files against a 32 MiB limit: not saved, one sentence, the previous checkpoint stays.
+  const config = JSON.parse(Deno.readTextFileSync(stack.archConfig));
+  Deno.writeTextFileSync(stack.archConfig, JSON.stringify({ ...config, maxCheckpointBytes: 32 * 2 ** 20 }));
+  try {
+    const big = uniqueName("exitbig-2");
+    const fill = "head -c 50331648 /dev/urandom > /big; exit 42";
+    const r = await stack.docker(archDockerRun(big, key, env, ["sh", "-c", fill], false), { check: false });
+    assertEquals(r.code, 42);
+    const failed = (await eventsOf(stack, key)).filter((e) => e.kind === "checkpoint" && e.task === true).at(-1);
+    assertEquals(failed?.result, "failed", JSON.stringify(failed));
+    ok(/not saved: .*maxCheckpointBytes/.test(String(failed?.error)), String(failed?.error));
+    assertEquals(failed?.code, "task-checkpoint-size");
+    await stack.docker(["rm", "-f", big]);
+  } finally {
+    Deno.writeTextFileSync(stack.archConfig, JSON.stringify(config));
+  }
+  const still = (await archCli(stack, ["inspect", "--json", key])).stdout;
+  assertEquals(
+    JSON.parse(still).checkpoint.name,
+    JSON.parse(first).checkpoint.name,
+    "the previous checkpoint stays current",
+  );
+  await stack.docker(["rm", "-f", small]);
+}
+
+/** The events file's records of checkpoint key `key` (host config `eventsFile`, default beside the log). */
+function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unknown>[]> {
+  let text = "";
+  try {
+    text = Deno.readTextFileSync(`${stack.scratch}/arch/events.jsonl`);
+  } catch { /* none yet */ }
+  return Promise.resolve(
+    text.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e.key === key),
+  );
+}
+
+stackTest("task-aware checkpoints: told before and after, saved by exit code", async (t, stack) => {
+  await t.step(
+    "a job told before its checkpoint says ready, resumes in a new container, is told after",
+    () => toldBeforeAndAfter(stack),
+  );
+  await t.step(
+    "an answer planted as a link or a FIFO is no answer, and nothing follows or hangs on it",
+    () => plantedAnswers(stack),
+  );
+  await t.step(
+    "a job exiting with its code resumes from its files in a new container; exit 0 ends the key",
+    () => savesItself(stack),
+  );
+  await t.step(
+    "a job exiting with its code and a layer above the limit is not saved; the last checkpoint stays",
+    () => tooBigToSave(stack),
+  );
+});
