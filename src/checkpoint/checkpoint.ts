@@ -77,6 +77,8 @@ export interface CheckpointResult {
   readonly dryRun?: boolean;
   /** How the job's notice went (`ARCH_NOTIFY_SIGNAL`; `timings.notify` is the wait). */
   readonly notify?: NotifyResult;
+  /** A task checkpoint: the dump failed for this reason, and the job saved itself (`task/fallback.ts`). */
+  readonly task?: { readonly after: string };
 }
 
 /** What a checkpoint needs from the node. */

@@ -21,6 +21,7 @@ import { type ContainerRecord, initPid, Registry } from "../registry/registry.ts
 import { memoryToDump } from "../checkpoint/memory.ts";
 import { checkpointContainer, CheckpointError, type CheckpointResult } from "../checkpoint/checkpoint.ts";
 import type { NotifyResult } from "../task/notify.ts";
+import { askToSaveAndExit, canFallBack } from "../task/fallback.ts";
 import { runcStatuses, targetOf } from "../runc/client.ts";
 import { clearDraining, setDraining } from "../checkpoint/drain.ts";
 import { ArchError, errorMessage, UsageError } from "../util/errors.ts";
@@ -62,6 +63,13 @@ export function summary(record: ContainerRecord, outcome: CheckpointResult | Err
     return terminalLine(
       `ok    ${name} key=${record.key} can be checkpointed: ${mib(outcome.bytes)}, dump ${s(outcome.timings.dump)}, ` +
         `paused ${s(outcome.timings.paused)}; dry run: nothing kept, the job runs on`,
+    );
+  }
+  if (outcome.task !== undefined) {
+    return terminalLine(
+      `ok    ${name} key=${record.key} ${mib(outcome.bytes)} task checkpoint (the job saved itself and exited in ${
+        s(outcome.timings.notify)
+      }) -> ${outcome.dir}; the dump had failed: ${outcome.task.after}`,
     );
   }
   const told = outcome.notify === undefined
@@ -107,7 +115,12 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
     durationMs: Math.round(ms),
     ...(outcome instanceof Error
       ? { error: outcome.message, ...(outcome instanceof ArchError ? { code: outcome.code } : {}) }
-      : { bytes: outcome.bytes, timings: outcome.timings, checkpoint: outcome.dir }),
+      : {
+        bytes: outcome.bytes,
+        timings: outcome.timings,
+        checkpoint: outcome.dir,
+        ...(outcome.task !== undefined ? { task: true } : {}),
+      }),
     ...(notified !== undefined ? { notify: notified } : {}),
   });
 }
@@ -115,6 +128,35 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
 /** How the job's notice went (`task/notify.ts`), for the event. */
 function notifyOf(outcome: CheckpointResult | Error): NotifyResult | undefined {
   return outcome instanceof CheckpointError || !(outcome instanceof Error) ? outcome.notify : undefined;
+}
+
+/** The failed steps after which a job that can save itself is asked to: CRIU refused it, or it is too big. */
+const FALLBACK_STEPS = new Set(["dump", "size"]);
+
+/** The task path after a failed dump: the committed task checkpoint, or the dump's error with why it failed too. */
+async function saveItself(
+  record: ContainerRecord,
+  failed: CheckpointError,
+  host: HostConfig,
+  deadline: number | undefined,
+): Promise<CheckpointResult | Error> {
+  const started = performance.now();
+  const saved = await askToSaveAndExit(record, targetOf(host.runcPath, record), deadline);
+  if (typeof saved === "string") {
+    return Object.assign(new CheckpointError(`${failed.message}; the task path failed too: ${saved}`, failed.step), {
+      notify: failed.notify,
+    });
+  }
+  let bytes = 0;
+  for (const entry of Deno.readDirSync(saved.dir)) bytes += Deno.statSync(`${saved.dir}/${entry.name}`).size;
+  return {
+    id: record.id,
+    key: record.key,
+    dir: saved.dir,
+    bytes,
+    timings: { total: Math.round(performance.now() - started), notify: saved.waitedMs },
+    task: { after: failed.message },
+  };
 }
 
 /** One container's plan entry: its record, and what the ordering needs (see `checkpoint/finalize_plan.ts`). */
@@ -191,6 +233,10 @@ async function runAll(
       controller.completed(estimateMs);
     } catch (error) {
       outcome = error as Error;
+      // CRIU could not save it: a job that can save itself is asked to (`task/fallback.ts`).
+      if (!leaveRunning && !dryRun && error instanceof CheckpointError && FALLBACK_STEPS.has(error.step)) {
+        if (canFallBack(record)) outcome = await saveItself(record, error, host, deadline);
+      }
     }
     try {
       finish(record, outcome, performance.now() - started);

@@ -21,6 +21,22 @@ export interface NotifyResult {
 
 const POLL_MS = 50;
 
+/** Posts `notice` and signals the init of `target` with `signal`; why it could not, or `undefined`. */
+export async function tellJob(
+  target: RuncTarget,
+  pid: number,
+  signal: string,
+  notice: Notice,
+): Promise<string | undefined> {
+  try {
+    postNotice(pid, notice);
+    await new Runc(target).kill(signal, { timeoutMs: 10_000 });
+    return undefined;
+  } catch (error) {
+    return `cannot notify the job: ${errorMessage(error)}`;
+  }
+}
+
 /**
  * Posts `notice`, signals the init of `target` (its pid `pid`) with `signal`, and waits up to
  * `timeoutMs` for the job's `ready`.
@@ -34,12 +50,8 @@ export async function notifyJob(
 ): Promise<NotifyResult> {
   const started = performance.now();
   const waited = () => Math.round(performance.now() - started);
-  try {
-    postNotice(pid, notice);
-    await new Runc(target).kill(signal, { timeoutMs: 10_000 });
-  } catch (error) {
-    return { answer: "failed", waitedMs: waited(), problem: `cannot notify the job: ${errorMessage(error)}` };
-  }
+  const failed = await tellJob(target, pid, signal, notice);
+  if (failed !== undefined) return { answer: "failed", waitedMs: waited(), problem: failed };
   let problem: string | undefined;
   for (;;) {
     try {

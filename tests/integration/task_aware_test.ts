@@ -150,6 +150,49 @@ async function tooBigToSave(stack: EmbeddedStack): Promise<void> {
   await stack.docker(["rm", "-f", small]);
 }
 
+/** A job CRIU refuses (it holds open a deleted 96 MiB file, above the ghost limit) that can save itself. */
+const UNDUMPABLE_JOB = [
+  "step=$(cat /tmp/step 2>/dev/null || echo 0)",
+  `[ "$ARCH_RESTORED" = task ] && echo "resumed at $step"`,
+  "exec 3>/tmp/big; head -c 100663296 /dev/zero >&3; rm /tmp/big",
+  `trap 'if [ "$(cat /run/arch/notice)" = exit ]; then echo "$step" > /tmp/step; echo "saved at $step"; exit 42; fi; ` +
+  `touch /run/arch/ready' USR1`,
+  `while true; do step=$((step+1)); echo "tick $step"; sleep 0.1; done`,
+].join("\n");
+
+async function finalizeFallsBack(stack: EmbeddedStack): Promise<void> {
+  const key = uniqueName("fallback");
+  const env = ["--env", "ARCH_NOTIFY_SIGNAL=SIGUSR1", "--env", "ARCH_NOTIFY_TIMEOUT=5"];
+  env.push("--env", "ARCH_CHECKPOINT_EXIT_CODE=42");
+  const first = uniqueName("fallback-1");
+  await stack.docker(archDockerRun(first, key, env, ["sh", "-c", UNDUMPABLE_JOB]));
+  await eventually("10 ticks", async () => lastTick(await logs(stack, first)) >= 10 ? true : undefined);
+  const r = await archCli(stack, ["finalize", "--deadline", "60"]);
+  console.log(r.stdout.trim()); // the fallback's line, in the CI log
+  try {
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    ok(
+      /task checkpoint \(the job saved itself and exited in .*; the dump had failed: .*ghostFileLimitBytes/.test(
+        r.stdout,
+      ),
+      r.stdout,
+    );
+    ok(r.stdout.includes("finalize: 1 saved, 0 failed"), r.stdout);
+  } finally {
+    await archCli(stack, ["finalize", "--undo"]);
+  }
+  const saved = (await logs(stack, first)).match(/saved at (\d+)/)?.[1];
+  ok(saved !== undefined, await logs(stack, first));
+  const second = uniqueName("fallback-2");
+  await stack.docker(archDockerRun(second, key, env, ["sh", "-c", UNDUMPABLE_JOB]));
+  const resumed = await eventually(
+    "the job resumes",
+    async () => (await logs(stack, second)).match(/resumed at (\d+)/) ?? undefined,
+  );
+  assertEquals(resumed[1], saved, "a fresh process on the files the job saved");
+  await stack.docker(["rm", "-f", first, second]);
+}
+
 /** The events file's records of checkpoint key `key` (host config `eventsFile`, default beside the log). */
 function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unknown>[]> {
   let text = "";
@@ -174,6 +217,10 @@ stackTest("task-aware checkpoints: told before and after, saved by exit code", a
   await t.step(
     "a job exiting with its code resumes from its files in a new container; exit 0 ends the key",
     () => savesItself(stack),
+  );
+  await t.step(
+    "finalize takes the task path for a job CRIU cannot dump, and a new container resumes on its files",
+    () => finalizeFallsBack(stack),
   );
   await t.step(
     "a job exiting with its code and a layer above the limit is not saved; the last checkpoint stays",
