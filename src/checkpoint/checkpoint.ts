@@ -106,6 +106,8 @@ export interface CheckpointOptions {
    * be checkpointed, how long it takes and how big it is (`arch checkpoint --dry-run`).
    */
   readonly dryRun?: boolean;
+  /** Send no notice (`ARCH_NOTIFY_SIGNAL`): the job asked for this checkpoint at its safe point. */
+  readonly skipNotice?: boolean;
 }
 
 /** The rootfs path of a bundle (config.json `root.path`, relative to the bundle). */
@@ -196,7 +198,7 @@ export async function checkpointContainer(
   // before a deadline) to reach a safe point (`task/notify.ts`).
   const notice = recordedTask(record)?.notify;
   let notified: NotifyResult | undefined;
-  if (notice !== undefined && pid !== undefined) {
+  if (notice !== undefined && pid !== undefined && options.skipNotice !== true) {
     const left = remaining();
     const wait = left === undefined ? notice.timeoutMs : Math.min(notice.timeoutMs, Math.floor(left / 2));
     notified = await notifyJob(target, pid, notice.signal, "checkpoint", wait);

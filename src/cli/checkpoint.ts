@@ -103,7 +103,7 @@ function select(registry: Registry, wanted: readonly string[]): ContainerRecord[
   });
 }
 
-function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: number): void {
+function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: number, requested = false): void {
   const notified = notifyOf(outcome);
   recordEvent(observeTargets(), {
     kind: "checkpoint",
@@ -122,6 +122,7 @@ function report(record: ContainerRecord, outcome: CheckpointResult | Error, ms: 
         ...(outcome.task !== undefined ? { task: true } : {}),
       }),
     ...(notified !== undefined ? { notify: notified } : {}),
+    ...(requested ? { requested: true } : {}),
   });
 }
 
@@ -189,6 +190,7 @@ async function runAll(
   leaveRunning: boolean,
   progress?: Progress,
   dryRun = false,
+  requested = false,
 ): Promise<RunSummary> {
   releaseOnSignals();
   await preferNodeCrypto(); // the CLI loads the Node layer anyway (`util/digest.ts`)
@@ -206,6 +208,7 @@ async function runAll(
     maxPauseMs: host.maxPauseSeconds * 1000,
     ghostLimitBytes: Math.min(host.ghostFileLimitBytes, host.maxCheckpointBytes),
     dryRun,
+    skipNotice: requested, // the job asked at its safe point
   };
   const estimator = new CheckpointEstimator();
   const controller = new ConcurrencyController(
@@ -219,7 +222,7 @@ async function runAll(
   let failed = 0, notStarted = 0;
   const finish = (record: ContainerRecord, outcome: CheckpointResult | Error, ms: number) => {
     if (outcome instanceof Error) failed++;
-    if (!dryRun) report(record, outcome, ms); // a dry run is no checkpoint: no event, no metrics
+    if (!dryRun) report(record, outcome, ms, requested); // a dry run is no checkpoint: no event, no metrics
     if (progress !== undefined) progress.line(summary(record, outcome), outcome instanceof Error);
     else console.log(summary(record, outcome));
   };
@@ -277,7 +280,10 @@ async function runAll(
  * returns 1 if any failed. Throws {@link UsageError} for a name that matches no or several containers.
  * Requires root, runc and CRIU.
  */
-export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean; dryRun?: boolean }): Promise<number> {
+export async function checkpoint(
+  ids: string[],
+  opts: { leaveRunning?: boolean; dryRun?: boolean; requested?: boolean },
+): Promise<number> {
   const host = loadHostConfig();
   const registry = new Registry(host.stateDir);
   const records = select(registry, ids);
@@ -292,6 +298,7 @@ export async function checkpoint(ids: string[], opts: { leaveRunning?: boolean; 
     leave,
     undefined,
     dryRun,
+    opts.requested ?? false,
   );
   return failed === 0 ? 0 : 1;
 }

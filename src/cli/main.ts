@@ -64,6 +64,10 @@ Examples:
       "--dry-run",
       "dump as a checkpoint would, then discard it and resume the container: prints how long it was paused and how big a checkpoint is",
     )
+    .option(
+      "--requested",
+      "the container asked for this checkpoint itself (ARCH_CHECKPOINT_REQUESTS): it is at its safe point, so no notice is sent",
+    )
     .addHelpText(
       "after",
       `
@@ -76,7 +80,7 @@ Examples:
   arch checkpoint --leave-running 9c5a9ae4c55f # a safety copy; the job goes on
   arch checkpoint --dry-run 9c5a9ae4c55f       # can this job be checkpointed? how long, how big`,
     )
-    .action(async (ids: string[], opts: { leaveRunning?: boolean; dryRun?: boolean }) => {
+    .action(async (ids: string[], opts: { leaveRunning?: boolean; dryRun?: boolean; requested?: boolean }) => {
       const { checkpoint } = await import("./checkpoint.ts");
       onResult(await checkpoint(ids, opts));
     });

@@ -107,6 +107,11 @@ export class ExitWatchDaemon {
     return this.#watched.size;
   }
 
+  /** The watched processes not seen exiting. */
+  running(): WatchedEntry[] {
+    return [...this.#watched.values()].filter((w) => w.exitedAt === undefined).map((w) => w.entry);
+  }
+
   /** Re-opens the pidfds of a previous watcher's set; records an unknown status for the gone. */
   reopen(entries: readonly WatchedEntry[]): { reopened: number; gone: number } {
     let reopened = 0, gone = 0;
@@ -324,6 +329,16 @@ export async function runDaemon(stateDir: string): Promise<number> {
       daemon.stop();
     }
   }, DIR_CHECK_MS);
+  // Checkpoints the containers ask for (`task/requests.ts`), looked for beside the poll.
+  const { RequestWatcher, REQUEST_SCAN_MS } = await import("../task/requests.ts");
+  const requests = new RequestWatcher(new Registry(stateDir), log, Deno.env.get("ARCH_CONFIG") ?? DEFAULT_CONFIG_PATH);
+  const scanning = setInterval(() => {
+    try {
+      requests.scan(daemon.running());
+    } catch (error) {
+      log.warn("cannot look for checkpoint requests", { error: errorMessage(error) });
+    }
+  }, REQUEST_SCAN_MS);
   const watching = daemon.run();
   const accepting = (async () => {
     for await (const conn of listener) void serveOne(daemon, conn);
@@ -338,6 +353,7 @@ export async function runDaemon(stateDir: string): Promise<number> {
     log.error("exit watcher failed", { error: String(error) });
   } finally {
     clearInterval(orphaned);
+    clearInterval(scanning);
   }
   return 1;
 }

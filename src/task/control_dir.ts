@@ -8,6 +8,10 @@
  *   (it will dump the job; say ready) or `exit` (save your state and exit with
  *   `ARCH_CHECKPOINT_EXIT_CODE`).
  * - `ready` (the job creates, ARCH looks): the job is at a safe point.
+ * - `request` (the job writes `continue` or `stop`, ARCH takes it): the job asks for a
+ *   checkpoint at its safe point (`requests.ts`); `result` (ARCH writes): the answer, one line:
+ *   `ok <checkpoint>`, `restored <checkpoint>` (in the container restored from it),
+ *   `refused <why>` or `failed <why>`.
  *
  * Guarantees: the directory lives in the container's own mount namespace and memory (no
  * host disk a tenant could fill, nothing to clean after the container; CRIU saves and
@@ -94,6 +98,43 @@ export function readyAnswer(pid: number): boolean | string {
   return `${CONTROL_DIR}/ready is ${
     info.isSymlink ? "a symbolic link" : info.isDirectory ? "a directory" : "not a regular file"
   }, not an answer: the job must create it as a plain file`;
+}
+
+/** The largest request ARCH reads, bytes. */
+const MAX_REQUEST_BYTES = 64;
+
+/** What a job asks for in `request`: a checkpoint after which it goes on, or one that stops it. */
+export type RequestKind = "continue" | "stop";
+
+/**
+ * Takes the job's `request` (read, then removed): its kind, `undefined` when there is none, or
+ * the sentence refusing what was found (a link, a FIFO, a directory, unknown words).
+ */
+export function takeRequest(pid: number): RequestKind | { refused: string } | undefined {
+  using dir = openControlDir(pid);
+  const info = dir.lstat("request");
+  if (info === undefined) return undefined;
+  let text: string | undefined;
+  try {
+    if (info.isFile) text = new TextDecoder().decode(dir.readFile("request", MAX_REQUEST_BYTES)).trim();
+  } catch { /* swapped, or too long: refused below */ }
+  dir.removeTree("request");
+  if (text === "continue" || text === "stop") return text;
+  return {
+    refused: text === undefined
+      ? `${CONTROL_DIR}/request must be a plain file of at most ${MAX_REQUEST_BYTES} bytes`
+      : `${CONTROL_DIR}/request must say "continue" or "stop"`,
+  };
+}
+
+/** Writes the answer to a request as `result` (one line), replacing a previous one; throws when it cannot. */
+export function postResult(pid: number, line: string): void {
+  using dir = openControlDir(pid);
+  dir.removeTree("result");
+  Deno.writeTextFileSync(dir.at("result"), `${line.replace(/[\r\n]+/g, " ").slice(0, 512)}\n`, {
+    createNew: true,
+    mode: 0o644,
+  });
 }
 
 /** Removes `notice` and `ready` after a restore: the job starts over without a stale answer. Best effort. */

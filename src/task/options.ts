@@ -9,6 +9,8 @@
  * - `ARCH_RESTORED_SIGNAL`: sent to the init right after a restore.
  * - `ARCH_CHECKPOINT_EXIT_CODE` (1–255): exiting with it saves the writable layer as a task
  *   checkpoint (host config `exitCodeCheckpoints`).
+ * - `ARCH_CHECKPOINT_REQUESTS=1`: the job may ask for its own checkpoints (`requests.ts`;
+ *   host config `checkpointRequests` decides each request).
  *
  * Pure: every refusal is one sentence naming the variable, its value and the fix. Signals
  * that cannot be caught (`SIGKILL`, `SIGSTOP`) or that stop a job (`SIGTSTP`, `SIGTTIN`,
@@ -25,6 +27,8 @@ export interface TaskOptions {
   readonly restoredSignal?: string;
   /** Exit code by which the job asks ARCH to save its files (a task checkpoint). */
   readonly exitCode?: number;
+  /** Whether the job may ask for its own checkpoints (`requests.ts`; the admin's policy decides each). */
+  readonly requests?: boolean;
 }
 
 /** The admin's limits {@link taskOptions} checks against (host config). */
@@ -133,12 +137,18 @@ export function taskOptions(env: ReadonlyMap<string, string>, limits: TaskLimits
     }
     out.exitCode = n;
   }
+  const requests = env.get("ARCH_CHECKPOINT_REQUESTS");
+  if (requests !== undefined && requests !== "0" && requests !== "1") {
+    return `ARCH_CHECKPOINT_REQUESTS=${quoteValue(requests)} is neither 1 nor 0: set ARCH_CHECKPOINT_REQUESTS=1 ` +
+      `to ask for checkpoints through ${"/run/arch/request"}`;
+  }
+  if (requests === "1") out.requests = true;
   return out;
 }
 
 /** Whether the container gets ARCH's control directory (`control_dir.ts`): it talks to ARCH through it. */
 export function needsControlDir(options: TaskOptions): boolean {
-  return options.notify !== undefined;
+  return options.notify !== undefined || options.requests === true;
 }
 
 /** The task-aware settings a registry record holds (written by the wrapper at create), if any. */

@@ -37,7 +37,7 @@ import { watchExit } from "./watch_exit.ts";
 import { ensureSystemPath, SEARCH_PATH } from "../process/programs.ts";
 import { selfArch } from "../config/host.ts";
 import { needsControlDir, taskOptions } from "../task/options.ts";
-import { clearControlDir, withControlDir } from "../task/control_dir.ts";
+import { clearControlDir, postResult, withControlDir } from "../task/control_dir.ts";
 
 /**
  * The `arch` hook command the wrapper puts into an ARCH shared-FS container's config.json:
@@ -284,7 +284,9 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       ctx.log.error("restored, but cannot record it", { checkpoint: outcome.from, error: String(error) });
     }
     await watchExit(ctx, restored);
-    if (task.restoredSignal !== undefined) await tellRestored(ctx, restored, task.restoredSignal);
+    if (task.restoredSignal !== undefined || task.requests === true) {
+      await tellRestored(ctx, restored, task.restoredSignal, task.requests === true ? outcome.from : undefined);
+    }
     return 0;
   }
   if (outcome.kind === "task") {
@@ -341,12 +343,27 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
 }
 
 /**
- * Tells a restored job it was restored (`ARCH_RESTORED_SIGNAL`), after clearing its control
- * directory's stale notice and answer. A failure is logged: the container runs either way.
+ * Tells a restored job it was restored, after clearing its control directory's stale notice
+ * and answer: `result` says `restored <checkpoint>` to a job that may ask for checkpoints (it
+ * may be waiting for the answer to the request this checkpoint was), and `signal`
+ * (`ARCH_RESTORED_SIGNAL`) is sent. A failure is logged: the container runs either way.
  */
-async function tellRestored(ctx: WrapperContext, record: ContainerRecord, signal: string): Promise<void> {
+async function tellRestored(
+  ctx: WrapperContext,
+  record: ContainerRecord,
+  signal: string | undefined,
+  from: string | undefined,
+): Promise<void> {
   const pid = initPid(record);
   if (pid !== undefined) clearControlDir(pid);
+  if (pid !== undefined && from !== undefined) {
+    try {
+      postResult(pid, `restored ${from.slice(from.lastIndexOf("/") + 1)}`);
+    } catch (error) {
+      ctx.log.warn("restored, but cannot tell the job in /run/arch/result", { error: errorMessage(error) });
+    }
+  }
+  if (signal === undefined) return;
   try {
     await new Runc(targetOf(ctx.runc, record)).kill(signal, { timeoutMs: 10_000 });
   } catch (error) {

@@ -193,6 +193,80 @@ async function finalizeFallsBack(stack: EmbeddedStack): Promise<void> {
   await stack.docker(["rm", "-f", first, second]);
 }
 
+/**
+ * The request example job: counts, asks for a checkpoint (`$1`: continue or stop) at tick 20,
+ * waits for the answer, prints it, and (with `$2` = flood) asks again at once, then with a
+ * link where the request goes.
+ */
+const REQUEST_JOB = [
+  "echo start; n=0",
+  `ask() { rm -f /run/arch/result; $1; while [ ! -f /run/arch/result ]; do sleep 0.1; done; ` +
+  `echo "answer $(cat /run/arch/result) at $n"; }`,
+  `while true; do n=$((n+1)); echo "tick $n"`,
+  `  if [ $n = 20 ]; then ask "eval echo $1 > /run/arch/request"`,
+  `    if [ "$2" = flood ]; then ask "eval echo continue > /run/arch/request"; ` +
+  `ask "ln -s /etc/shadow /run/arch/request"; fi; fi`,
+  "  sleep 0.1; done",
+].join("\n");
+
+async function jobAsks(stack: EmbeddedStack, kind: "continue" | "stop"): Promise<void> {
+  const key = uniqueName(`ask-${kind}`);
+  const env = ["--env", "ARCH_CHECKPOINT_REQUESTS=1"];
+  const first = uniqueName(`ask-${kind}-1`);
+  const job = ["sh", "-c", REQUEST_JOB, "job", kind, kind === "continue" ? "flood" : "-"];
+  await stack.docker(archDockerRun(first, key, env, job));
+  let answered: string;
+  if (kind === "continue") {
+    answered = await eventually("its answers", async () => {
+      const text = await logs(stack, first);
+      return /answer refused .*plain file/.test(text) && lastTick(text) >= 30 ? text : undefined;
+    }, 30_000);
+    ok(/answer ok ckpt-\S+ at 20\n/.test(answered), answered);
+    ok(
+      /answer refused the last request was \d+ s ago.*"checkpointRequests.minIntervalSeconds"/.test(answered),
+      answered,
+    );
+    const running = await stack.docker(["inspect", "-f", "{{.State.Running}}", first]);
+    assertEquals(running.stdout.trim(), "true", "checkpoint and go on: the job runs on");
+    await stack.docker(["rm", "-f", first]);
+  } else {
+    const code = await stack.docker(["wait", first]);
+    answered = await logs(stack, first);
+    ok(!answered.includes("answer"), `stopped by its checkpoint before any answer: ${answered}`);
+    ok(code.stdout.trim() !== "0", code.stdout);
+  }
+  const event = (await eventsOf(stack, key)).find((e) => e.kind === "checkpoint");
+  assertEquals([event?.result, event?.requested], ["ok", true], JSON.stringify(event));
+  const second = uniqueName(`ask-${kind}-2`);
+  await stack.docker(archDockerRun(second, key, env, ["sh", "-c", REQUEST_JOB, "job", "-", "-"]));
+  const after = await eventually("the restored job", async () => {
+    const text = await logs(stack, second);
+    return lastTick(text) >= 30 ? text : undefined;
+  });
+  ok(!after.includes("start"), `resumed, not started afresh: ${after.slice(0, 200)}`);
+  // The restored job is the first one at its request (with the first one's arguments), told it was restored.
+  ok(/^answer restored ckpt-\S+ at 20\n/.test(after), after.slice(0, 200));
+  await stack.docker(["rm", "-f", second]);
+}
+
+async function requestsNotAllowed(stack: EmbeddedStack): Promise<void> {
+  const config = JSON.parse(Deno.readTextFileSync(stack.archConfig));
+  Deno.writeTextFileSync(stack.archConfig, JSON.stringify({ ...config, checkpointRequests: { allowed: false } }));
+  try {
+    const name = uniqueName("ask-no");
+    const job = ["sh", "-c", REQUEST_JOB, "job", "stop", "-"];
+    await stack.docker(archDockerRun(name, uniqueName("ask-no"), ["--env", "ARCH_CHECKPOINT_REQUESTS=1"], job));
+    const text = await eventually("the refusal", async () => {
+      const t = await logs(stack, name);
+      return t.includes("answer") ? t : undefined;
+    });
+    ok(/answer refused checkpoint requests are not allowed on this node/.test(text), text);
+    await stack.docker(["rm", "-f", name]);
+  } finally {
+    Deno.writeTextFileSync(stack.archConfig, JSON.stringify(config));
+  }
+}
+
 /** The events file's records of checkpoint key `key` (host config `eventsFile`, default beside the log). */
 function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unknown>[]> {
   let text = "";
@@ -205,7 +279,7 @@ function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unk
   );
 }
 
-stackTest("task-aware checkpoints: told before and after, saved by exit code", async (t, stack) => {
+stackTest("task-aware checkpoints: told before and after, asked for, saved by exit code", async (t, stack) => {
   await t.step(
     "a job told before its checkpoint says ready, resumes in a new container, is told after",
     () => toldBeforeAndAfter(stack),
@@ -219,6 +293,18 @@ stackTest("task-aware checkpoints: told before and after, saved by exit code", a
     () => savesItself(stack),
   );
   await t.step(
+    "a job asks 'checkpoint and go on': it runs on, a flood and a planted link are refused, a new container resumes",
+    () => jobAsks(stack, "continue"),
+  );
+  await t.step(
+    "a job asks 'checkpoint and stop': it stops, a new container resumes from its request",
+    () => jobAsks(stack, "stop"),
+  );
+  await t.step(
+    "where the admin does not allow requests, a request is refused with why",
+    () => requestsNotAllowed(stack),
+  );
+  await t.step(
     "finalize takes the task path for a job CRIU cannot dump, and a new container resumes on its files",
     () => finalizeFallsBack(stack),
   );
@@ -226,4 +312,4 @@ stackTest("task-aware checkpoints: told before and after, saved by exit code", a
     "a job exiting with its code and a layer above the limit is not saved; the last checkpoint stays",
     () => tooBigToSave(stack),
   );
-});
+}, { archConfigExtra: { checkpointRequests: { allowed: true, minIntervalSeconds: 60, concurrency: 2 } } });
