@@ -11,7 +11,7 @@ import { errorMessage } from "../util/errors.ts";
 import { loadHostConfig } from "../config/host_schema.ts";
 import { type ContainerRecord, Registry } from "../registry/registry.ts";
 import { Runc, targetOf } from "../runc/client.ts";
-import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints } from "../store/listing.ts";
+import { type CheckpointEntry, checkpointRootsOf, scanCheckpoints, TEMPLATE_PREFIX } from "../store/listing.ts";
 import { humanAge, humanBytes, printJson, printTable, terminalLine, terminalSafe } from "./output.ts";
 import { type Census, nodeCensus, recordCensus, runcLister } from "../registry/census.ts";
 
@@ -140,8 +140,9 @@ export async function collectLs(withCheckpoints = true): Promise<LsOutput> {
   const catalog = withCheckpoints ? scanCheckpoints(checkpointRootsOf(host), now) : { keys: [], skipped: [] };
   const checkpoints = catalog.keys.flatMap((k) =>
     k.checkpoints.map((c): CheckpointRow => ({
-      scope: c.scope,
-      key: c.key,
+      // A template shows under the scope it serves, named as `arch inspect` takes it.
+      scope: k.templateOf ?? c.scope,
+      key: k.templateOf !== undefined ? `${TEMPLATE_PREFIX}${c.key}` : c.key,
       status: c.status,
       createdAt: c.createdAt,
       ageSeconds: Math.max(0, Math.round((now - Date.parse(c.createdAt)) / 1000)),

@@ -109,6 +109,35 @@ Examples:
       onResult(await finalize(opts));
     });
 
+  program.command("publish")
+    .description("make a key's committed checkpoint a named, read-only template (ARCH_RESTORE_FROM=<name>)")
+    .argument("<key>", "checkpoint key, or scope/key")
+    .argument("<name>", "the template's name")
+    .addHelpText(
+      "after",
+      `
+A container of the same key scope and image started with ARCH_RESTORE_FROM=<name> (and its own
+ARCH_CHECKPOINT_ID) is restored from the template, as many times as asked, unless its own key has
+a checkpoint to resume. Publishing again replaces the template. See docs/task-aware.md.
+
+Examples:
+  arch publish model-warmup warm-model-v2
+  arch inspect template:warm-model-v2
+  arch unpublish warm-model-v2`,
+    )
+    .action(async (key: string, name: string) => {
+      const { publish } = await import("./publish.ts");
+      onResult(await publish(key, name));
+    });
+
+  program.command("unpublish")
+    .description("remove a template (name, or scope/name)")
+    .argument("<name>")
+    .action(async (name: string) => {
+      const { unpublish } = await import("./publish.ts");
+      onResult(unpublish(name));
+    });
+
   program.command("recover", { hidden: true })
     .description("release containers a stuck or dead ARCH process left paused (what every command does first)")
     .action(() => onResult(0));

@@ -78,6 +78,8 @@ export interface RestoreOptions {
   readonly criuLogs?: string;
   /** Refuse a checkpoint made on a CPU with extensions this one lacks (host config `cpuFeatureCheck`, default on). */
   readonly cpuFeatureCheck?: boolean;
+  /** Never quarantine (a template: one container's failed restore must not take it from the others). */
+  readonly keepOnFailure?: boolean;
 }
 
 /**
@@ -151,7 +153,7 @@ async function restoreCurrent(
   const fail = (reason: string, changed = applied): RestoreOutcome => ({
     kind: "failed",
     reason,
-    quarantined: store.quarantine(),
+    quarantined: options.keepOnFailure === true ? undefined : store.quarantine(),
     applied: changed,
   });
   const timings: Record<string, number> = {};

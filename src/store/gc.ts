@@ -140,6 +140,11 @@ export function selectKey(key: KeyEntry, policy: GcPolicy, claimHeld = false): G
     b.name.localeCompare(a.name)
   );
   committed.forEach((entry, i) => {
+    if (key.templateOf !== undefined && isCurrent(entry)) {
+      // Published by the admin for any number of restores: only `arch unpublish` removes it.
+      out.push({ entry, remove: false, reason: "a published template (remove it with arch unpublish)" });
+      return;
+    }
     const age = policy.now - Date.parse(entry.createdAt);
     const tooOld = policy.maxAgeMs !== undefined && age > policy.maxAgeMs;
     const tooMany = i >= policy.keepPerKey;

@@ -15,7 +15,10 @@
  *       .tmp-<stamp>/                    being written (criu/ and work/, CRIU's logs)
  *       .current-<random>                the next `current` link, before its rename
  *     <root>/<scope>/.removed-<key>-…    a key being deleted
+ *     <root>/<scope>/.templates/<name>/  a template (`arch publish`), laid out like a key
  */
+
+import { isSafeSegment } from "../util/paths.ts";
 
 /** The manifest format (and so the layout) of a process checkpoint (CRIU's images and the writable layer). */
 export const MANIFEST_VERSION = 2;
@@ -40,6 +43,9 @@ export const CRIU_DIR = "criu";
 export const CRIU_WORK_DIR = "work";
 /** The archive of the writable layer: the only name a manifest may give it. */
 export const ROOTFS_ARCHIVE = "rootfs.tar";
+
+/** The directory of a scope that holds its templates (`templates.ts`); no key may be named so (it begins with "."). */
+export const TEMPLATES_DIR = ".templates";
 
 /** Files of a checkpoint directory that the manifest does not list. */
 export const UNLISTED: ReadonlySet<string> = new Set([MANIFEST_FILE, SIGNATURE_FILE, CONSUMED_FILE]);
@@ -66,3 +72,21 @@ export const CURRENT_LINK = "current";
 export const CURRENT_TMP_PREFIX = ".current-";
 /** Name prefix (in the scope directory) of a key being deleted. */
 export const REMOVED_PREFIX = ".removed-";
+
+/**
+ * Why `name` cannot name a template (one sentence), or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { templateNameProblem } from "./layout.ts";
+ * if (templateNameProblem("warm-model-v2") !== undefined) throw new Error();
+ * if (templateNameProblem("../x") === undefined || templateNameProblem(".hidden") === undefined) throw new Error();
+ * ```
+ */
+export function templateNameProblem(name: string): string | undefined {
+  if (!isSafeSegment(name) || name.startsWith(".") || name.length > 128) {
+    return `${JSON.stringify(name)} is not a template name: use letters, digits, "_", "-", "." and "+" ` +
+      `(at most 128, not beginning with ".")`;
+  }
+  return undefined;
+}

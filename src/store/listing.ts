@@ -32,6 +32,7 @@ import {
   QUARANTINE_PREFIX,
   REMOVED_PREFIX,
   ROOTFS_ARCHIVE,
+  TEMPLATES_DIR,
   TMP_PREFIX,
   UNLISTED,
 } from "./layout.ts";
@@ -96,6 +97,11 @@ export interface KeyEntry {
   readonly scope: string;
   readonly key: string;
   readonly keyDir: string;
+  /**
+   * A template (`store/templates.ts`): `scope` is then `.templates` and `root` its scope's
+   * directory (where the template's store lives); this is the scope it belongs to.
+   */
+  readonly templateOf?: string;
   readonly claim?: ClaimInfo;
   readonly checkpoints: readonly CheckpointEntry[];
 }
@@ -337,6 +343,7 @@ function readKey(keyDir: string, entries: readonly Deno.DirEntry[], now: number)
   const scope = scopeDir.slice(scopeDir.lastIndexOf("/") + 1);
   const root = scopeDir.slice(0, scopeDir.lastIndexOf("/")) || "/";
   if (!isSafeSegment(key) || !isSafeSegment(scope)) return undefined;
+  const templateOf = scope === TEMPLATES_DIR ? root.slice(root.lastIndexOf("/") + 1) : undefined;
   let current: string | undefined;
   try {
     const target = Deno.readLinkSync(`${keyDir}/${CURRENT_LINK}`);
@@ -378,7 +385,15 @@ function readKey(keyDir: string, entries: readonly Deno.DirEntry[], now: number)
     });
   }
   checkpoints.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.name.localeCompare(a.name));
-  return { root, scope, key, keyDir, ...(claim !== undefined ? { claim } : {}), checkpoints };
+  return {
+    root,
+    scope,
+    key,
+    keyDir,
+    ...(templateOf !== undefined ? { templateOf } : {}),
+    ...(claim !== undefined ? { claim } : {}),
+    checkpoints,
+  };
 }
 
 /** One key directory read again (e.g. under its claim); `undefined` if it is gone or not a safe directory. */
@@ -393,8 +408,21 @@ export function readKeyDir(keyDir: string, now = Date.now()): KeyEntry | undefin
  * says which when several do.
  */
 export function findKeys(catalog: Catalog, wanted: string): KeyEntry[] {
+  if (wanted.startsWith(TEMPLATE_PREFIX)) {
+    // `template:<name>` or `template:<scope>/<name>`
+    const name = wanted.slice(TEMPLATE_PREFIX.length);
+    const slash = name.indexOf("/");
+    return catalog.keys.filter((k) =>
+      k.templateOf !== undefined &&
+      (slash < 0 ? k.key === name : k.templateOf === name.slice(0, slash) && k.key === name.slice(slash + 1))
+    );
+  }
   const slash = wanted.indexOf("/");
   return catalog.keys.filter((k) =>
-    slash < 0 ? k.key === wanted : k.scope === wanted.slice(0, slash) && k.key === wanted.slice(slash + 1)
+    k.templateOf === undefined &&
+    (slash < 0 ? k.key === wanted : k.scope === wanted.slice(0, slash) && k.key === wanted.slice(slash + 1))
   );
 }
+
+/** How `arch inspect` and `arch unpublish` name a template: `template:<name>` or `template:<scope>/<name>`. */
+export const TEMPLATE_PREFIX = "template:";

@@ -50,6 +50,11 @@ export const ManifestSchema = z.object({
   version: z.union([z.literal(MANIFEST_VERSION), z.literal(TASK_MANIFEST_VERSION)]),
   /** "task": the writable layer only, saved by the job's exit code (version 3); absent: a process checkpoint. */
   kind: z.literal("task").optional(),
+  /**
+   * A template (`arch publish`): restored by name (`ARCH_RESTORE_FROM`) into containers of any
+   * key of its scope and image, never consumed. Absent: a key's own checkpoint.
+   */
+  template: z.object({ name: z.string(), fromKey: z.string(), publishedAt: z.string() }).optional(),
   containerId: z.string(),
   namespace: z.string(),
   /** Key scope (see `config/container_config.ts`): who may restore it. */
@@ -140,6 +145,8 @@ export interface Expected {
   readonly scope: string;
   readonly key: string;
   readonly image: string;
+  /** Restoring the template of this name (`ARCH_RESTORE_FROM`): its key is not the container's. */
+  readonly template?: string;
 }
 
 /**
@@ -251,7 +258,16 @@ export async function verifyCheckpointExcept(
     );
   }
   const manifest = ManifestSchema.parse(parsed);
-  if (manifest.scope !== expected.scope || manifest.key !== expected.key) {
+  if (manifest.template?.name !== expected.template) {
+    throw new ForeignCheckpoint(
+      manifest.template === undefined
+        ? `it is a checkpoint of key "${manifest.key}", not the template "${expected.template}"`
+        : `it is the template "${manifest.template.name}", not ${
+          expected.template === undefined ? "a checkpoint of this key" : `"${expected.template}"`
+        }`,
+    );
+  }
+  if (manifest.scope !== expected.scope || (expected.template === undefined && manifest.key !== expected.key)) {
     throw new ForeignCheckpoint(
       `it belongs to key "${manifest.key}" of scope "${manifest.scope}", not "${expected.key}" of "${expected.scope}"`,
     );

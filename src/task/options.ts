@@ -11,6 +11,8 @@
  *   checkpoint (host config `exitCodeCheckpoints`).
  * - `ARCH_CHECKPOINT_REQUESTS=1`: the job may ask for its own checkpoints (`requests.ts`;
  *   host config `checkpointRequests` decides each request).
+ * - `ARCH_RESTORE_FROM=<name>`: start from the admin's template `name` when the key has no
+ *   checkpoint (`store/templates.ts`).
  *
  * Pure: every refusal is one sentence naming the variable, its value and the fix. Signals
  * that cannot be caught (`SIGKILL`, `SIGSTOP`) or that stop a job (`SIGTSTP`, `SIGTTIN`,
@@ -18,6 +20,7 @@
  */
 
 import { quoteValue } from "../log/log.ts";
+import { templateNameProblem } from "../store/layout.ts";
 
 /** The task-aware settings of one container, as recorded in the registry. */
 export interface TaskOptions {
@@ -29,6 +32,8 @@ export interface TaskOptions {
   readonly exitCode?: number;
   /** Whether the job may ask for its own checkpoints (`requests.ts`; the admin's policy decides each). */
   readonly requests?: boolean;
+  /** The template to start from when the key has no checkpoint (`ARCH_RESTORE_FROM`, `store/templates.ts`). */
+  readonly restoreFrom?: string;
 }
 
 /** The admin's limits {@link taskOptions} checks against (host config). */
@@ -143,6 +148,12 @@ export function taskOptions(env: ReadonlyMap<string, string>, limits: TaskLimits
       `to ask for checkpoints through ${"/run/arch/request"}`;
   }
   if (requests === "1") out.requests = true;
+  const from = env.get("ARCH_RESTORE_FROM");
+  if (from !== undefined) {
+    const problem = templateNameProblem(from);
+    if (problem !== undefined) return `ARCH_RESTORE_FROM=${quoteValue(from)}: ${problem}`;
+    out.restoreFrom = from;
+  }
   return out;
 }
 

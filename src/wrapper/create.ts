@@ -18,6 +18,7 @@ import { stringOption } from "../runc/argv.ts";
 import { carriedGlobal, Runc, targetOf } from "../runc/client.ts";
 import { type ContainerRecord, initPid } from "../registry/registry.ts";
 import { KeyStore } from "../store/store.ts";
+import { templateStore } from "../store/templates.ts";
 import { ensureDefaultRoot } from "../store/default_root.ts";
 import { criuLogDir } from "../criu/logs.ts";
 import {
@@ -176,8 +177,21 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   ctx.registry.put(record);
   ctx.log.info("registered ARCH container", { scope, key, keySource, bundle });
 
-  const store = new KeyStore(checkpointRoot, scope, key);
-  if (!store.exists() || store.currentPath() === undefined) return undefined;
+  const own = new KeyStore(checkpointRoot, scope, key);
+  // A key without a checkpoint starts from the admin's template when it names one (`store/templates.ts`).
+  const template = task.restoreFrom !== undefined ? templateStore(checkpointRoot, scope, task.restoreFrom) : undefined;
+  if (template !== undefined && template.currentPath() === undefined) {
+    ctx.fail(
+      `ARCH_RESTORE_FROM=${JSON.stringify(task.restoreFrom)}: there is no such template for this container's ` +
+        `scope "${scope}" on its checkpoint root: ask the admin to publish it (arch publish <key> <name>), or remove ` +
+        `the variable`,
+    );
+    return 1;
+  }
+  const ownCheckpoint = own.exists() && own.currentPath() !== undefined;
+  if (!ownCheckpoint && template === undefined) return undefined;
+  const store = ownCheckpoint ? own : template!;
+  const templateName = ownCheckpoint ? undefined : task.restoreFrom;
   ensureSystemPath(); // runc restore runs criu from PATH; an engine started by hand may lack /usr/sbin
   let claim;
   try {
@@ -192,7 +206,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   // Under the claim: what was seen before may have changed (a commit, a delete, a restore).
   const current = store.currentPath();
   if (current === undefined) return undefined;
-  if (store.isConsumed() && !resolved.config.restoreConsumed) {
+  if (templateName === undefined && store.isConsumed() && !resolved.config.restoreConsumed) {
     const by = store.consumedBy();
     if (host.onConsumedCheckpoint === "refuse") {
       ctx.fail(
@@ -245,10 +259,11 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     outcome = await restoreContainer(ctx.call, store, ctx.runc, {
       stateDir: host.stateDir,
       secret,
-      expected: { scope, key, image },
+      expected: { scope, key, image, ...(templateName !== undefined ? { template: templateName } : {}) },
       rootfs,
       criuLogs: criuLogDir(ctx.host.logFile),
       cpuFeatureCheck: host.cpuFeatureCheck === "require",
+      keepOnFailure: templateName !== undefined,
     });
   } catch (error) {
     // Never back to the wrapper (its fail-open would create the container on a rootfs the
@@ -266,10 +281,15 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   }
   if (outcome.kind === "restored") {
     // The container runs now: whatever fails below must not turn this call into a create.
-    const restored = { ...record, restored: true, restoredFrom: outcome.from };
+    const restored = {
+      ...record,
+      restored: true,
+      restoredFrom: outcome.from,
+      ...(templateName !== undefined ? { template: templateName } : {}),
+    };
     try {
       faultPoint(host.stateDir, "restore-after-restored");
-      store.markConsumed({ container: ctx.id, node: Deno.hostname() });
+      if (templateName === undefined) store.markConsumed({ container: ctx.id, node: Deno.hostname() });
     } catch (error) {
       // Not marked: unpublish it instead (a rename needs no space), or it could run twice.
       ctx.log.error("restored, but cannot mark the checkpoint consumed", { error: String(error) });
@@ -292,7 +312,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   if (outcome.kind === "task") {
     // The job saved itself: its files are in place, its process starts fresh and is told so.
     try {
-      store.markConsumed({ container: ctx.id, node: Deno.hostname() });
+      if (templateName === undefined) store.markConsumed({ container: ctx.id, node: Deno.hostname() });
       rewriteBundle(bundle, (spec) => withEnv(spec, "ARCH_RESTORED", "task"));
       ctx.registry.put({ ...record, restoredTask: outcome.from });
       ctx.log.info("starting from a task checkpoint: its files, a fresh process", {
@@ -322,9 +342,10 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     ctx.fail(`${outcome.reason}: remove ${store.dir} to start this container fresh, or start it with its own image`);
     return 1;
   }
-  ctx.log.error("restore failed, checkpoint quarantined", { reason: outcome.reason, quarantined: outcome.quarantined });
+  const kept = outcome.quarantined ?? `${store.dir}, a template, unchanged`;
+  ctx.log.error("restore failed, checkpoint kept aside", { reason: outcome.reason, kept });
   if (host.onRestoreFailure === "fail") {
-    ctx.fail(`restore failed (checkpoint kept in ${outcome.quarantined}): ${outcome.reason}`);
+    ctx.fail(`restore failed (checkpoint kept in ${kept}): ${outcome.reason}`);
     return 1;
   }
   if (outcome.applied) {
@@ -333,7 +354,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       await resetRootfs(rootfs);
     } catch (error) {
       ctx.fail(
-        `restore failed (checkpoint kept in ${outcome.quarantined}) after the saved files were applied, and the ` +
+        `restore failed (checkpoint kept in ${kept}) after the saved files were applied, and the ` +
           `rootfs cannot be reset (${errorMessage(error)}): start the container again to start it fresh`,
       );
       return 1;

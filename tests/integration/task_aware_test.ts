@@ -16,7 +16,7 @@
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../harness/stack.ts";
 import { archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
-import { fullId } from "./_workload.ts";
+import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 
 /** The notify example job: counts, and on SIGUSR1 writes its count to /tmp/flushed and says ready. */
 const NOTIFY_JOB = [
@@ -267,6 +267,50 @@ async function requestsNotAllowed(stack: EmbeddedStack): Promise<void> {
   }
 }
 
+async function templates(stack: EmbeddedStack): Promise<void> {
+  const source = uniqueName("warm-src");
+  const sourceKey = uniqueName("warm-src");
+  await stack.docker(archDockerRun(source, sourceKey));
+  await waitTicks(stack, source, 20);
+  const c = await archCli(stack, ["checkpoint", "--leave-running", await fullId(stack, source)]);
+  assertEquals(c.code, 0, c.stdout + c.stderr);
+  const saved = (await dockerProgress(stack, source)).lastTick;
+  const name = uniqueName("warm");
+  const p = await archCli(stack, ["publish", sourceKey, name]);
+  assertEquals(p.code, 0, p.stdout + p.stderr);
+  ok(p.stdout.includes(`as template "${name}"`), p.stdout);
+  // gc never removes a template's checkpoint, whatever it is asked.
+  const gc = await archCli(stack, ["gc", "--include-current", "--keep", "0", "--older-than", "1m"]);
+  assertEquals(gc.code, 0, gc.stdout + gc.stderr);
+  const ls = await archCli(stack, ["ls", "--checkpoints"]);
+  ok(new RegExp(`moby +template:${name} +committed`).test(ls.stdout), ls.stdout);
+  const inspect = await archCli(stack, ["inspect", `template:${name}`]);
+  assertEquals(inspect.code, 0, inspect.stdout + inspect.stderr);
+
+  // As many containers as ask, each of its own key, start where the template was.
+  const warm = [uniqueName("warm-1"), uniqueName("warm-2")];
+  for (const w of warm) {
+    await stack.docker(archDockerRun(w, uniqueName("warm-key"), ["--env", `ARCH_RESTORE_FROM=${name}`]));
+  }
+  for (const w of warm) {
+    const after = await waitTicks(stack, w, saved + 10);
+    assertEquals(after.starts, 0, `${w} started afresh instead of from the template`);
+    ok(after.firstTick > 1 && after.firstTick <= saved + 1, `${w}: first tick ${after.firstTick}, saved ${saved}`);
+    assertEquals(after.verifyFailures, 0);
+  }
+  // A name that is not published: one sentence, nothing started.
+  const none = await stack.docker(
+    archDockerRun(uniqueName("warm-none"), uniqueName("warm-key"), ["--env", "ARCH_RESTORE_FROM=nope"]),
+    { check: false },
+  );
+  ok(none.code !== 0 && /ARCH_RESTORE_FROM="nope": there is no such template/.test(none.stderr), none.stderr);
+  const un = await archCli(stack, ["unpublish", name]);
+  assertEquals(un.code, 0, un.stdout + un.stderr);
+  const gone = await archCli(stack, ["inspect", `template:${name}`]);
+  assertEquals(gone.code, 2, gone.stdout + gone.stderr);
+  await stack.docker(["rm", "-f", source, ...warm]);
+}
+
 /** The events file's records of checkpoint key `key` (host config `eventsFile`, default beside the log). */
 function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unknown>[]> {
   let text = "";
@@ -303,6 +347,10 @@ stackTest("task-aware checkpoints: told before and after, asked for, saved by ex
   await t.step(
     "where the admin does not allow requests, a request is refused with why",
     () => requestsNotAllowed(stack),
+  );
+  await t.step(
+    "a published template starts containers of other keys where it was; gc keeps it",
+    () => templates(stack),
   );
   await t.step(
     "finalize takes the task path for a job CRIU cannot dump, and a new container resumes on its files",
