@@ -137,19 +137,22 @@ const FALLBACK_STEPS = new Set(["dump", "size"]);
 /** The task path after a failed dump: the committed task checkpoint, or the dump's error with why it failed too. */
 async function saveItself(
   record: ContainerRecord,
+  registry: Registry,
   failed: CheckpointError,
   host: HostConfig,
   deadline: number | undefined,
 ): Promise<CheckpointResult | Error> {
   const started = performance.now();
-  const saved = await askToSaveAndExit(record, targetOf(host.runcPath, record), deadline);
+  const saved = await askToSaveAndExit(record, registry, targetOf(host.runcPath, record), deadline);
   if (typeof saved === "string") {
     return Object.assign(new CheckpointError(`${failed.message}; the task path failed too: ${saved}`, failed.step), {
       notify: failed.notify,
     });
   }
   let bytes = 0;
-  for (const entry of Deno.readDirSync(saved.dir)) bytes += Deno.statSync(`${saved.dir}/${entry.name}`).size;
+  try {
+    for (const entry of Deno.readDirSync(saved.dir)) bytes += Deno.statSync(`${saved.dir}/${entry.name}`).size;
+  } catch { /* committed; its size is only for the line */ }
   return {
     id: record.id,
     key: record.key,
@@ -232,13 +235,14 @@ async function runAll(
     try {
       outcome = await checkpointContainer(record, host.runcPath, registry, options);
       const t = outcome.timings;
-      estimator.observe(memoryBytes, performance.now() - started, t.dump, t.rootfs);
+      // The job's notice is its own time, not what a checkpoint costs the node.
+      estimator.observe(memoryBytes, performance.now() - started - (t.notify ?? 0), t.dump, t.rootfs);
       controller.completed(estimateMs);
     } catch (error) {
       outcome = error as Error;
       // CRIU could not save it: a job that can save itself is asked to (`task/fallback.ts`).
       if (!leaveRunning && !dryRun && error instanceof CheckpointError && FALLBACK_STEPS.has(error.step)) {
-        if (canFallBack(record)) outcome = await saveItself(record, error, host, deadline);
+        if (canFallBack(record)) outcome = await saveItself(record, registry, error, host, deadline);
       }
     }
     try {

@@ -133,6 +133,15 @@ Examples:
   program.command("unpublish")
     .description("remove a template (name, or scope/name)")
     .argument("<name>")
+    .addHelpText(
+      "after",
+      `
+Containers already restored from it run on; new ones with ARCH_RESTORE_FROM=<name> are refused.
+
+Examples:
+  arch unpublish warm-model-v2
+  arch unpublish moby/warm-model-v2   # when several scopes hold one of that name`,
+    )
     .action(async (name: string) => {
       const { unpublish } = await import("./publish.ts");
       onResult(unpublish(name));

@@ -24,6 +24,7 @@
 
 import type { BundleSpec } from "../config/container.ts";
 import { Dir } from "../util/dirfd.ts";
+import { processStartTime } from "../process/liveness.ts";
 
 /** Where the control directory appears in the container. */
 export const CONTROL_DIR = "/run/arch";
@@ -64,10 +65,53 @@ export function withControlDir(spec: BundleSpec): BundleSpec | string | undefine
   return { ...spec, mounts: [...mounts, mount] };
 }
 
-/** The control directory of the running container whose init is `pid`, opened from inside its root. */
-function openControlDir(pid: number): Dir {
+/** A process the control directory is reached through: its pid and, when known, its start time (`/proc/<pid>/stat`). */
+export type ControlTarget = number | { readonly pid: number; readonly startTime: number | null };
+
+/**
+ * `st_dev` of the container's own control tmpfs, from its mount table (`/proc/<pid>/mountinfo`:
+ * the tmpfs whose source is `arch-control`); `undefined` when there is none.
+ */
+export function controlDevice(mountinfo: string): number | undefined {
+  for (const line of mountinfo.split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (left === undefined || right === undefined) continue;
+    const [fstype, source] = right.split(" ");
+    if (fstype !== "tmpfs" || source !== "arch-control") continue;
+    const [major, minor] = (left.split(" ")[2] ?? "").split(":").map(Number);
+    if (!Number.isInteger(major) || !Number.isInteger(minor)) continue;
+    // The kernel's new_encode_dev, as stat(2) reports st_dev.
+    return (minor! & 0xff) + (major! & 0xfff) * 256 + Math.floor(minor! / 256) * 2 ** 20 +
+      Math.floor(major! / 4096) * 2 ** 32;
+  }
+  return undefined;
+}
+
+/**
+ * The control directory of the running container whose init is `target`, opened from inside
+ * its root. Refused (throws) unless the process is still the one named (its start time, when
+ * given), lives in another mount namespace than ARCH (a reused pid of a host process never
+ * leads ARCH into the host's own directories), and the directory opened is that container's
+ * own control tmpfs (a tenant that repointed a link on the way, or unmounted the tmpfs, is
+ * not followed).
+ */
+function openControlDir(target: ControlTarget): Dir {
+  const pid = typeof target === "number" ? target : target.pid;
+  const sameProcess = () =>
+    typeof target === "number" || target.startTime === null || processStartTime(pid) === target.startTime;
+  if (!sameProcess()) throw new Error(`process ${pid} is no longer the container's`);
+  if (Deno.statSync(`/proc/${pid}/ns/mnt`).ino === Deno.statSync("/proc/self/ns/mnt").ino) {
+    throw new Error(`process ${pid} is not in a container (it shares ARCH's mount namespace)`);
+  }
+  const device = controlDevice(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
+  if (device === undefined) throw new Error(`the container has no ${CONTROL_DIR} of ARCH's`);
   using root = Dir.open(`/proc/${pid}/root/.`);
-  return root.openInRoot(CONTROL_DIR.slice(1));
+  const dir = root.openInRoot(CONTROL_DIR.slice(1));
+  if (dir.dev !== device || !sameProcess()) {
+    dir.close();
+    throw new Error(`${CONTROL_DIR} of process ${pid} is not the container's control directory`);
+  }
+  return dir;
 }
 
 /** What ARCH is about to do, as the job reads it in `notice`. */
@@ -78,7 +122,7 @@ export type Notice = "checkpoint" | "exit";
  * Throws when the directory cannot be reached or written (no control directory, a full
  * tmpfs, a planted `notice` that cannot be replaced).
  */
-export function postNotice(pid: number, notice: Notice): void {
+export function postNotice(pid: ControlTarget, notice: Notice): void {
   using dir = openControlDir(pid);
   dir.removeTree("ready");
   dir.removeTree("notice");
@@ -90,7 +134,7 @@ export function postNotice(pid: number, notice: Notice): void {
  * Whether the job answered: `true` for a regular file `ready`; a string saying what is there
  * instead (then the job has not answered); `false` when there is nothing yet.
  */
-export function readyAnswer(pid: number): boolean | string {
+export function readyAnswer(pid: ControlTarget): boolean | string {
   using dir = openControlDir(pid);
   const info = dir.lstat("ready");
   if (info === undefined) return false;
@@ -110,7 +154,7 @@ export type RequestKind = "continue" | "stop";
  * Takes the job's `request` (read, then removed): its kind, `undefined` when there is none, or
  * the sentence refusing what was found (a link, a FIFO, a directory, unknown words).
  */
-export function takeRequest(pid: number): RequestKind | { refused: string } | undefined {
+export function takeRequest(pid: ControlTarget): RequestKind | { refused: string } | undefined {
   using dir = openControlDir(pid);
   const info = dir.lstat("request");
   if (info === undefined) return undefined;
@@ -128,7 +172,7 @@ export function takeRequest(pid: number): RequestKind | { refused: string } | un
 }
 
 /** Writes the answer to a request as `result` (one line), replacing a previous one; throws when it cannot. */
-export function postResult(pid: number, line: string): void {
+export function postResult(pid: ControlTarget, line: string): void {
   using dir = openControlDir(pid);
   dir.removeTree("result");
   Deno.writeTextFileSync(dir.at("result"), `${line.replace(/[\r\n]+/g, " ").slice(0, 512)}\n`, {
@@ -138,7 +182,7 @@ export function postResult(pid: number, line: string): void {
 }
 
 /** Removes `notice` and `ready` after a restore: the job starts over without a stale answer. Best effort. */
-export function clearControlDir(pid: number): void {
+export function clearControlDir(pid: ControlTarget): void {
   try {
     using dir = openControlDir(pid);
     dir.removeTree("ready");

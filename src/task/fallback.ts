@@ -11,7 +11,7 @@
 
 import { MANIFEST_FILE } from "../store/layout.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
-import { initPid } from "../registry/registry.ts";
+import { initPid, type Registry } from "../registry/registry.ts";
 import { KeyStore } from "../store/store.ts";
 import { readRegularFile } from "../util/dirfd.ts";
 import type { RuncTarget } from "../runc/client.ts";
@@ -54,6 +54,7 @@ function committedTask(store: KeyStore, id: string, since: string): string | und
  */
 export async function askToSaveAndExit(
   record: ContainerRecord,
+  registry: Registry,
   target: RuncTarget,
   deadline: number | undefined,
 ): Promise<FallbackResult | string> {
@@ -67,14 +68,21 @@ export async function askToSaveAndExit(
   const store = new KeyStore(checkpointRoot, scope, record.key);
   const since = new Date().toISOString();
   const started = performance.now();
-  const limit = deadline ?? Date.now() + task.notify.timeoutMs;
+  // The job's own timeout bounds the wait, and the deadline too: one job cannot hold finalize's slot longer.
+  const limit = Math.min(deadline ?? Infinity, Date.now() + task.notify.timeoutMs);
   const failed = await tellJob(target, pid, task.notify.signal, "exit");
   if (failed !== undefined) return failed;
-  while (Date.now() < limit) {
+  let gone = 0; // polls since the container's record went (its delete ran): the commit, if any, is done
+  while (Date.now() < limit && gone < 3) {
     const dir = committedTask(store, record.id, since);
     if (dir !== undefined) return { dir, waitedMs: Math.round(performance.now() - started) };
+    const now = registry.get(record.namespace, record.id);
+    const code = (now?.exit as { code?: number } | undefined)?.code;
+    if (code !== undefined && code !== task.exitCode) return `the job exited with ${code}, not ${task.exitCode}`;
+    if (now === undefined || now.createdAt !== record.createdAt) gone++;
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
+  if (gone >= 3) return "the container ended without its files being saved (see arch log)";
   return `the job did not exit with ${task.exitCode} and have its files saved before the ${
     deadline !== undefined ? "deadline" : "notify timeout"
   }`;

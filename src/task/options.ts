@@ -7,7 +7,7 @@
  *   container's init before each checkpoint; ARCH dumps once the job said it is ready, or the
  *   timeout passed.
  * - `ARCH_RESTORED_SIGNAL`: sent to the init right after a restore.
- * - `ARCH_CHECKPOINT_EXIT_CODE` (1–255): exiting with it saves the writable layer as a task
+ * - `ARCH_CHECKPOINT_EXIT_CODE` (1–125): exiting with it saves the writable layer as a task
  *   checkpoint (host config `exitCodeCheckpoints`).
  * - `ARCH_CHECKPOINT_REQUESTS=1`: the job may ask for its own checkpoints (`requests.ts`;
  *   host config `checkpointRequests` decides each request).
@@ -132,9 +132,10 @@ export function taskOptions(env: ReadonlyMap<string, string>, limits: TaskLimits
   const code = env.get("ARCH_CHECKPOINT_EXIT_CODE");
   if (code !== undefined) {
     const n = Number(code);
-    if (!/^\d{1,3}$/.test(code.trim()) || n < 1 || n > 255) {
-      return `ARCH_CHECKPOINT_EXIT_CODE=${quoteValue(code)} is not an exit code from 1 to 255: set the code ` +
-        `your job exits with after saving its state (0 always means the job is done)`;
+    if (!/^\d{1,3}$/.test(code.trim()) || n < 1 || n > 125) {
+      return `ARCH_CHECKPOINT_EXIT_CODE=${quoteValue(code)} is not an exit code from 1 to 125: set the code ` +
+        `your job exits with after saving its state (0 means the job is done; 126 and above are how shells and ` +
+        `engines report a command that could not run or a death by a signal)`;
     }
     if (!limits.exitCodeCheckpoints) {
       return `ARCH_CHECKPOINT_EXIT_CODE=${quoteValue(code)} is not allowed on this node (host config ` +

@@ -34,6 +34,8 @@ export interface RunningContainer {
   readonly id: string;
   readonly pid: number;
   readonly createdAt: string;
+  /** Its init's start time (`/proc/<pid>/stat`), checked before each access (a reused pid is not it). */
+  readonly startTime: number | null;
 }
 
 /** How often control directories are looked into, ms. */
@@ -75,7 +77,7 @@ export class RequestWatcher {
       if (!opted) continue;
       let request;
       try {
-        request = takeRequest(c.pid);
+        request = takeRequest(c);
       } catch {
         continue; // gone, or no control directory right now
       }
@@ -119,7 +121,7 @@ export class RequestWatcher {
 
   #answer(c: RunningContainer, line: string): void {
     try {
-      postResult(c.pid, line);
+      postResult(c, line);
     } catch (error) {
       this.log.warn("cannot answer a checkpoint request", { id: c.id, error: errorMessage(error) });
     }

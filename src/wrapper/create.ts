@@ -312,17 +312,24 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   if (outcome.kind === "task") {
     // The job saved itself: its files are in place, its process starts fresh and is told so.
     try {
-      if (templateName === undefined) store.markConsumed({ container: ctx.id, node: Deno.hostname() });
       rewriteBundle(bundle, (spec) => withEnv(spec, "ARCH_RESTORED", "task"));
       ctx.registry.put({ ...record, restoredTask: outcome.from });
-      ctx.log.info("starting from a task checkpoint: its files, a fresh process", {
-        checkpoint: outcome.from,
-        timings: outcome.timings,
-      });
+      // Last: a failure above leaves the checkpoint as it was for the next try.
+      if (templateName === undefined) store.markConsumed({ container: ctx.id, node: Deno.hostname() });
     } catch (error) {
-      ctx.fail(`cannot start from task checkpoint ${outcome.from}: ${errorMessage(error)}`);
+      try {
+        const { resetRootfs } = await import("../rootfs/reset.ts");
+        await resetRootfs(rootfs); // the saved files must not stay in a rootfs a later create would start on
+      } catch (reset) {
+        ctx.log.error("cannot reset the rootfs after a failed task restore", { error: errorMessage(reset) });
+      }
+      ctx.fail(`cannot start from task checkpoint ${outcome.from}: ${errorMessage(error)}; start the container again`);
       return 1;
     }
+    ctx.log.info("starting from a task checkpoint: its files, a fresh process", {
+      checkpoint: outcome.from,
+      timings: outcome.timings,
+    });
     return undefined;
   }
   if (outcome.kind === "refused") {

@@ -59,9 +59,15 @@ async function onDelete(ctx: WrapperContext): Promise<number> {
   const before = ctx.registry.get(ctx.namespace, ctx.id);
   const exitCode = before !== undefined ? recordedTask(before)?.exitCode : undefined;
   if (exitCode !== undefined) {
-    const exited = await awaitExit(ctx.registry, ctx.namespace, ctx.id);
-    if (exited !== undefined && (exited.exit as { code?: number } | undefined)?.code === exitCode) {
+    const exited = await awaitExit(ctx.registry, ctx.namespace, ctx.id, 5_000);
+    const exit = exited?.exit as { code?: number; signal?: number; unknown?: boolean } | undefined;
+    // Exited by itself with its code: a death by a signal is never a saved state.
+    if (exited !== undefined && exit?.code === exitCode && exit.signal === undefined) {
       await saveTaskCheckpoint(ctx, exited);
+    } else if (exited !== undefined && (exit === undefined || exit.unknown === true)) {
+      ctx.log.warn("the job's exit status is unknown: its files are not saved as a task checkpoint", {
+        key: exited.key,
+      });
     }
   }
   const result = await runCommand({ cmd: ctx.runc, args: ctx.argv, stdio: "inherit" });
@@ -98,14 +104,19 @@ async function onDelete(ctx: WrapperContext): Promise<number> {
  */
 async function saveTaskCheckpoint(ctx: WrapperContext, record: ContainerRecord): Promise<void> {
   const started = performance.now();
-  const { recordEvent } = await import("../observe/events.ts");
-  const { observeTargets } = await import("../observe/targets.ts");
   const event = {
     kind: "checkpoint" as const,
     task: true,
     namespace: record.namespace,
     id: record.id,
     key: record.key,
+  };
+  const report = async (fields: Record<string, unknown>) => {
+    try {
+      const { recordEvent } = await import("../observe/events.ts");
+      const { observeTargets } = await import("../observe/targets.ts");
+      recordEvent(observeTargets(), { ...event, ...fields } as Parameters<typeof recordEvent>[1]);
+    } catch { /* the log has it */ }
   };
   try {
     const { hostConfigFrom } = await import("../config/host_schema.ts");
@@ -128,20 +139,13 @@ async function saveTaskCheckpoint(ctx: WrapperContext, record: ContainerRecord):
       bytes: saved.bytes,
       ms: saved.ms,
     });
-    recordEvent(observeTargets(), {
-      ...event,
-      result: "ok",
-      checkpoint: saved.dir,
-      bytes: saved.bytes,
-      durationMs: saved.ms,
-    });
+    await report({ result: "ok", checkpoint: saved.dir, bytes: saved.bytes, durationMs: saved.ms });
   } catch (error) {
     ctx.log.error("job exited with its ARCH_CHECKPOINT_EXIT_CODE, but its files were not saved", {
       key: record.key,
       error: errorMessage(error),
     });
-    recordEvent(observeTargets(), {
-      ...event,
+    await report({
       result: "failed",
       error: errorMessage(error),
       code: (error as { code?: string }).code ?? "task-checkpoint-error",

@@ -27,6 +27,7 @@ const DYNAMIC = new Map<string, string>([
   ["this.engines.docker", "the engine generation's docker CLI (tests/harness/engines.ts)"],
   ["this.engines.runc", "the engine generation's runc (tests/harness/engines.ts)"],
   ["ARCH", "ARCH itself (dist/arch)"],
+  ["this.arch", "ARCH itself (selfArch(): the exit watcher runs a container's requested checkpoint)"],
   ["ARCH_RUNC", "ARCH itself (dist/arch-runc)"],
   ["INSTALLED_ARCH", "ARCH itself, as the release file installs it on a node (release_test.ts)"],
   ["Deno.execPath()", "the pinned Deno"],

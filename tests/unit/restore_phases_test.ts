@@ -109,7 +109,7 @@ Deno.test({
     using runc = new FakeRunc("gone");
     const dir = s.store.currentPath()!;
     const manifest = JSON.parse(Deno.readTextFileSync(`${dir}/${MANIFEST_FILE}`));
-    const bytes = new TextEncoder().encode(JSON.stringify({ ...manifest, version: manifest.version + 1 }));
+    const bytes = new TextEncoder().encode(JSON.stringify({ ...manifest, version: manifest.version + 2 }));
     Deno.writeFileSync(`${dir}/${MANIFEST_FILE}`, bytes);
     Deno.writeTextFileSync(`${dir}/${SIGNATURE_FILE}`, await sign(SECRET, bytes));
     const outcome = await s.restore();
