@@ -15,7 +15,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../harness/stack.ts";
-import { archCli, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
+import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 
 /** The notify example job: counts, and on SIGUSR1 writes its count to /tmp/flushed and says ready. */
@@ -311,6 +311,20 @@ async function templates(stack: EmbeddedStack): Promise<void> {
   await stack.docker(["rm", "-f", source, ...warm]);
 }
 
+async function askThroughContainerd(stack: EmbeddedStack): Promise<void> {
+  const id = uniqueName("ask-ctr");
+  const log = `${stack.scratch}/${id}.log`;
+  const args = archCtrRun(id, uniqueName("ask-ctr"), ["sh", "-c", REQUEST_JOB, "job", "continue", "-"], log);
+  args.splice(2, 0, "--env", "ARCH_CHECKPOINT_REQUESTS=1");
+  await stack.ctr(args);
+  const text = await eventually("the answer through containerd", async () => {
+    const t = await Deno.readTextFile(log).catch(() => "");
+    return /answer ok ckpt-\S+ at 20\n/.test(t) && lastTick(t) >= 25 ? t : undefined;
+  }, 30_000);
+  ok(text.includes("start"), text.slice(0, 100));
+  await stack.ctr(["task", "kill", "-s", "SIGKILL", id], { check: false });
+}
+
 /** The events file's records of checkpoint key `key` (host config `eventsFile`, default beside the log). */
 function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unknown>[]> {
   let text = "";
@@ -343,6 +357,10 @@ stackTest("task-aware checkpoints: told before and after, asked for, saved by ex
   await t.step(
     "a job asks 'checkpoint and stop': it stops, a new container resumes from its request",
     () => jobAsks(stack, "stop"),
+  );
+  await t.step(
+    "through containerd (ctr) too, a job asks and is answered, and runs on",
+    () => askThroughContainerd(stack),
   );
   await t.step(
     "where the admin does not allow requests, a request is refused with why",
