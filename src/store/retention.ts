@@ -38,16 +38,38 @@ export function keepReason(record: ContainerRecord, store: KeyStore): string | u
   if (exit?.code === undefined) return "exit status unknown";
   if (exit.code !== 0) return `exit code ${exit.code}`;
   // Another container of the key may have been checkpointed since this one started.
+  const newer = newerCheckpoint(store, record);
+  return newer === undefined ? undefined : `a newer checkpoint of container "${newer}" is current`;
+}
+
+/** The key's current checkpoint as its manifest names its maker: directory, container, time, kind. */
+export interface CurrentMaker {
+  readonly path: string;
+  readonly containerId: string | undefined;
+  readonly createdAt: string | undefined;
+  readonly kind: string | undefined;
+}
+
+/** Who made the key's current checkpoint, when, and of which kind; `undefined` if none or unreadable. */
+export function currentMaker(store: KeyStore): CurrentMaker | undefined {
   const current = store.currentPath();
   if (current === undefined) return undefined;
   try {
     const made = JSON.parse(new TextDecoder().decode(readRegularFile(`${current}/${MANIFEST_FILE}`, 64 * 2 ** 20))) as {
-      containerId?: string;
-      createdAt?: string;
+      containerId?: unknown;
+      createdAt?: unknown;
+      kind?: unknown;
     };
-    if (made.containerId !== record.id && (made.createdAt ?? "") > record.createdAt) {
-      return `a newer checkpoint of container "${made.containerId}" is current`;
-    }
-  } catch { /* unreadable: it is not a checkpoint anyone can restore */ }
-  return undefined;
+    const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+    return { path: current, containerId: str(made.containerId), createdAt: str(made.createdAt), kind: str(made.kind) };
+  } catch {
+    return undefined; // unreadable: it is not a checkpoint anyone can restore
+  }
+}
+
+/** The container that made the key's current checkpoint, if it is another than `record`'s, after that one started. */
+export function newerCheckpoint(store: KeyStore, record: ContainerRecord): string | undefined {
+  const made = currentMaker(store);
+  if (made === undefined || made.containerId === record.id) return undefined;
+  return (made.createdAt ?? "") > record.createdAt ? made.containerId ?? "?" : undefined;
 }

@@ -9,11 +9,10 @@
  * checkpoint of this very container, committed after the request, is the key's current one.
  */
 
-import { MANIFEST_FILE } from "../store/layout.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
 import { initPid, type Registry } from "../registry/registry.ts";
 import { KeyStore } from "../store/store.ts";
-import { readRegularFile } from "../util/dirfd.ts";
+import { currentMaker } from "../store/retention.ts";
 import type { RuncTarget } from "../runc/client.ts";
 import { recordedTask } from "./options.ts";
 import { tellJob } from "./notify.ts";
@@ -34,18 +33,8 @@ export function canFallBack(record: ContainerRecord): boolean {
 
 /** The current checkpoint of the key if it is a task checkpoint of `id` made after `since` (ISO time). */
 function committedTask(store: KeyStore, id: string, since: string): string | undefined {
-  const current = store.currentPath();
-  if (current === undefined) return undefined;
-  try {
-    const m = JSON.parse(new TextDecoder().decode(readRegularFile(`${current}/${MANIFEST_FILE}`, 1 << 20))) as {
-      kind?: string;
-      containerId?: string;
-      createdAt?: string;
-    };
-    return m.kind === "task" && m.containerId === id && (m.createdAt ?? "") >= since ? current : undefined;
-  } catch {
-    return undefined;
-  }
+  const made = currentMaker(store);
+  return made?.kind === "task" && made.containerId === id && (made.createdAt ?? "") >= since ? made.path : undefined;
 }
 
 /**

@@ -23,7 +23,7 @@ import { toolVersions } from "../criu/versions.ts";
 import { fsyncPath } from "../util/fsync.ts";
 import type { ContainerRecord } from "../registry/registry.ts";
 import { ClaimTimeout } from "../store/claim.ts";
-import { readRegularFile } from "../util/dirfd.ts";
+import { newerCheckpoint } from "../store/retention.ts";
 
 /** A task checkpoint that was not committed (code `task-checkpoint-<step>`); the key's previous checkpoint stays. */
 export class TaskCheckpointError extends ArchError {
@@ -87,7 +87,8 @@ export async function commitTaskCheckpoint(
   const newer = newerCheckpoint(store, record);
   if (newer !== undefined) {
     throw new TaskCheckpointError(
-      `the files of "${record.id}" were not saved: ${newer} is current, made after this container started`,
+      `the files of "${record.id}" were not saved: a checkpoint of container "${newer}" is current, made after ` +
+        `this container started`,
       "superseded",
     );
   }
@@ -132,20 +133,4 @@ export async function commitTaskCheckpoint(
     if (error instanceof TaskCheckpointError) throw error;
     throw new TaskCheckpointError(`the files of "${record.id}" were not saved: ${errorMessage(error)}`, "capture");
   }
-}
-
-/** The key's current checkpoint when another container made it after `record`'s started, named; else `undefined`. */
-function newerCheckpoint(store: KeyStore, record: ContainerRecord): string | undefined {
-  const current = store.currentPath();
-  if (current === undefined) return undefined;
-  try {
-    const made = JSON.parse(new TextDecoder().decode(readRegularFile(`${current}/${MANIFEST_FILE}`, 64 << 20))) as {
-      containerId?: string;
-      createdAt?: string;
-    };
-    if (made.containerId !== record.id && (made.createdAt ?? "") > record.createdAt) {
-      return `a checkpoint of container "${made.containerId}"`;
-    }
-  } catch { /* unreadable: nobody can restore it either */ }
-  return undefined;
 }
