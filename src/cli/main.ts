@@ -144,7 +144,7 @@ Examples:
     )
     .action(async (name: string) => {
       const { unpublish } = await import("./publish.ts");
-      onResult(unpublish(name));
+      onResult(await unpublish(name));
     });
 
   program.command("recover", { hidden: true })

@@ -9,6 +9,7 @@ import { loadHostConfig } from "../config/host_schema.ts";
 import { checkpointRootsOf, findKeys, scanCheckpoints, TEMPLATE_PREFIX } from "../store/listing.ts";
 import { publishTemplate, templateNameProblem, templateStore } from "../store/templates.ts";
 import { loadSecret } from "../store/secret.ts";
+import { KeyStore } from "../store/store.ts";
 import { errorMessage, UsageError } from "../util/errors.ts";
 import { resolveKey } from "./inspect.ts";
 import { terminalLine } from "./output.ts";
@@ -17,6 +18,9 @@ import { terminalLine } from "./output.ts";
 export async function publish(wanted: string, name: string): Promise<number> {
   const problem = templateNameProblem(name);
   if (problem !== undefined) throw new UsageError(problem);
+  if (wanted.startsWith(TEMPLATE_PREFIX)) {
+    throw new UsageError(`"${wanted}" is a template: publish the key it came from (see arch inspect ${wanted})`);
+  }
   const host = loadHostConfig();
   const key = resolveKey(findKeys(scanCheckpoints(checkpointRootsOf(host)), wanted), wanted);
   const current = key.checkpoints.find((c) => c.status === "committed" || c.status === "consumed");
@@ -27,6 +31,10 @@ export async function publish(wanted: string, name: string): Promise<number> {
   const replaced = target.currentPath();
   let dir;
   try {
+    // The source key's claim: no commit, gc or delete of the key changes the checkpoint while it is linked.
+    using _source = await new KeyStore(key.root, key.scope, key.key).claim("publish", {
+      waitMs: host.lockWaitSeconds * 1000,
+    });
     dir = await publishTemplate(
       current.path,
       target,
@@ -47,7 +55,7 @@ export async function publish(wanted: string, name: string): Promise<number> {
 }
 
 /** `arch unpublish <name|scope/name>`: removes the template (never a key's checkpoint). */
-export function unpublish(wanted: string): number {
+export async function unpublish(wanted: string): Promise<number> {
   const host = loadHostConfig();
   const matches = findKeys(scanCheckpoints(checkpointRootsOf(host)), `${TEMPLATE_PREFIX}${wanted}`);
   if (matches.length === 0) throw new UsageError(`no template "${wanted}" on this node's checkpoint roots`);
@@ -59,7 +67,12 @@ export function unpublish(wanted: string): number {
     );
   }
   const t = matches[0]!;
-  templateStore(t.root.slice(0, t.root.lastIndexOf("/")), t.templateOf!, t.key).removeAll();
+  const store = templateStore(t.root.slice(0, t.root.lastIndexOf("/")), t.templateOf!, t.key);
+  {
+    // Under its claim: never while a container is being restored from it.
+    using _claim = await store.claim("unpublish", { waitMs: host.lockWaitSeconds * 1000 });
+    store.removeAll();
+  }
   console.log(terminalLine(`removed template "${t.key}" of scope ${t.templateOf}`));
   return 0;
 }

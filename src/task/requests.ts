@@ -41,9 +41,17 @@ export interface RunningContainer {
 /** How often control directories are looked into, ms. */
 export const REQUEST_SCAN_MS = 1_000;
 
-/** The part of ARCH's failure sentence a tenant may read: no host path of CRIU's log. */
-function forTenant(message: string): string {
-  return message.replace(/ \(CRIU log: [^)]*\)/g, "").replace(/^FAIL\s+\S+ key=\S+: /, "");
+/**
+ * What a tenant may read of a failed checkpoint: CRIU's cause of a refused dump (it names the
+ * job's own objects, in the container's terms), else a fixed sentence; the node's paths, pids
+ * and names stay in the log and the events.
+ */
+export function forTenant(line: string): string {
+  const cause = line.match(/runc checkpoint of "[^"]*" failed: (.*?); the job keeps running/)?.[1];
+  if (cause !== undefined && !/(^|[\s"(])\/(var|run|tmp|etc|srv|home|opt|mnt|proc|sys)\//.test(cause)) {
+    return `the dump failed: ${cause}; the job runs on`;
+  }
+  return "the checkpoint did not complete (the node's log says why); the job runs on";
 }
 
 /** Finds and serves the requests of the containers that opted in (see the module doc). */
@@ -99,7 +107,8 @@ export class RequestWatcher {
     try {
       policy = loadHostConfig(this.configPath).checkpointRequests;
     } catch (error) {
-      return `this node's configuration cannot be read (${errorMessage(error)}): ask again later`;
+      this.log.error("cannot read the host configuration for a checkpoint request", { error: errorMessage(error) });
+      return "this node's configuration cannot be read right now: ask again later";
     }
     const name = `${c.namespace}/${c.id}`;
     if (!policy.allowed) {
@@ -113,7 +122,7 @@ export class RequestWatcher {
         `${Math.ceil(policy.minIntervalSeconds - since)} s`;
     }
     if (this.#running.size >= policy.concurrency) {
-      return `${this.#running.size} requested checkpoints run on this node now, its limit (host config ` +
+      return `this node runs as many requested checkpoints at once as it allows (host config ` +
         `"checkpointRequests.concurrency"): ask again later`;
     }
     return undefined;
@@ -145,10 +154,12 @@ export class RequestWatcher {
         // Stopped by its checkpoint: nobody left to answer (the restored container reads `restored`).
         if (kind === "continue") this.#answer(c, `ok ${line.match(/-> \S*\/([^/\s]+)/)?.[1] ?? "committed"}`);
       } else {
-        this.#answer(c, `failed ${forTenant(line || r.stderr.trim() || `exit status ${r.code}`)}`);
+        this.log.warn("requested checkpoint failed", { id: c.id, line: line || r.stderr.trim(), code: r.code });
+        this.#answer(c, `failed ${forTenant(line)}`);
       }
     } catch (error) {
-      this.#answer(c, `failed ${errorMessage(error)}`);
+      this.log.error("cannot run a requested checkpoint", { id: c.id, error: errorMessage(error) });
+      this.#answer(c, `failed ${forTenant("")}`);
     } finally {
       this.#running.delete(name);
     }

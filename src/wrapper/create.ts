@@ -178,8 +178,12 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   ctx.log.info("registered ARCH container", { scope, key, keySource, bundle });
 
   const own = new KeyStore(checkpointRoot, scope, key);
-  // A key without a checkpoint starts from the admin's template when it names one (`store/templates.ts`).
-  const template = task.restoreFrom !== undefined ? templateStore(checkpointRoot, scope, task.restoreFrom) : undefined;
+  // A key without a checkpoint starts from the admin's template when it names one (`store/templates.ts`);
+  // the key's own checkpoint always comes first (the job's own progress before a warm start).
+  const ownCheckpoint = own.exists() && own.currentPath() !== undefined;
+  const template = !ownCheckpoint && task.restoreFrom !== undefined
+    ? templateStore(checkpointRoot, scope, task.restoreFrom)
+    : undefined;
   if (template !== undefined && template.currentPath() === undefined) {
     ctx.fail(
       `ARCH_RESTORE_FROM=${JSON.stringify(task.restoreFrom)}: there is no such template for this container's ` +
@@ -188,7 +192,6 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
     );
     return 1;
   }
-  const ownCheckpoint = own.exists() && own.currentPath() !== undefined;
   if (!ownCheckpoint && template === undefined) return undefined;
   const store = ownCheckpoint ? own : template!;
   const templateName = ownCheckpoint ? undefined : task.restoreFrom;
@@ -197,14 +200,24 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
   try {
     claim = await store.claim("restore", { waitMs: host.lockWaitSeconds * 1000 });
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound || error instanceof KeyGone) return undefined;
-    const why = error instanceof ClaimTimeout ? error.message : `cannot claim it: ${errorMessage(error)}`;
-    ctx.fail(`cannot restore checkpoint key "${key}": ${why}; start the container again later`);
+    const gone = error instanceof Deno.errors.NotFound || error instanceof KeyGone;
+    if (gone && templateName === undefined) return undefined;
+    const why = gone
+      ? "it was unpublished meanwhile"
+      : error instanceof ClaimTimeout
+      ? error.message
+      : `cannot claim it: ${errorMessage(error)}`;
+    const what = templateName === undefined ? `checkpoint key "${key}"` : `template "${templateName}"`;
+    ctx.fail(`cannot restore ${what}: ${why}; start the container again later`);
     return 1;
   }
   using _claim = claim;
   // Under the claim: what was seen before may have changed (a commit, a delete, a restore).
   const current = store.currentPath();
+  if (current === undefined && templateName !== undefined) {
+    ctx.fail(`cannot restore template "${templateName}": it was unpublished meanwhile; start the container again`);
+    return 1;
+  }
   if (current === undefined) return undefined;
   if (templateName === undefined && store.isConsumed() && !resolved.config.restoreConsumed) {
     const by = store.consumedBy();
@@ -294,7 +307,7 @@ export async function onCreate(ctx: WrapperContext): Promise<number | undefined>
       // Not marked: unpublish it instead (a rename needs no space), or it could run twice.
       ctx.log.error("restored, but cannot mark the checkpoint consumed", { error: String(error) });
       try {
-        if (!resolved.config.restoreConsumed) store.quarantine();
+        if (!resolved.config.restoreConsumed && templateName === undefined) store.quarantine();
       } catch { /* logged above */ }
     }
     try {

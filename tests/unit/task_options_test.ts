@@ -8,6 +8,7 @@ import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import { type TaskLimits, taskOptions } from "../../src/task/options.ts";
 import { controlDevice, withControlDir } from "../../src/task/control_dir.ts";
 import { ManifestSchema } from "../../src/store/manifest.ts";
+import { forTenant } from "../../src/task/requests.ts";
 import { MANIFEST_VERSION, TASK_MANIFEST_VERSION } from "../../src/store/layout.ts";
 
 const LIMITS: TaskLimits = { notifyTimeoutMaxSeconds: 120, exitCodeCheckpoints: true };
@@ -115,4 +116,20 @@ Deno.test("manifest: a task checkpoint is of version 3, and only a task checkpoi
   ok(ManifestSchema.safeParse({ ...base, version: TASK_MANIFEST_VERSION, kind: "task" }).success);
   ok(!ManifestSchema.safeParse({ ...base, version: MANIFEST_VERSION, kind: "task" }).success, "task under 2");
   ok(!ManifestSchema.safeParse({ ...base, version: TASK_MANIFEST_VERSION }).success, "process under 3");
+});
+
+Deno.test("requests: a failed checkpoint's answer gives CRIU's cause in the container's terms, never the node's paths", () => {
+  const dump = 'FAIL  moby/c1 key=k: runc checkpoint of "c1" failed: the job holds open a deleted file ("/tmp/big", ' +
+    "96.0 MiB) larger than the ghost-file limit; the job keeps running, nothing was saved (CRIU log: /var/log/arch/x.log)";
+  assertEquals(
+    forTenant(dump),
+    'the dump failed: the job holds open a deleted file ("/tmp/big", 96.0 MiB) larger than the ghost-file limit; ' +
+      "the job runs on",
+  );
+  const generic = "the checkpoint did not complete (the node's log says why); the job runs on";
+  const host = 'FAIL  moby/c1 key=k: runc checkpoint of "c1" failed: cannot open /var/lib/docker/overlay2/x; the job ' +
+    "keeps running, nothing was saved";
+  assertEquals(forTenant(host), generic);
+  assertEquals(forTenant('FAIL  moby/c1 key=k: cannot claim checkpoint key "k": held by pid 7 on node-3'), generic);
+  assertEquals(forTenant(""), generic);
 });
