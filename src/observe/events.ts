@@ -33,6 +33,8 @@ export interface ArchEvent extends MetricsEvent {
   readonly task?: boolean;
   /** How the job's notice went before the checkpoint (`task/notify.ts`): its answer and the wait, ms. */
   readonly notify?: { readonly answer: string; readonly waitedMs: number; readonly problem?: string };
+  /** The restore of a container from this template (`ARCH_RESTORE_FROM`; `key` is the container's own). */
+  readonly template?: string;
   /** A checkpoint the container asked for itself (`task/requests.ts`). */
   readonly requested?: boolean;
   /** Finalize: the concurrency it ran at, from when (ms since its start), with the measured rate. */

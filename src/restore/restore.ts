@@ -99,7 +99,7 @@ export async function restoreContainer(
   try {
     return outcome = await restoreCurrent(create, store, runcPath, options, seen);
   } finally {
-    reportRestore(create, store, dir, seen, outcome, performance.now() - started);
+    reportRestore(create, options.expected, dir, seen, outcome, performance.now() - started);
   }
 }
 
@@ -110,7 +110,7 @@ interface Seen {
 
 function reportRestore(
   create: RuncCall,
-  store: KeyStore,
+  expected: Expected,
   dir: string | undefined,
   seen: Seen,
   outcome: RestoreOutcome | undefined,
@@ -126,8 +126,10 @@ function reportRestore(
     result,
     namespace: lastElement(stringOption(create.global, "root") ?? "/run/runc"),
     ...(create.args[0] !== undefined ? { id: create.args[0] } : {}),
-    key: store.key,
-    scope: store.scope,
+    // The container's own key and scope, also when it starts from a template (named beside them).
+    key: expected.key,
+    scope: expected.scope,
+    ...(expected.template !== undefined ? { template: expected.template } : {}),
     ...(dir !== undefined ? { checkpoint: dir } : {}),
     ...(seen.bytes !== undefined ? { bytes: seen.bytes } : {}),
     durationMs: Math.round(ms),
@@ -193,7 +195,11 @@ async function restoreCurrent(
     if (error instanceof ForeignCheckpoint) {
       return {
         kind: "foreign",
-        reason: `the checkpoint of key "${store.key}" is not this container's: ${error.message}`,
+        reason: `the ${
+          options.expected.template !== undefined
+            ? `template "${options.expected.template}"`
+            : `checkpoint of key "${store.key}"`
+        } is not this container's: ${error.message}`,
       };
     }
     if (error instanceof UnauthenticatedCheckpoint) {
@@ -264,9 +270,14 @@ async function restoreCurrent(
   try {
     gate?.settle(false); // no-op after the verdict
   } catch { /* as above: no verdict fails the script */ }
-  const kept = options.criuLogs === undefined
-    ? undefined
-    : keepCriuLog(options.criuLogs, store.scope, store.key, "restore", failed === undefined, `${work}/restore.log`);
+  const kept = options.criuLogs === undefined ? undefined : keepCriuLog(
+    options.criuLogs,
+    options.expected.scope,
+    options.expected.key,
+    "restore",
+    failed === undefined,
+    `${work}/restore.log`,
+  );
   // Defence in depth: a restore that succeeded although its page data does not match (its
   // script did not honour the gate) must not run on: it fails like one the gate stopped.
   const bypassed = failed === undefined && pagesWhy !== undefined;

@@ -48,7 +48,8 @@ export const REQUEST_SCAN_MS = 1_000;
  */
 export function forTenant(line: string): string {
   const cause = line.match(/runc checkpoint of "[^"]*" failed: (.*?); the job keeps running/)?.[1];
-  if (cause !== undefined && !/(^|[\s"(])\/(var|run|tmp|etc|srv|home|opt|mnt|proc|sys)\//.test(cause)) {
+  // A cause that names where engines and ARCH keep things on the node is the node's, not the job's.
+  if (cause !== undefined && !/\/(var\/(lib|run|log)|run\/(containerd|docker|runc|arch|user)|proc|sys)\//.test(cause)) {
     return `the dump failed: ${cause}; the job runs on`;
   }
   return "the checkpoint did not complete (the node's log says why); the job runs on";

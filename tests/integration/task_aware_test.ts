@@ -51,6 +51,7 @@ async function toldBeforeAndAfter(stack: EmbeddedStack): Promise<void> {
   const r = await archCli(stack, ["checkpoint", await fullId(stack, first)]);
   assertEquals(r.code, 0, r.stdout + r.stderr);
   ok(/\(job ready after \d+\.\d\d s\)/.test(r.stdout), r.stdout);
+  console.log(`notify: ${r.stdout.trim().replace(/ -> \S+/, "")}`); // the measured wait, in the CI log
   const before = await logs(stack, first);
   const told = before.match(/told checkpoint at (\d+)/);
   ok(told !== null, `the job read ARCH's notice: ${before}`);
@@ -101,6 +102,7 @@ async function savesItself(stack: EmbeddedStack): Promise<void> {
   assertEquals(one.stdout.trim().split("\n"), ["step 1", "step 2", "step 3"]);
   const saved = (await eventsOf(stack, key)).find((e) => e.kind === "checkpoint" && e.task === true);
   assertEquals(saved?.result, "ok", JSON.stringify(saved));
+  console.log(`task checkpoint: ${saved?.bytes} bytes in ${saved?.durationMs} ms`);
   const ls = await archCli(stack, ["inspect", key]);
   assertEquals(ls.code, 0, ls.stdout + ls.stderr);
 
@@ -237,6 +239,7 @@ async function jobAsks(stack: EmbeddedStack, kind: "continue" | "stop"): Promise
   }
   const event = (await eventsOf(stack, key)).find((e) => e.kind === "checkpoint");
   assertEquals([event?.result, event?.requested], ["ok", true], JSON.stringify(event));
+  console.log(`requested (${kind}): ${event?.durationMs} ms, ${JSON.stringify(event?.timings)}`);
   const second = uniqueName(`ask-${kind}-2`);
   await stack.docker(archDockerRun(second, key, env, ["sh", "-c", REQUEST_JOB, "job", "-", "-"]));
   const after = await eventually("the restored job", async () => {
@@ -289,8 +292,14 @@ async function templates(stack: EmbeddedStack): Promise<void> {
 
   // As many containers as ask, each of its own key, start where the template was.
   const warm = [uniqueName("warm-1"), uniqueName("warm-2")];
-  for (const w of warm) {
-    await stack.docker(archDockerRun(w, uniqueName("warm-key"), ["--env", `ARCH_RESTORE_FROM=${name}`]));
+  const warmKeys = warm.map(() => uniqueName("warm-key"));
+  for (const [i, w] of warm.entries()) {
+    await stack.docker(archDockerRun(w, warmKeys[i]!, ["--env", `ARCH_RESTORE_FROM=${name}`]));
+  }
+  for (const k of warmKeys) {
+    const e = (await eventsOf(stack, k)).find((e) => e.kind === "restore");
+    assertEquals([e?.result, e?.template], ["ok", name], JSON.stringify(e));
+    console.log(`template restore: ${e?.bytes} bytes in ${e?.durationMs} ms, ${JSON.stringify(e?.timings)}`);
   }
   for (const w of warm) {
     const after = await waitTicks(stack, w, saved + 10);
