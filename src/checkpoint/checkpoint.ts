@@ -36,7 +36,7 @@ import { prepareInotifyPaths } from "./inotify_paths.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { type ContainerRecord, initPid, type Registry } from "../registry/registry.ts";
 import { flushWhile, KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
-import { hashFiles, listFiles, type Manifest, writeManifest } from "../store/manifest.ts";
+import { checkpointOrigin, hashFiles, listFiles, type Manifest, writeManifest } from "../store/manifest.ts";
 import { HashFollower } from "../store/follow_hash.ts";
 import { findUpperdir } from "../rootfs/upperdir.ts";
 import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
@@ -366,12 +366,7 @@ export async function checkpointContainer(
     }
     const manifest: Manifest = {
       version: MANIFEST_VERSION,
-      containerId: record.id,
-      namespace: record.namespace,
-      scope,
-      key: record.key,
-      image,
-      createdAt: new Date().toISOString(),
+      ...checkpointOrigin(record, scope, image),
       ...(await versions.catch((error) => {
         throw new CheckpointError(`cannot read the runc/CRIU versions: ${errorMessage(error)}`, "prepare");
       })),

@@ -82,6 +82,25 @@ export const ManifestSchema = z.object({
 /** A checkpoint's manifest, as {@link ManifestSchema} validates it. */
 export type Manifest = z.infer<typeof ManifestSchema>;
 
+/**
+ * What every manifest says of where a checkpoint comes from: the container, its engine
+ * namespace, key scope, key and image, and now.
+ */
+export function checkpointOrigin(
+  record: { readonly id: string; readonly namespace: string; readonly key: string },
+  scope: string,
+  image: string,
+): Pick<Manifest, "containerId" | "namespace" | "scope" | "key" | "image" | "createdAt"> {
+  return {
+    containerId: record.id,
+    namespace: record.namespace,
+    scope,
+    key: record.key,
+    image,
+    createdAt: new Date().toISOString(),
+  };
+}
+
 /** Lists every regular file under `dir` (relative paths), skipping `skip`. */
 export function listFiles(dir: string, skip: ReadonlySet<string>, rel = ""): string[] {
   const out: string[] = [];

@@ -15,7 +15,7 @@
 import { MANIFEST_FILE, ROOTFS_ARCHIVE, SIGNATURE_FILE, TASK_MANIFEST_VERSION } from "../store/layout.ts";
 import { ArchError, errorMessage } from "../util/errors.ts";
 import { KeyStore, makeDurable, newCheckpointName } from "../store/store.ts";
-import { hashFiles, listFiles, type Manifest, writeManifest } from "../store/manifest.ts";
+import { checkpointOrigin, hashFiles, listFiles, type Manifest, writeManifest } from "../store/manifest.ts";
 import { captureUpperdir, SizeLimitError } from "../rootfs/layer_archive.ts";
 import { SpaceBudget } from "../checkpoint/space_budget.ts";
 import { imageIdentity } from "../rootfs/image_identity.ts";
@@ -109,12 +109,7 @@ export async function commitTaskCheckpoint(
     const manifest: Manifest = {
       version: TASK_MANIFEST_VERSION,
       kind: "task",
-      containerId: record.id,
-      namespace: record.namespace,
-      scope,
-      key: record.key,
-      image,
-      createdAt: new Date().toISOString(),
+      ...checkpointOrigin(record, scope, image),
       ...(await versions),
       rootfs: { archive: ROOTFS_ARCHIVE, upperdir },
       timings: { total: Math.round(performance.now() - started) },

@@ -15,7 +15,7 @@
 
 import { deepEqual as assertEquals, ok } from "node:assert/strict";
 import type { EmbeddedStack } from "../harness/stack.ts";
-import { archCli, archCtrRun, archDockerRun, eventually, stackTest, uniqueName } from "./_env.ts";
+import { archCli, archCtrRun, archDockerRun, eventually, stackTestOnV1AndV2, uniqueName } from "./_env.ts";
 import { dockerProgress, fullId, waitTicks } from "./_workload.ts";
 
 /** The notify example job: counts, and on SIGUSR1 writes its count to /tmp/flushed and says ready. */
@@ -346,7 +346,7 @@ function eventsOf(stack: EmbeddedStack, key: string): Promise<Record<string, unk
   );
 }
 
-stackTest("task-aware checkpoints: told before and after, asked for, saved by exit code", async (t, stack) => {
+stackTestOnV1AndV2("task-aware checkpoints: told before and after, asked for, saved by exit code", async (t, stack) => {
   await t.step(
     "a job told before its checkpoint says ready, resumes in a new container, is told after",
     () => toldBeforeAndAfter(stack),

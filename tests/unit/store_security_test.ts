@@ -267,3 +267,38 @@ Deno.test("a signed checkpoint of another format version is left for an ARCH tha
     Deno.removeSync(root, { recursive: true });
   }
 });
+
+Deno.test("templates: a key's checkpoint is never restored as a template, nor a template as a key's, nor another's name", async () => {
+  const root = tempRoot();
+  try {
+    const own = await makeCheckpoint(root);
+    await rejects(verifyCheckpoint(own.currentPath()!, SECRET, { ...EXPECTED, template: "warm" }), ForeignCheckpoint);
+    const published = { name: "warm", fromKey: EXPECTED.key, publishedAt: new Date().toISOString() };
+    const template = await makeCheckpoint(tempRootIn(root), { template: published });
+    const dir = template.currentPath()!;
+    await rejects(verifyCheckpoint(dir, SECRET, EXPECTED), ForeignCheckpoint); // not this key's own checkpoint
+    await rejects(verifyCheckpoint(dir, SECRET, { ...EXPECTED, template: "cold" }), ForeignCheckpoint);
+    await rejects(
+      verifyCheckpoint(dir, SECRET, { ...EXPECTED, scope: "tenant-b", template: "warm" }),
+      ForeignCheckpoint,
+    );
+    await rejects(
+      verifyCheckpoint(dir, SECRET, { ...EXPECTED, image: "sha256:other", template: "warm" }),
+      ForeignCheckpoint,
+    );
+    // Any key of the scope and image may start from it.
+    const m = await verifyCheckpoint(dir, SECRET, { ...EXPECTED, key: "job-2", template: "warm" });
+    assertEquals(m.template?.name, "warm");
+    // The template's name is signed: renaming it in the manifest without the secret is refused.
+    await forge(template, (t) => ((t.template as { name: string }).name = "cold"));
+    await rejects(verifyCheckpoint(dir, SECRET, { ...EXPECTED, template: "cold" }), UnauthenticatedCheckpoint);
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
+function tempRootIn(parent: string): string {
+  const dir = Deno.makeTempDirSync({ dir: parent });
+  Deno.chmodSync(dir, 0o700);
+  return dir;
+}
